@@ -1,0 +1,28 @@
+# Two-command setup: `make dashboard` and `make test` each create ./.venv when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup test dashboard bench clean
+
+setup: $(STAMP)
+
+# CPU torch first: a bare `torch` requirement would otherwise pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest
+
+dashboard: setup
+	$(BIN)/streamlit run app/Home.py --server.headless true
+
+bench: setup
+	$(BIN)/python bench/train_throughput.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,147 @@
+"""The Task protocol and the Batch it samples.
+
+Real-valued tasks (linear, polynomial, kernel, complex zeros) interleave x and y tokens Garg-style:
+x_1, y_1, x_2, y_2, ... Each token is a vector of width ``d_in = max(d_x, d_y) + 1``; the last channel
+flags y tokens so that models without positional embeddings can still tell the roles apart.
+Predictions are read at the x positions. Token tasks (modular) use integer tokens.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import einops
+import torch
+from torch import Tensor
+
+TaskKind = Literal["regression", "classification"]
+
+
+@dataclass
+class Batch:
+    """One sampled batch of ICL sequences.
+
+    inputs:    [batch, pos, d_in] float (regression) or [batch, pos] long tokens (classification)
+    targets:   [batch, pos, d_out] float or [batch, pos] long; only meaningful where ``loss_mask``
+    loss_mask: [batch, pos] bool, the positions where the loss applies (predictions are read there)
+    params:    the task parameters per sequence, e.g. ``w: [batch, d]`` or ``a, b: [batch]``
+    pos_labels: one role label per position, e.g. ("x0", "y0", "x1", ...), shared by the batch
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    loss_mask: Tensor
+    params: dict[str, Tensor] = field(default_factory=dict)
+    pos_labels: tuple[str, ...] = ()
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """The same batch on ``device``."""
+        return Batch(
+            inputs=self.inputs.to(device),
+            targets=self.targets.to(device),
+            loss_mask=self.loss_mask.to(device),
+            params={k: v.to(device) for k, v in self.params.items()},
+            pos_labels=self.pos_labels,
+        )
+
+    @property
+    def query_pos(self) -> int:
+        """The last position where a prediction is scored: the query."""
+        return int(self.loss_mask[0].nonzero()[-1])
+
+
+@runtime_checkable
+class Task(Protocol):
+    """An in-context-learning task family. Implementations are frozen dataclasses whose fields are the
+    knobs; an out-of-distribution variant is the same class with other field values."""
+
+    name: ClassVar[str]
+    kind: ClassVar[TaskKind]
+
+    def sample(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Batch:
+        """Draw ``batch_size`` sequences of ``n_examples`` in-context examples each."""
+        ...
+
+    def ood(self) -> "Task":
+        """The default out-of-distribution variant used in training-time evaluation."""
+        ...
+
+    def n_ctx(self, n_examples: int) -> int:
+        """Sequence length for ``n_examples`` examples."""
+        ...
+
+    def describe(self) -> str:
+        """One line for progress bars and model cards."""
+        ...
+
+
+class TaskBase:
+    """Shared plumbing for the frozen-dataclass tasks: serialisation and variants."""
+
+    name: ClassVar[str]
+    kind: ClassVar[TaskKind]
+
+    def replace(self, **changes: Any) -> "TaskBase":
+        """A variant of this task with some fields changed (how OOD variants are made)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description: ``{"name": ..., **fields}``."""
+        out: dict[str, Any] = {"name": self.name}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def describe(self) -> str:
+        fields = ", ".join(f"{k}={v}" for k, v in self.to_dict().items() if k != "name")
+        return f"{self.name}({fields})"
+
+
+class RegressionTask(TaskBase):
+    """A real-valued task: subclasses draw (xs, ys, params); this class builds the interleaved batch."""
+
+    kind: ClassVar[TaskKind] = "regression"
+    d_x: int
+    d_y: int = 1
+
+    @property
+    def d_in(self) -> int:
+        return max(self.d_x, self.d_y) + 1
+
+    @property
+    def d_out(self) -> int:
+        return self.d_y
+
+    def n_ctx(self, n_examples: int) -> int:
+        return 2 * n_examples
+
+    def draw(
+        self, batch_size: int, n_examples: int, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """xs: [batch, n_examples, d_x], ys: [batch, n_examples, d_y], and the task parameters."""
+        raise NotImplementedError
+
+    def sample(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Batch:
+        xs, ys, params = self.draw(batch_size, n_examples, generator)
+        inputs = interleave(xs, ys, self.d_in)
+        targets = torch.zeros(batch_size, 2 * n_examples, self.d_y)
+        targets[:, 0::2] = ys
+        loss_mask = torch.zeros(batch_size, 2 * n_examples, dtype=torch.bool)
+        loss_mask[:, 0::2] = True
+        labels = tuple(f"{r}{i}" for i in range(n_examples) for r in ("x", "y"))
+        return Batch(inputs, targets, loss_mask, params, labels)
+
+
+def interleave(xs: Tensor, ys: Tensor, d_in: int) -> Tensor:
+    """Garg-style sequence x_1, y_1, ..., x_k, y_k: [batch, k, d_x] and [batch, k, d_y] -> [batch, 2k, d_in].
+
+    Each token is zero-padded to ``d_in``; the last channel is 1 on y tokens and 0 on x tokens."""
+    batch, k, _ = xs.shape
+    x_tok = torch.zeros(batch, k, d_in)
+    y_tok = torch.zeros(batch, k, d_in)
+    x_tok[..., : xs.shape[-1]] = xs
+    y_tok[..., : ys.shape[-1]] = ys
+    y_tok[..., -1] = 1.0
+    return einops.rearrange(torch.stack([x_tok, y_tok], dim=2), "b k r d -> b (k r) d")

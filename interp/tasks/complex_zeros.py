@@ -1,0 +1,69 @@
+"""Find a zero of a complex polynomial from in-context samples (Naim & Asher 2025).
+
+The context holds k samples (z_i, f(z_i)) of a monic polynomial f with roots r_j drawn uniformly in the
+disk of radius ``root_radius``. A final query token carries a starting point z_q; the target is the root
+of f nearest to z_q (a well-defined answer almost everywhere, like Newton's method from z_q).
+Complex numbers are written as (real, imag) channels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from .base import Batch, RegressionTask, interleave
+
+
+def as_pairs(z: Tensor) -> Tensor:
+    """Complex [...] -> real [..., 2]."""
+    return torch.stack([z.real, z.imag], dim=-1).float()
+
+
+def disk(shape: tuple[int, ...], radius: float, generator: torch.Generator) -> Tensor:
+    """Complex points uniform in the disk of ``radius``."""
+    r = radius * torch.rand(shape, generator=generator, dtype=torch.float64).sqrt()
+    theta = 2 * torch.pi * torch.rand(shape, generator=generator, dtype=torch.float64)
+    return torch.polar(r, theta)
+
+
+@dataclass(frozen=True)
+class ComplexZerosTask(RegressionTask):
+    """f(z) = prod_j (z - r_j), degree ``degree``; inputs z_i uniform in the disk of radius ``x_range``."""
+
+    name: ClassVar[str] = "complex-zeros"
+    d_x: int = 2
+    d_y: ClassVar[int] = 2
+    degree: int = 2
+    root_radius: float = 1.0
+    x_range: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.d_x != 2:
+            raise ValueError("complex-zeros inputs are complex numbers: d_x must be 2")
+        if self.degree < 1:
+            raise ValueError(f"degree must be at least 1, got {self.degree}")
+
+    def n_ctx(self, n_examples: int) -> int:
+        return 2 * n_examples + 1
+
+    def sample(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Batch:
+        roots = disk((batch_size, self.degree), self.root_radius, generator)
+        zs = disk((batch_size, n_examples + 1), self.x_range, generator)
+        fz = torch.prod(zs[..., None] - roots[:, None, :], dim=-1)
+        z_q = zs[:, -1]
+        nearest = roots[torch.arange(batch_size), (roots - z_q[:, None]).abs().argmin(dim=-1)]
+        context = interleave(as_pairs(zs[:, :-1]), as_pairs(fz[:, :-1]), self.d_in)
+        query = interleave(as_pairs(z_q[:, None]), as_pairs(fz[:, -1:]), self.d_in)[:, :1]
+        inputs = torch.cat([context, query], dim=1)
+        targets = torch.zeros(batch_size, 2 * n_examples + 1, 2)
+        targets[:, -1] = as_pairs(nearest)
+        loss_mask = torch.zeros(batch_size, 2 * n_examples + 1, dtype=torch.bool)
+        loss_mask[:, -1] = True
+        labels = tuple(f"{r}{i}" for i in range(n_examples) for r in ("x", "y")) + ("query",)
+        return Batch(inputs, targets, loss_mask, {"roots": as_pairs(roots)}, labels)
+
+    def ood(self) -> "ComplexZerosTask":
+        """Roots spread twice as far as in training."""
+        return self.replace(root_radius=2.0 * self.root_radius)  # type: ignore[return-value]

@@ -1,0 +1,48 @@
+"""Linear regression in context: y = w·x (Garg et al. 2022)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from .base import RegressionTask
+
+
+@dataclass(frozen=True)
+class LinearTask(RegressionTask):
+    """y = w·x with w ~ N(0, I_d) · w_scale.
+
+    x ~ N(0, x_scale² I_d) (``x_dist="normal"``) or U[-x_scale, x_scale]^d (``"uniform"``).
+    ``active_dims`` < d zeroes the trailing dims of x and w (Garg's curriculum grows it)."""
+
+    name: ClassVar[str] = "linear"
+    d_x: int = 5
+    x_dist: Literal["normal", "uniform"] = "normal"
+    x_scale: float = 1.0
+    w_scale: float = 1.0
+    active_dims: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.x_dist not in ("normal", "uniform"):
+            raise ValueError(f"x_dist must be 'normal' or 'uniform', got {self.x_dist!r}")
+        if self.active_dims is not None and not 1 <= self.active_dims <= self.d_x:
+            raise ValueError(f"active_dims must be in [1, {self.d_x}], got {self.active_dims}")
+
+    def draw(self, batch_size: int, n_examples: int, generator: torch.Generator) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        shape = (batch_size, n_examples, self.d_x)
+        if self.x_dist == "normal":
+            xs = torch.randn(shape, generator=generator) * self.x_scale
+        else:
+            xs = (torch.rand(shape, generator=generator) * 2 - 1) * self.x_scale
+        w = torch.randn(batch_size, self.d_x, generator=generator) * self.w_scale
+        if self.active_dims is not None:
+            xs[..., self.active_dims :] = 0.0
+            w[:, self.active_dims :] = 0.0
+        ys = torch.einsum("bkd,bd->bk", xs, w).unsqueeze(-1)
+        return xs, ys, {"w": w}
+
+    def ood(self) -> "LinearTask":
+        """Inputs three times wider than in training (Garg's scaled-x shift test)."""
+        return self.replace(x_scale=3.0 * self.x_scale)  # type: ignore[return-value]

@@ -1,0 +1,85 @@
+"""Modular arithmetic in context: z = a·x + b·y mod p (He, Doshi, Das & Gromov, NeurIPS 2024).
+
+A sequence is k examples as tokens x_1, y_1, z_1, ..., x_k, y_k, z_k with no separators. The model
+reads the first 3k - 1 tokens and predicts the next one; the loss falls on the z tokens, which are
+predicted at the y positions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from .base import Batch, TaskBase, TaskKind
+
+
+@dataclass(frozen=True)
+class ModularTask(TaskBase):
+    """The p² task vectors (a, b) are split by ``split_seed`` into ``n_tasks`` pre-training tasks (``split="id"``)
+    and the held-out rest (``split="ood"``). A fraction ``pair_fraction`` of the p² (x, y) pairs is used in
+    pre-training (``pairs="train"``), the rest held out (``pairs="test"``), the same for every task."""
+
+    name: ClassVar[str] = "modular"
+    kind: ClassVar[TaskKind] = "classification"
+    p: int = 29
+    n_tasks: int = 256
+    split_seed: int = 0
+    split: Literal["id", "ood"] = "id"
+    pair_fraction: float = 1.0
+    pairs: Literal["train", "test", "all"] = "train"
+
+    def __post_init__(self) -> None:
+        if self.p < 2:
+            raise ValueError(f"p must be at least 2, got {self.p}")
+        if not 1 <= self.n_tasks < self.p**2:
+            raise ValueError(f"n_tasks must be in [1, p² - 1 = {self.p**2 - 1}], got {self.n_tasks}")
+        if self.split not in ("id", "ood"):
+            raise ValueError(f"split must be 'id' or 'ood', got {self.split!r}")
+        if not 0.0 < self.pair_fraction <= 1.0:
+            raise ValueError(f"pair_fraction must be in (0, 1], got {self.pair_fraction}")
+        if self.pairs not in ("train", "test", "all"):
+            raise ValueError(f"pairs must be 'train', 'test' or 'all', got {self.pairs!r}")
+        if self.pairs == "test" and self.pair_fraction == 1.0:
+            raise ValueError("pairs='test' needs pair_fraction < 1: no (x, y) pair is held out")
+
+    @property
+    def d_vocab(self) -> int:
+        return self.p
+
+    def n_ctx(self, n_examples: int) -> int:
+        return 3 * n_examples - 1
+
+    @cached_property
+    def task_vectors(self) -> Tensor:
+        """The (a, b) of this split: [n, 2] long. ID and OOD sets are disjoint and cover Z_p²."""
+        g = torch.Generator().manual_seed(self.split_seed)
+        order = torch.randperm(self.p**2, generator=g)
+        chosen = order[: self.n_tasks] if self.split == "id" else order[self.n_tasks :]
+        return torch.stack([chosen // self.p, chosen % self.p], dim=-1)
+
+    @cached_property
+    def pair_set(self) -> Tensor:
+        """The (x, y) pairs this variant draws from: [m, 2] long."""
+        g = torch.Generator().manual_seed(self.split_seed + 1)
+        order = torch.randperm(self.p**2, generator=g)
+        n_train = max(1, round(self.pair_fraction * self.p**2))
+        chosen = {"train": order[:n_train], "test": order[n_train:], "all": order}[self.pairs]
+        return torch.stack([chosen // self.p, chosen % self.p], dim=-1)
+
+    def sample(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Batch:
+        ab = self.task_vectors[torch.randint(len(self.task_vectors), (batch_size,), generator=generator)]
+        xy = self.pair_set[torch.randint(len(self.pair_set), (batch_size, n_examples), generator=generator)]
+        a, b = ab[:, 0], ab[:, 1]
+        z = (a[:, None] * xy[..., 0] + b[:, None] * xy[..., 1]) % self.p
+        seq = torch.stack([xy[..., 0], xy[..., 1], z], dim=-1).reshape(batch_size, 3 * n_examples)
+        loss_mask = torch.zeros(batch_size, 3 * n_examples - 1, dtype=torch.bool)
+        loss_mask[:, 1::3] = True  # the y positions, where z is predicted
+        labels = tuple(f"{r}{i}" for i in range(n_examples) for r in ("x", "y", "z"))[:-1]
+        return Batch(seq[:, :-1], seq[:, 1:], loss_mask, {"a": a, "b": b}, labels)
+
+    def ood(self) -> "ModularTask":
+        """The held-out task vectors (a, b), on the same (x, y) pairs."""
+        return self.replace(split="ood")  # type: ignore[return-value]

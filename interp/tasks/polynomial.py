@@ -1,0 +1,62 @@
+"""1-D polynomial regression in context, monomial or Chebyshev basis (Naim & Asher 2024-25)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from .base import RegressionTask
+
+
+def basis(x: Tensor, degree: int, kind: Literal["monomial", "chebyshev"]) -> Tensor:
+    """Basis functions phi_0..phi_degree at x: [...] -> [..., degree + 1]."""
+    cols = [torch.ones_like(x)]
+    if degree >= 1:
+        cols.append(x)
+    for _ in range(2, degree + 1):
+        # monomial: x^j = x * x^(j-1); Chebyshev: T_j = 2x T_(j-1) - T_(j-2)
+        cols.append(x * cols[-1] if kind == "monomial" else 2 * x * cols[-1] - cols[-2])
+    return torch.stack(cols, dim=-1)
+
+
+@dataclass(frozen=True)
+class PolynomialTask(RegressionTask):
+    """f(x) = sum_j c_j phi_j(x), with the degree drawn per sequence from ``degrees`` and c_j ~ N(0, coef_scale²).
+
+    Inputs are 1-D on U[-x_range, x_range]. Hold out whole classes by training on ``degrees=(1, 2, 3)``
+    and testing with ``task.replace(degrees=(4,))``."""
+
+    name: ClassVar[str] = "polynomial"
+    d_x: int = 1
+    degrees: tuple[int, ...] = (1, 2, 3)
+    basis: Literal["monomial", "chebyshev"] = "monomial"
+    coef_scale: float = 1.0
+    x_range: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "degrees", tuple(int(d) for d in self.degrees))
+        if self.d_x != 1:
+            raise ValueError("polynomial tasks are 1-D: d_x must be 1")
+        if not self.degrees or min(self.degrees) < 0:
+            raise ValueError(f"degrees must be non-negative and non-empty, got {self.degrees}")
+        if self.basis not in ("monomial", "chebyshev"):
+            raise ValueError(f"basis must be 'monomial' or 'chebyshev', got {self.basis!r}")
+
+    @property
+    def max_degree(self) -> int:
+        return max(self.degrees)
+
+    def draw(self, batch_size: int, n_examples: int, generator: torch.Generator) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        xs = (torch.rand(batch_size, n_examples, 1, generator=generator) * 2 - 1) * self.x_range
+        choice = torch.randint(len(self.degrees), (batch_size,), generator=generator)
+        degree = torch.tensor(self.degrees)[choice]
+        coefs = torch.randn(batch_size, self.max_degree + 1, generator=generator) * self.coef_scale
+        coefs = coefs * (torch.arange(self.max_degree + 1) <= degree[:, None])  # zero above each degree
+        ys = torch.einsum("bkj,bj->bk", basis(xs[..., 0], self.max_degree, self.basis), coefs)
+        return xs, ys.unsqueeze(-1), {"coefs": coefs, "degree": degree}
+
+    def ood(self) -> "PolynomialTask":
+        """Coefficients three times larger than in training (outputs leave the trained range)."""
+        return self.replace(coef_scale=3.0 * self.coef_scale)  # type: ignore[return-value]
