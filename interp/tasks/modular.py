@@ -25,7 +25,7 @@ class ModularTask(TaskBase):
     name: ClassVar[str] = "modular"
     kind: ClassVar[TaskKind] = "classification"
     p: int = 29
-    n_tasks: int = 256
+    n_tasks: int | None = None  # default: min(256, p² // 2)
     split_seed: int = 0
     split: Literal["id", "ood"] = "id"
     pair_fraction: float = 1.0
@@ -34,6 +34,8 @@ class ModularTask(TaskBase):
     def __post_init__(self) -> None:
         if self.p < 2:
             raise ValueError(f"p must be at least 2, got {self.p}")
+        if self.n_tasks is None:
+            object.__setattr__(self, "n_tasks", min(256, self.p**2 // 2))
         if not 1 <= self.n_tasks < self.p**2:
             raise ValueError(f"n_tasks must be in [1, p² - 1 = {self.p**2 - 1}], got {self.n_tasks}")
         if self.split not in ("id", "ood"):

@@ -1,0 +1,123 @@
+"""Read the model zoo: one sub-folder per model, each with config.json (+ metrics.jsonl, CARD.md).
+
+Pure Python, no Streamlit import, so the dashboard's data layer can be tested on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ZOO_ENV = "ICL_INTERP_ZOO"
+DEFAULT_ZOO = Path(__file__).resolve().parents[1] / "models"
+
+# The ModelSpec fields worth a column in the zoo table; the rest stay in config.json.
+SPEC_KEYS = ("n_layers", "n_heads", "d_model", "attn_only", "normalization", "scoring")
+METRIC_KEYS = ("step", "loss", "id_error", "ood_error")
+
+# metrics.jsonl grows by one line per eval; reading its tail keeps a big log cheap.
+_TAIL_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model folder in the zoo; `error` is set when its config.json could not be read."""
+
+    name: str
+    path: Path
+    task: str | None = None
+    spec: dict[str, Any] = field(default_factory=dict)
+    steps: int | None = None
+    last_metrics: dict[str, Any] | None = None
+    card: str | None = None
+    error: str | None = None
+
+
+def zoo_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """The zoo folder: `override`, else $ICL_INTERP_ZOO, else models/ at the repo root."""
+    if override is not None:
+        return Path(override)
+    env = os.environ.get(ZOO_ENV)
+    return Path(env) if env else DEFAULT_ZOO
+
+
+def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def last_metrics(path: Path) -> dict[str, Any] | None:
+    """The last complete JSON object in a metrics.jsonl file, or None if there is none."""
+    if not path.is_file():
+        return None
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - _TAIL_BYTES))
+        tail = f.read().decode("utf-8", errors="replace")
+    # Walk back from the end: a run still training may have left a half-written last line.
+    for line in reversed(tail.splitlines()):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            return record
+    return None
+
+
+def read_model(folder: Path) -> ModelEntry:
+    """Read one model folder (must contain config.json) into a ModelEntry; never raises on bad files."""
+    card_path = folder / "CARD.md"
+    card = card_path.read_text(encoding="utf-8", errors="replace") if card_path.is_file() else None
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError(f"expected a JSON object, got {type(config).__name__}")
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return ModelEntry(name=folder.name, path=folder, card=card,
+                          error=f"unreadable config.json: {exc}")
+    task_name = _section(config, "task").get("name")
+    model = _section(config, "model")
+    try:
+        metrics = last_metrics(folder / "metrics.jsonl")
+    except OSError:
+        metrics = None
+    return ModelEntry(
+        name=folder.name,
+        path=folder,
+        task=None if task_name is None else str(task_name),
+        spec={k: model[k] for k in SPEC_KEYS if k in model},
+        steps=_section(config, "train").get("steps"),
+        last_metrics=metrics,
+        card=card,
+    )
+
+
+def read_zoo(root: str | os.PathLike[str] | None = None) -> list[ModelEntry]:
+    """All models in the zoo folder, sorted by name; a missing folder is an empty zoo."""
+    root = zoo_dir(root)
+    if not root.is_dir():
+        return []
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file())
+    return [read_model(p) for p in folders]
+
+
+def zoo_rows(entries: list[ModelEntry]) -> list[dict[str, Any]]:
+    """One flat dict per model, for a table: name, task, spec columns, steps, last metrics, status."""
+    rows = []
+    for e in entries:
+        row: dict[str, Any] = {"model": e.name, "task": e.task}
+        row.update({k: e.spec.get(k) for k in SPEC_KEYS})
+        row["steps"] = e.steps
+        metrics = e.last_metrics or {}
+        row.update({f"last {k}": metrics.get(k) for k in METRIC_KEYS})
+        row["status"] = f"⚠ {e.error}" if e.error else "ok"
+        rows.append(row)
+    return rows

@@ -1,0 +1,210 @@
+"""`interp`: train, evaluate and inspect checkpoints from the shell.
+
+Bad input (unknown flags, a flag that does not apply to the task, a missing or corrupt checkpoint) prints
+one line on stderr and exits with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+from .checkpoint import CheckpointError
+
+# Per-task training defaults: small enough to train on a laptop CPU in minutes.
+DEFAULT_EXAMPLES = {"linear": 11, "polynomial": 11, "kernel": 14, "modular": 16, "complex-zeros": 10}
+# CLI flag -> task field, where the two names differ
+TASK_FLAGS = {"d": "d_x", "x_scale": "x_scale", "x_dist": "x_dist", "w_scale": "w_scale", "degrees": "degrees",
+              "basis": "basis", "coef_scale": "coef_scale", "x_range": "x_range", "kernel": "kernel", "p": "p",
+              "n_tasks": "n_tasks", "split_seed": "split_seed", "pair_fraction": "pair_fraction",
+              "degree": "degree", "root_radius": "root_radius"}
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="interp", description="icl-interp: train and open up small ICL transformers")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    t = sub.add_parser("train", help="train a model and save a checkpoint folder")
+    t.add_argument("--task", required=True, choices=sorted(DEFAULT_EXAMPLES))
+    t.add_argument("--out", required=True, type=Path, help="checkpoint folder, e.g. models/<name>")
+    g = t.add_argument_group("task")
+    g.add_argument("--d", type=int, help="input dims (linear, kernel)")
+    g.add_argument("--x-dist", choices=["normal", "uniform"])
+    g.add_argument("--x-scale", type=float)
+    g.add_argument("--w-scale", type=float)
+    g.add_argument("--degrees", type=lambda s: tuple(int(v) for v in s.split(",")), help="e.g. 1,2,3 (polynomial)")
+    g.add_argument("--basis", choices=["monomial", "chebyshev"])
+    g.add_argument("--coef-scale", type=float)
+    g.add_argument("--x-range", type=float)
+    g.add_argument("--kernel", choices=["linear", "relu", "exp"])
+    g.add_argument("--p", type=int, help="modulus (modular)")
+    g.add_argument("--n-tasks", type=int, help="pre-training (a, b) tasks (modular)")
+    g.add_argument("--split-seed", type=int)
+    g.add_argument("--pair-fraction", type=float, help="share of (x, y) pairs seen in pre-training (modular)")
+    g.add_argument("--degree", type=int, help="polynomial degree (complex-zeros)")
+    g.add_argument("--root-radius", type=float)
+    m = t.add_argument_group("model")
+    m.add_argument("--layers", type=int, default=2)
+    m.add_argument("--heads", type=int, default=2)
+    m.add_argument("--d-model", type=int, default=64)
+    m.add_argument("--d-mlp", type=int)
+    m.add_argument("--attn-only", action="store_true")
+    m.add_argument("--norm", choices=["LN", "LNPre", "RMS", "none"], default="LN")
+    m.add_argument("--pos", choices=["learned", "rotary", "none"], default="learned")
+    m.add_argument("--scoring", choices=["softmax", "relu", "linear", "exp"], default="softmax")
+    m.add_argument("--act-fn", default="gelu", choices=["gelu", "relu", "silu", "gelu_new"])
+    r = t.add_argument_group("training")
+    r.add_argument("--steps", type=int, default=2000)
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--n-examples", type=int, help="in-context examples per sequence")
+    r.add_argument("--lr", type=float, default=1e-3)
+    r.add_argument("--weight-decay", type=float, default=0.01)
+    r.add_argument("--warmup", type=int, help="warm-up steps (default: 5%% of steps)")
+    r.add_argument("--eval-every", type=int, help="default: steps / 20")
+    r.add_argument("--checkpoint-every", type=int, default=500)
+    r.add_argument("--curriculum", action="store_true", help="Garg-style: dims and examples grow during training")
+    r.add_argument("--keep-best", action="store_true", help="keep the weights with the best OOD metric")
+    r.add_argument("--patience", type=int, help="early stop after this many evaluations without OOD improvement")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", default="auto")
+    r.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds an unfinished run")
+
+    e = sub.add_parser("eval", help="ID/OOD error against the number of examples, beside the baselines")
+    e.add_argument("--ckpt", required=True, type=Path)
+    e.add_argument("--n", type=int, default=512, help="sequences per split")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", type=Path, help="write the table as JSON")
+
+    i = sub.add_parser("info", help="describe a checkpoint")
+    i.add_argument("--ckpt", required=True, type=Path)
+
+    d = sub.add_parser("dashboard", help="serve the Streamlit dashboard")
+    d.add_argument("--port", type=int, default=8501)
+    return parser
+
+
+def make_task(args: argparse.Namespace):
+    """The task named by --task, with every given task flag applied; a flag the task lacks is an error."""
+    from .tasks import TASKS
+
+    cls = TASKS[args.task]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for flag, field in TASK_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if field not in fields:
+            raise UsageError(f"--{flag.replace('_', '-')} does not apply to task {args.task}")
+        kwargs[field] = value
+    return cls(**kwargs)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .spec import ModelSpec
+    from .train import Curriculum, TrainConfig, train
+
+    task = make_task(args)
+    n_examples = args.n_examples or DEFAULT_EXAMPLES[args.task]
+    if args.steps < 1 or n_examples < 1:
+        raise UsageError("--steps and --n-examples must be positive")
+    spec = ModelSpec.for_task(
+        task, n_examples, n_layers=args.layers, n_heads=args.heads, d_model=args.d_model, d_mlp=args.d_mlp,
+        attn_only=args.attn_only, normalization=args.norm, positional=args.pos, scoring=args.scoring,
+        act_fn=args.act_fn, seed=args.seed,
+    )
+    curriculum = None
+    if args.curriculum:
+        d_x = getattr(task, "d_x", 1)
+        every = max(1, args.steps // 20)
+        curriculum = Curriculum(dims_start=min(5, d_x) if hasattr(task, "active_dims") else None,
+                                points_start=min(n_examples, max(2, n_examples // 3)), every=every)
+    cfg = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, n_examples=n_examples, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup if args.warmup is not None else max(1, args.steps // 20),
+        eval_every=args.eval_every or max(1, args.steps // 20), checkpoint_every=args.checkpoint_every,
+        keep_best=args.keep_best, patience=args.patience, curriculum=curriculum, seed=args.seed, device=args.device,
+    )
+    ckpt = train(task, spec, cfg, out=args.out, resume=not args.no_resume)
+    last = ckpt.metrics[-1] if ckpt.metrics else {}
+    summary = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k.startswith(("id_", "ood_")))
+    print(f"saved {args.out} after {last.get('step', 0)} steps: {summary}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.ckpt)
+    n_params = sum(p.numel() for p in ckpt.model.parameters())
+    print(f"checkpoint  {ckpt.path}")
+    print(f"task        {ckpt.task.describe()}")
+    print(f"model       {type(ckpt.model).__name__}, {n_params:,} parameters")
+    for k, v in ckpt.spec.to_dict().items():
+        print(f"  {k:<14}{v}")
+    print(f"training    {ckpt.train.get('steps_done', '?')} of {ckpt.train.get('steps')} steps, best OOD at step {ckpt.train.get('best_step')}")
+    print(f"git commit  {ckpt.git_commit or 'unknown'}")
+    if ckpt.metrics:
+        print("last eval   " + json.dumps(ckpt.metrics[-1]))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .checkpoint import load_checkpoint
+    from .evaluate import evaluate_checkpoint
+
+    ckpt = load_checkpoint(args.ckpt)
+    rows = evaluate_checkpoint(ckpt, n=args.n, seed=args.seed)
+    table = Table(title=f"{args.ckpt}: {ckpt.task.describe()}")
+    for col in rows[0]:
+        table.add_column(str(col))
+    for row in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console().print(table)
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    app = Path(__file__).resolve().parents[1] / "app" / "Home.py"
+    if not app.is_file():
+        raise UsageError(f"the dashboard is not installed beside this package ({app} is missing)")
+    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)])
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "info": cmd_info, "dashboard": cmd_dashboard}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `interp` console script; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (UsageError, CheckpointError, ValueError) as e:
+        print(f"interp: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

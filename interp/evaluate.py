@@ -1,0 +1,258 @@
+"""Error (or accuracy) against the number of in-context examples, for a model beside its baselines.
+
+Regression error is Garg-style normalised squared error: at each loss position the squared error
+(summed over output channels) is divided by the batch mean of the squared target there, so the zero
+predictor scores 1 on average. Modular tasks report exact-match accuracy. Every curve is measured on
+the task and on ``task.ood()``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import einops
+import torch
+from torch import Tensor, nn
+
+from .baselines import baselines_for
+from .tasks import Batch, TaskBase
+
+Predictor = Callable[[Batch], Tensor]
+
+SCALE_FIELDS: dict[str, str] = {
+    "linear": "x_scale",
+    "kernel": "x_scale",
+    "polynomial": "x_range",
+    "complex-zeros": "x_range",
+}
+"""The field ``error_vs_scale`` multiplies by default: the task's input scale."""
+
+
+# --- metrics -----------------------------------------------------------------------------------------
+
+
+def squared_error_by_position(pred: Tensor, batch: Batch, normalise: bool = True) -> Tensor:
+    """Squared error at the loss positions: [batch, pos, d_out] -> [batch, k].
+
+    With ``normalise`` each position is divided by the batch mean of the squared target there, so the
+    zero predictor scores exactly 1 on average over the batch."""
+    err = ((pred - batch.targets) ** 2).sum(dim=-1)[batch.loss_mask]
+    err = einops.rearrange(err, "(b k) -> b k", b=batch.targets.shape[0])
+    if not normalise:
+        return err
+    energy = einops.rearrange((batch.targets**2).sum(dim=-1)[batch.loss_mask], "(b k) -> b k", b=err.shape[0])
+    return err / energy.mean(dim=0).clamp(min=torch.finfo(err.dtype).tiny)
+
+
+def accuracy_by_position(pred: Tensor, batch: Batch) -> Tensor:
+    """Exact match at the loss positions: [batch, pos] long -> [batch, k] float in {0, 1}."""
+    correct = (pred == batch.targets)[batch.loss_mask].float()
+    return einops.rearrange(correct, "(b k) -> b k", b=batch.targets.shape[0])
+
+
+def shots(batch: Batch) -> list[int]:
+    """The number of complete in-context examples before each loss position: [k] ints.
+
+    Counted from ``pos_labels``: an example is complete once its answer token (y, or z for token tasks)
+    has been seen."""
+    answer = "z" if batch.inputs.dtype == torch.long else "y"
+    done = [label.startswith(answer) for label in batch.pos_labels]
+    return [sum(done[:p]) for p in batch.loss_mask[0].nonzero()[:, 0].tolist()]
+
+
+# --- results -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Curve:
+    """One method's metric against the number of in-context examples, on one split."""
+
+    split: str
+    method: str
+    shots: list[int]
+    mean: list[float]
+    sem: list[float]
+
+
+@dataclass
+class EvalResult:
+    """Curves for the model and its baselines on the ID and OOD task; ``metric`` names what they measure."""
+
+    task: str
+    metric: str
+    n_sequences: int
+    curves: list[Curve]
+
+    def curve(self, split: str, method: str) -> Curve:
+        """The curve of ``method`` on ``split``; KeyError naming the known ones otherwise."""
+        for c in self.curves:
+            if (c.split, c.method) == (split, method):
+                return c
+        known = ", ".join(f"{c.split}/{c.method}" for c in self.curves)
+        raise KeyError(f"no curve {split}/{method}; known: {known}")
+
+    def to_table(self, at: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Rows {split, method, "k=<n>": mean at n examples, ..., "avg": mean over positions} for a CLI table.
+
+        ``at`` picks the numbers of examples (default: up to five, spread from first to last)."""
+        rows = []
+        for c in self.curves:
+            picks = list(at) if at is not None else spread(c.shots)
+            row: dict[str, Any] = {"split": c.split, "method": c.method}
+            for n in picks:
+                row[f"k={n}"] = c.mean[c.shots.index(n)] if n in c.shots else float("nan")
+            row["avg"] = sum(c.mean) / len(c.mean)
+            rows.append(row)
+        return rows
+
+
+@dataclass
+class ScaleResult:
+    """Raw squared error at the query against a multiplier of one task field, per method.
+
+    ``errors[method][j]`` (and ``sems``) is at ``scales[j]``; method "zero" is the zero predictor's
+    error, i.e. the mean squared target, the yardstick the normalised metric divides by."""
+
+    task: str
+    field: str
+    n_examples: int
+    scales: list[float]
+    errors: dict[str, list[float]]
+    sems: dict[str, list[float]]
+
+    def to_table(self) -> list[dict[str, Any]]:
+        """Rows {scale, <method>: error, ...} for a CLI table."""
+        return [{"scale": s, **{m: e[j] for m, e in self.errors.items()}} for j, s in enumerate(self.scales)]
+
+
+def spread(values: Sequence[int], n: int = 5) -> list[int]:
+    """Up to ``n`` entries of ``values`` evenly spaced from the first to the last."""
+    if len(values) <= n:
+        return list(values)
+    return [values[round(j * (len(values) - 1) / (n - 1))] for j in range(n)]
+
+
+# --- evaluation --------------------------------------------------------------------------------------
+
+
+def model_predictor(model: nn.Module, task: TaskBase) -> Predictor:
+    """The model as a baseline-shaped predictor: batch (CPU) -> [batch, pos, d_out] or argmax tokens [batch, pos], on CPU."""
+    device = next(model.parameters()).device
+
+    def predict(batch: Batch) -> Tensor:
+        out = model(batch.to(device).inputs)
+        if task.kind == "classification":
+            out = out.argmax(dim=-1)
+        return out.cpu()
+
+    return predict
+
+
+def metric_of(task: TaskBase) -> tuple[str, Callable[[Tensor, Batch], Tensor]]:
+    """The metric name and its per-position function for ``task``."""
+    if task.kind == "classification":
+        return "accuracy", accuracy_by_position
+    return "normalised_squared_error", squared_error_by_position
+
+
+def collect(
+    predictors: dict[str, Predictor],
+    task: TaskBase,
+    n_examples: int,
+    n_batches: int,
+    batch_size: int,
+    generator: torch.Generator,
+    score: Callable[[Tensor, Batch], Tensor],
+) -> tuple[dict[str, Tensor], list[int]]:
+    """Per-sequence scores of every predictor on the same batches: {name: [n_batches * batch_size, k]}, and the shots."""
+    scores: dict[str, list[Tensor]] = {name: [] for name in predictors}
+    for _ in range(n_batches):
+        batch = task.sample(batch_size, n_examples, generator)  # type: ignore[attr-defined]
+        for name, predict in predictors.items():
+            scores[name].append(score(predict(batch), batch))
+    return {name: torch.cat(s) for name, s in scores.items()}, shots(batch)
+
+
+def mean_sem(scores: Tensor) -> tuple[list[float], list[float]]:
+    """Mean and standard error over sequences: [n, k] -> ([k], [k])."""
+    sem = scores.std(dim=0) / math.sqrt(scores.shape[0]) if scores.shape[0] > 1 else torch.zeros(scores.shape[1])
+    return scores.mean(dim=0).tolist(), sem.tolist()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    task: TaskBase,
+    n_examples: int,
+    n_batches: int = 4,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+    baselines: bool = True,
+) -> EvalResult:
+    """Metric vs number of in-context examples for ``model`` (and the task's baselines) on ``task`` and ``task.ood()``."""
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    metric, score = metric_of(task)
+    curves: list[Curve] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for split, t in (("id", task), ("ood", task.ood())):  # type: ignore[attr-defined]
+            predictors = {"model": model_predictor(model, t)} | (baselines_for(t) if baselines else {})
+            scores, xs = collect(predictors, t, n_examples, n_batches, batch_size, generator, score)
+            for name, s in scores.items():
+                curves.append(Curve(split, name, xs, *mean_sem(s)))
+    finally:
+        model.train(was_training)
+    return EvalResult(task.describe(), metric, n_batches * batch_size, curves)
+
+
+def zero_predictor(batch: Batch) -> Tensor:
+    """Predicts 0 everywhere: batch -> [batch, pos, d_out]."""
+    return torch.zeros_like(batch.targets)
+
+
+def error_at_query(pred: Tensor, batch: Batch) -> Tensor:
+    """Raw squared error at the last loss position: [batch, pos, d_out] -> [batch, 1]."""
+    return squared_error_by_position(pred, batch, normalise=False)[:, -1:]
+
+
+@torch.no_grad()
+def error_vs_scale(
+    model: nn.Module,
+    task: TaskBase,
+    scales: Sequence[float],
+    n_examples: int,
+    field: str | None = None,
+    n_batches: int = 4,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+    baselines: bool = False,
+) -> ScaleResult:
+    """Raw squared error at the query as ``task.<field>`` is multiplied by each of ``scales``.
+
+    ``field`` defaults to the task's input scale (``SCALE_FIELDS``); pass e.g. "coef_scale" for the
+    polynomial coefficients. Methods: "model", "zero", and the task's baselines if ``baselines``."""
+    if task.kind != "regression":
+        raise ValueError(f"error_vs_scale needs a regression task, got {task.name!r}")
+    field = field or SCALE_FIELDS.get(task.name)
+    if field is None or not isinstance(getattr(task, field, None), (int, float)):
+        raise ValueError(f"field must name a numeric field of {task.name!r}, got {field!r}")
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    errors: dict[str, list[float]] = {}
+    sems: dict[str, list[float]] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        for s in scales:
+            t = task.replace(**{field: getattr(task, field) * s})
+            predictors = {"model": model_predictor(model, t), "zero": zero_predictor}
+            predictors |= baselines_for(t) if baselines else {}
+            scores, _ = collect(predictors, t, n_examples, n_batches, batch_size, generator, error_at_query)
+            for name, sc in scores.items():
+                mean, sem = mean_sem(sc)
+                errors.setdefault(name, []).append(mean[0])
+                sems.setdefault(name, []).append(sem[0])
+    finally:
+        model.train(was_training)
+    return ScaleResult(task.describe(), field, n_examples, list(scales), errors, sems)

@@ -1,0 +1,188 @@
+"""ModelSpec: the knobs of a model, and the HookedTransformer (or real-valued wrapper) they build.
+
+Token tasks (modular arithmetic) get a plain ``HookedTransformer``. Real-valued tasks get
+``RegressionTransformer``: a thin ``HookedRootModule`` with a hooked read-in ``Linear`` in place of the
+token embedding and a linear read-out in place of the unembedding. Its blocks, positional embedding
+and final norm are TransformerLens's own modules, so every standard hook name works unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+import torch
+from torch import Tensor, nn
+from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
+from transformer_lens.hook_points import HookedRootModule, HookPoint
+
+from .scoring import SCORINGS, install_scoring
+from .tasks import RegressionTask, TaskBase
+
+Normalization = Literal["LN", "LNPre", "RMS", "none"]
+Positional = Literal["learned", "rotary", "none"]
+NORMALIZATIONS = ("LN", "LNPre", "RMS", "none")
+POSITIONALS = ("learned", "rotary", "none")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture of one model. Give ``d_vocab`` for a token model, or ``d_in``/``d_out`` for a real-valued one."""
+
+    n_layers: int = 2
+    n_heads: int = 2
+    d_model: int = 64
+    d_mlp: int | None = None  # default 4 * d_model
+    attn_only: bool = False
+    normalization: Normalization = "LN"
+    positional: Positional = "learned"
+    scoring: str = "softmax"
+    act_fn: str = "gelu"
+    n_ctx: int = 128
+    d_vocab: int | None = None
+    d_in: int | None = None
+    d_out: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
+        if self.positional not in POSITIONALS:
+            raise ValueError(f"positional must be one of {', '.join(POSITIONALS)}, got {self.positional!r}")
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {', '.join(SCORINGS)}, got {self.scoring!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if (self.d_vocab is None) == (self.d_in is None):
+            raise ValueError("give exactly one of d_vocab (token model) or d_in (real-valued model)")
+
+    @classmethod
+    def for_task(cls, task: TaskBase, n_examples: int, **knobs: Any) -> "ModelSpec":
+        """A spec whose input/output widths and context length fit ``task`` with ``n_examples`` examples."""
+        io: dict[str, Any] = {"n_ctx": task.n_ctx(n_examples)}  # type: ignore[attr-defined]
+        if isinstance(task, RegressionTask):
+            io |= {"d_in": task.d_in, "d_out": task.d_out}
+        else:
+            io["d_vocab"] = task.d_vocab  # type: ignore[attr-defined]
+        return cls(**io, **knobs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config(self) -> HookedTransformerConfig:
+        """The TransformerLens config for the backbone."""
+        return HookedTransformerConfig(
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            d_model=self.d_model,
+            d_head=self.d_model // self.n_heads,
+            d_mlp=None if self.attn_only else (self.d_mlp or 4 * self.d_model),
+            attn_only=self.attn_only,
+            act_fn=self.act_fn,
+            n_ctx=self.n_ctx,
+            d_vocab=self.d_vocab or 1,
+            normalization_type=None if self.normalization == "none" else self.normalization,
+            positional_embedding_type="rotary" if self.positional == "rotary" else "standard",
+            rotary_dim=self.d_model // self.n_heads if self.positional == "rotary" else None,
+            seed=self.seed,
+            default_prepend_bos=False,
+            device="cpu",
+        )
+
+    def build(self) -> "Model":
+        """A freshly initialised model (seeded by ``seed``) on the CPU."""
+        torch.manual_seed(self.seed)
+        backbone = HookedTransformer(self.config(), move_to_device=False)
+        model: Model = backbone if self.d_vocab is not None else RegressionTransformer(backbone, self.d_in, self.d_out)  # type: ignore[arg-type]
+        if self.positional == "none" and hasattr(model, "pos_embed"):
+            model.pos_embed.W_pos.data.zero_()
+            model.pos_embed.W_pos.requires_grad_(False)
+        install_scoring(model, self.scoring)
+        return model
+
+
+def to_device(model: Model, device: torch.device | str) -> Model:
+    """Move ``model`` to ``device`` quietly (HookedTransformer.to prints) and keep ``cfg.device`` in step."""
+    nn.Module.to(model, device)
+    model.cfg.device = str(device)
+    return model
+
+
+class ReadIn(nn.Module):
+    """Real-valued tokens into the residual stream: [batch, pos, d_in] -> [batch, pos, d_model]."""
+
+    def __init__(self, d_in: int, d_model: int):
+        super().__init__()
+        self.linear = nn.Linear(d_in, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+
+class ReadOut(nn.Module):
+    """Residual stream to predictions: [batch, pos, d_model] -> [batch, pos, d_out]."""
+
+    def __init__(self, d_model: int, d_out: int):
+        super().__init__()
+        self.linear = nn.Linear(d_model, d_out)
+
+    @property
+    def W_U(self) -> Tensor:
+        """[d_model, d_out], laid out like TransformerLens's unembedding."""
+        return self.linear.weight.T
+
+    @property
+    def b_U(self) -> Tensor:
+        return self.linear.bias
+
+    def forward(self, resid: Tensor) -> Tensor:
+        return self.linear(resid)
+
+
+class RegressionTransformer(HookedRootModule):
+    """A HookedTransformer's blocks behind a hooked real-valued read-in and a linear read-out.
+
+    forward(x: [batch, pos, d_in]) -> [batch, pos, d_out]. Like HookedTransformer.forward it takes
+    ``start_at_layer`` (then ``x`` is resid_pre of that layer, [batch, pos, d_model]) and
+    ``stop_at_layer`` (then it returns that layer's resid_pre)."""
+
+    def __init__(self, backbone: HookedTransformer, d_in: int, d_out: int):
+        super().__init__()
+        self.cfg = backbone.cfg
+        self.embed = ReadIn(d_in, self.cfg.d_model)
+        self.hook_embed = HookPoint()  # [batch, pos, d_model]
+        if self.cfg.positional_embedding_type != "rotary":
+            self.pos_embed = backbone.pos_embed
+            self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
+        self.blocks = backbone.blocks
+        if self.cfg.normalization_type is not None:
+            self.ln_final = backbone.ln_final
+        self.unembed = ReadOut(self.cfg.d_model, d_out)
+        self.setup()
+
+    def forward(self, x: Tensor, start_at_layer: int | None = None, stop_at_layer: int | None = None) -> Tensor:
+        if start_at_layer is None:
+            resid = self.hook_embed(self.embed(x))
+            if hasattr(self, "pos_embed"):
+                positions = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
+                resid = resid + self.hook_pos_embed(self.pos_embed(positions))
+            start_at_layer = 0
+        else:
+            resid = x
+        for block in self.blocks[start_at_layer:stop_at_layer]:
+            resid = block(resid)
+        if stop_at_layer is not None:
+            return resid
+        if self.cfg.normalization_type is not None:
+            resid = self.ln_final(resid)
+        return self.unembed(resid)
+
+    def run_with_cache(self, *args: Any, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs: Any):  # type: ignore[override]
+        """As HookedTransformer.run_with_cache: returns (predictions, ActivationCache)."""
+        out, cache_dict = super().run_with_cache(*args, remove_batch_dim=remove_batch_dim, **kwargs)
+        if return_cache_object:
+            return out, ActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim)
+        return out, cache_dict
+
+
+Model = Union[HookedTransformer, RegressionTransformer]

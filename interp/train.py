@@ -1,0 +1,275 @@
+"""Training, top to bottom: config, schedule, curriculum, loss, evaluation, the loop, resume.
+
+AdamW with linear warm-up and cosine decay, gradient clipping, an optional Garg-style curriculum, ID and
+OOD evaluation every ``eval_every`` steps into metrics.jsonl, best-checkpoint keeping or early stopping on
+the OOD metric (He et al.: the OOD phase is transient in deep models), and exact resume: the optimizer,
+data generator and step are saved beside the weights every ``checkpoint_every`` steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save as tensors_to_bytes
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .checkpoint import CheckpointError, Checkpoint, read_config, read_metrics, read_tensors, save_checkpoint, load_weights
+from .spec import Model, ModelSpec, to_device
+from .tasks import Batch, RegressionTask, TaskBase, task_from_dict
+
+RESUME_TENSORS, RESUME_STATE = "resume/state.safetensors", "resume/state.json"
+
+
+@dataclass(frozen=True)
+class Curriculum:
+    """Garg et al.: active dims and number of examples grow by a step every ``every`` training steps."""
+
+    dims_start: int | None = None
+    dims_step: int = 1
+    points_start: int | None = None
+    points_step: int = 2
+    every: int = 2000
+
+    def n_examples(self, step: int, final: int) -> int:
+        if self.points_start is None:
+            return final
+        return min(final, self.points_start + self.points_step * (step // self.every))
+
+    def active_dims(self, step: int, final: int) -> int | None:
+        if self.dims_start is None:
+            return None
+        return min(final, self.dims_start + self.dims_step * (step // self.every))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything the loop needs besides the task and the model spec."""
+
+    steps: int = 2000
+    batch_size: int = 64
+    n_examples: int = 11
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_size: int = 512
+    checkpoint_every: int = 500
+    keep_best: bool = False  # final weights are those with the best OOD metric
+    patience: int | None = None  # stop after this many evaluations without OOD improvement
+    curriculum: Curriculum | None = None
+    seed: int = 0
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        if d.get("curriculum") is not None:
+            d["curriculum"] = Curriculum(**d["curriculum"])
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA when present, else CPU, unless ``name`` says otherwise."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``min_lr_ratio * lr`` at ``steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def loss_fn(out: Tensor, batch: Batch) -> Tensor:
+    """Mean loss over the loss positions: MSE for [batch, pos, d_out] predictions, cross-entropy for logits."""
+    mask = batch.loss_mask
+    if batch.targets.is_floating_point():
+        return F.mse_loss(out[mask], batch.targets[mask])
+    return F.cross_entropy(out[mask], batch.targets[mask])
+
+
+@torch.no_grad()
+def score(model: Model, batch: Batch) -> dict[str, float]:
+    """loss plus ``error`` (squared error at the loss positions over the zero predictor's, Garg-style) for
+    regression, or ``acc`` (exact match on the loss positions) for classification."""
+    out = model(batch.inputs)
+    result = {"loss": loss_fn(out, batch).item()}
+    mask = batch.loss_mask
+    if batch.targets.is_floating_point():
+        sq = (out[mask] - batch.targets[mask]).pow(2).sum(-1)
+        result["error"] = (sq.mean() / batch.targets[mask].pow(2).sum(-1).mean()).item()
+    else:
+        result["acc"] = (out[mask].argmax(-1) == batch.targets[mask]).float().mean().item()
+    return result
+
+
+def ood_objective(record: dict[str, Any]) -> float:
+    """Lower is better: OOD error for regression, minus OOD accuracy for classification."""
+    return record["ood_error"] if "ood_error" in record else -record["ood_acc"]
+
+
+def eval_batches(task: TaskBase, cfg: TrainConfig, device: torch.device) -> dict[str, Batch]:
+    """Fixed ID and OOD evaluation sets, drawn from their own seed so every evaluation compares alike."""
+    g = torch.Generator().manual_seed(cfg.seed + 10_000)
+    return {
+        split: t.sample(cfg.eval_size, cfg.n_examples, g).to(device)  # type: ignore[attr-defined]
+        for split, t in (("id", task), ("ood", task.ood()))  # type: ignore[attr-defined]
+    }
+
+
+def train_batch(task: TaskBase, cfg: TrainConfig, step: int, g: torch.Generator) -> Batch:
+    """The training batch at ``step``, with the curriculum applied."""
+    n_examples = cfg.n_examples
+    if cfg.curriculum is not None:
+        n_examples = cfg.curriculum.n_examples(step, cfg.n_examples)
+        if isinstance(task, RegressionTask) and hasattr(task, "active_dims"):
+            task = task.replace(active_dims=cfg.curriculum.active_dims(step, task.d_x))
+    return task.sample(cfg.batch_size, n_examples, g)  # type: ignore[attr-defined]
+
+
+def make_optimizer(model: Model, cfg: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+    )
+
+
+def train_step(model: Model, optimizer: torch.optim.Optimizer, batch: Batch, lr: float, grad_clip: float) -> Tensor:
+    """One AdamW step on ``batch``; returns the (detached) loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = loss_fn(model(batch.inputs), batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
+def resume_files(model: Model, optimizer: torch.optim.Optimizer, g: torch.Generator, state: dict[str, Any]) -> dict[str, Any]:
+    """The files that let a killed run continue exactly: latest weights, optimizer moments, data RNG, step."""
+    opt = optimizer.state_dict()
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for idx, pstate in opt["state"].items():
+        for key, value in pstate.items():
+            tensors[f"optim.{idx}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    tensors["rng"] = g.get_state()
+    return {RESUME_TENSORS: tensors_to_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()}),
+            RESUME_STATE: json.dumps(state).encode()}
+
+
+def load_resume(path: Path, model: Model, optimizer: torch.optim.Optimizer, g: torch.Generator) -> dict[str, Any]:
+    """Restore what ``resume_files`` saved; returns the loop state (step, best, ...)."""
+    tensors = read_tensors(path / RESUME_TENSORS)
+    load_weights(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, path / RESUME_TENSORS)
+    opt = optimizer.state_dict()
+    device = next(model.parameters()).device
+    opt["state"] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            opt["state"].setdefault(int(idx), {})[name] = value.to(device) if name != "step" else value
+    optimizer.load_state_dict(opt)
+    g.set_state(tensors["rng"])
+    return json.loads((path / RESUME_STATE).read_text())
+
+
+def train(
+    task: TaskBase,
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    out: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> Checkpoint:
+    """Train ``spec`` on ``task``. With ``out``, checkpoint there (and resume from it when it holds an
+    unfinished run of the same config). ``stop_after`` ends the process after that many steps without
+    saving, as a kill would (used to test resume)."""
+    device = pick_device(cfg.device)
+    model = to_device(spec.build(), device)
+    optimizer = make_optimizer(model, cfg)
+    g = torch.Generator().manual_seed(cfg.seed)
+    evals = eval_batches(task, cfg, device)
+    out = Path(out) if out is not None else None
+    state: dict[str, Any] = {"step": 0, "best": None, "best_step": None, "since_best": 0}
+    metrics: list[dict[str, Any]] = []
+    best_weights: dict[str, Tensor] | None = None
+
+    if out is not None and resume and (out / RESUME_STATE).is_file():
+        saved = read_config(out)
+        mine = {"model": spec.to_dict(), "task": task.to_dict(), "train": cfg.to_dict()}  # type: ignore[attr-defined]
+        if json.loads(json.dumps(mine)) != {k: saved[k] for k in mine}:
+            raise CheckpointError(f"{out} holds an unfinished run with a different config; use another --out or delete it")
+        state = load_resume(out, model, optimizer, g)
+        metrics = read_metrics(out / "metrics.jsonl")
+        if cfg.keep_best and state["best_step"] is not None:
+            best_weights = read_tensors(out / "weights.safetensors")
+
+    def save(final: bool) -> None:
+        if out is None:
+            return
+        weights_model = model
+        if cfg.keep_best and best_weights is not None:
+            weights_model = spec.build()
+            weights_model.load_state_dict(best_weights)
+        extra = {} if final else resume_files(model, optimizer, g, state)
+        train_info = cfg.to_dict() | ({"best_step": state["best_step"], "steps_done": state["step"]} if final else {})
+        # train_info must equal cfg while a run is unfinished, so resume can check the config
+        save_checkpoint(out, weights_model, spec, task, train_info if final else cfg.to_dict(), metrics, extra)
+
+    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress or None, desc=task.describe()[:40])  # type: ignore[attr-defined]
+    postfix: dict[str, str] = {}
+    while state["step"] < cfg.steps:
+        step = state["step"]
+        model.train()
+        batch = train_batch(task, cfg, step, g).to(device)
+        loss = train_step(model, optimizer, batch, lr_at(step, cfg), cfg.grad_clip)
+        state["step"] = step = step + 1
+        bar.update(1)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            model.eval()
+            record: dict[str, Any] = {"step": step, "lr": lr_at(step - 1, cfg), "train_loss": loss.item()}
+            for split, eval_batch in evals.items():
+                record |= {f"{split}_{k}": v for k, v in score(model, eval_batch).items()}
+            metrics.append(record)
+            objective = ood_objective(record)
+            if state["best"] is None or objective < state["best"]:
+                state |= {"best": objective, "best_step": step, "since_best": 0}
+                if cfg.keep_best:
+                    best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                state["since_best"] += 1
+            metric = "error" if "id_error" in record else "acc"
+            postfix = {"loss": f"{record['train_loss']:.4g}", "id": f"{record[f'id_{metric}']:.3g}", "ood": f"{record[f'ood_{metric}']:.3g}"}
+            bar.set_postfix(postfix)
+            if cfg.patience is not None and state["since_best"] >= cfg.patience:
+                break
+        if stop_after is not None and step >= stop_after:
+            bar.close()
+            return Checkpoint(model.eval(), spec, task, cfg.to_dict(), metrics, out)
+        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            save(final=False)
+    bar.close()
+    save(final=True)
+    if cfg.keep_best and best_weights is not None:
+        model.load_state_dict(best_weights)
+    train_info = cfg.to_dict() | {"best_step": state["best_step"], "steps_done": state["step"]}
+    return Checkpoint(model.eval(), spec, task, train_info, metrics, out)
