@@ -13,7 +13,8 @@ from typing import Callable, Literal
 
 import torch
 from torch import Tensor
-from transformer_lens.hook_points import HookedRootModule, HookPoint
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
 
 Scoring = Literal["softmax", "relu", "linear", "exp"]
 

@@ -8,13 +8,15 @@ and final norm are TransformerLens's own modules, so every standard hook name wo
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 import torch
 from torch import Tensor, nn
 from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
-from transformer_lens.hook_points import HookedRootModule, HookPoint
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
 
 from .scoring import SCORINGS, install_scoring
 from .tasks import RegressionTask, TaskBase
@@ -92,7 +94,10 @@ class ModelSpec:
     def build(self) -> "Model":
         """A freshly initialised model (seeded by ``seed``) on the CPU."""
         torch.manual_seed(self.seed)
-        backbone = HookedTransformer(self.config(), move_to_device=False)
+        with warnings.catch_warnings():
+            # we pin transformer-lens < 4 on purpose: HookedTransformer is the model class we serve
+            warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
+            backbone = HookedTransformer(self.config(), move_to_device=False)
         model: Model = backbone if self.d_vocab is not None else RegressionTransformer(backbone, self.d_in, self.d_out)  # type: ignore[arg-type]
         if self.positional == "none" and hasattr(model, "pos_embed"):
             model.pos_embed.W_pos.data.zero_()

@@ -1,0 +1,397 @@
+"""Training throughput: our stack against a plain-PyTorch reference of the same shape, timed side by side.
+
+    python bench/train_throughput.py [--task modular|linear] [--steps N] [--threads T] [--device cpu|cuda] [--profile]
+
+(a) ours: ``ModelSpec.for_task(...).build()`` (a TransformerLens HookedTransformer, or our
+    RegressionTransformer for real-valued tasks), trained with ``interp.train.train_step`` and ``make_optimizer``.
+(b) reference: a nanoGPT-style model with the same widths, pre-LN blocks, final LN, learned positions,
+    untied unembedding, the same activation and TransformerLens's biases, whose attention is
+    ``F.scaled_dot_product_attention(is_causal=True)``. Its weights are copied from (a), and the script checks
+    that both compute the same outputs and have the same parameter count, so the two differ only in how
+    the same function is computed.
+
+Both train with the very same ``train_step`` (AdamW from ``make_optimizer``, gradient clipping, the same
+loss) on the same pre-sampled batches; sampling is outside the timed region. The two are timed in
+alternating blocks (ours, ref, ref, ours, ...) after an initial warm-up; tokens/s is the median over blocks. ``--profile`` then explains the gap: forward / backward /
+optimizer split, an ablation ladder that swaps TransformerLens pieces for fused ones, the fixed per-step
+cost at batch size 1, and the top aten ops of each model.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+from transformer_lens import HookedTransformerConfig
+from transformer_lens.components import Attention, LayerNorm, TransformerBlock
+from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
+
+from interp.spec import ModelSpec, RegressionTransformer
+from interp.tasks import Batch, LinearTask, ModularTask, TaskBase
+from interp.train import TrainConfig, make_optimizer, train_step
+
+
+# --------------------------------------------------------------------------------------------- config
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What is trained and how it is timed."""
+
+    task: str = "modular"
+    n_examples: int | None = None  # default: 32 for modular (95 tokens), 40 for linear (80 tokens)
+    batch_size: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    d_model: int = 128
+    d_mlp: int = 512
+    act_fn: str = "relu"
+    steps: int = 6  # timed steps per block
+    repeats: int = 5  # timed blocks per model
+    warmup: int = 3  # untimed steps per model before the first block
+    n_batches: int = 8  # distinct pre-sampled batches, cycled
+    threads: int | None = None
+    device: str = "auto"
+    seed: int = 0
+
+
+def make_task(name: str) -> tuple[TaskBase, int]:
+    """The benchmark task and its default number of in-context examples."""
+    if name == "modular":
+        return ModularTask(p=29), 32
+    if name == "linear":
+        return LinearTask(d_x=5), 40
+    raise ValueError(f"task must be 'modular' or 'linear', got {name!r}")
+
+
+# ------------------------------------------------------------------------------------ reference model
+
+class RefAttention(nn.Module):
+    """Causal multi-head attention on SDPA: [batch, pos, d_model] -> [batch, pos, d_model]."""
+
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)  # = W_Q, W_K, W_V and b_Q, b_K, b_V stacked
+        self.out = nn.Linear(d_model, d_model)  # = W_O, b_O
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = rearrange(self.qkv(x), "b p (three h d) -> three b h p d", three=3, h=self.n_heads)
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(rearrange(z, "b h p d -> b p (h d)"))
+
+
+class RefBlock(nn.Module):
+    """Pre-LN block: resid + attn(ln1(resid)), then + mlp(ln2(resid))."""
+
+    def __init__(self, cfg: HookedTransformerConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model, eps=cfg.eps)
+        self.attn = RefAttention(cfg.d_model, cfg.n_heads)
+        self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.eps)
+        self.mlp_in = nn.Linear(cfg.d_model, cfg.d_mlp)
+        self.act = SUPPORTED_ACTIVATIONS[cfg.act_fn]
+        self.mlp_out = nn.Linear(cfg.d_mlp, cfg.d_model)
+
+    def forward(self, resid: Tensor) -> Tensor:
+        resid = resid + self.attn(self.ln1(resid))
+        return resid + self.mlp_out(self.act(self.mlp_in(self.ln2(resid))))
+
+
+class RefGPT(nn.Module):
+    """nanoGPT-style transformer. Token model: [batch, pos] long -> [batch, pos, d_vocab] logits; with
+    ``d_in``: [batch, pos, d_in] -> [batch, pos, d_out] through a Linear read-in and read-out."""
+
+    def __init__(self, cfg: HookedTransformerConfig, d_in: int | None = None, d_out: int | None = None):
+        super().__init__()
+        if cfg.normalization_type != "LN" or cfg.positional_embedding_type != "standard" or cfg.attn_only:
+            raise ValueError("the reference model covers LN, learned positions and MLP blocks only")
+        self.embed = nn.Linear(d_in, cfg.d_model) if d_in is not None else nn.Embedding(cfg.d_vocab, cfg.d_model)
+        self.pos = nn.Parameter(torch.zeros(cfg.n_ctx, cfg.d_model))
+        self.blocks = nn.ModuleList(RefBlock(cfg) for _ in range(cfg.n_layers))
+        self.ln_final = nn.LayerNorm(cfg.d_model, eps=cfg.eps)
+        self.unembed = nn.Linear(cfg.d_model, d_out if d_in is not None else cfg.d_vocab)
+
+    def forward(self, x: Tensor) -> Tensor:
+        resid = self.embed(x) + self.pos[: x.shape[1]]
+        for block in self.blocks:
+            resid = block(resid)
+        return self.unembed(self.ln_final(resid))
+
+
+@torch.no_grad()
+def reference_like(model: nn.Module) -> RefGPT:
+    """A RefGPT holding ``model``'s weights (so both compute the same function)."""
+    cfg: HookedTransformerConfig = model.cfg  # type: ignore[assignment]
+    regression = isinstance(model, RegressionTransformer)
+    ref = RefGPT(cfg, *((model.embed.linear.in_features, model.unembed.linear.out_features) if regression else ()))
+    if regression:
+        ref.embed.load_state_dict(model.embed.linear.state_dict())
+        ref.unembed.load_state_dict(model.unembed.linear.state_dict())
+    else:
+        ref.embed.weight.copy_(model.embed.W_E)
+        ref.unembed.weight.copy_(model.unembed.W_U.T)
+        ref.unembed.bias.copy_(model.unembed.b_U)
+    ref.pos.copy_(model.pos_embed.W_pos)
+    for mine, theirs in zip(ref.blocks, model.blocks):
+        a = theirs.attn
+        mine.attn.qkv.weight.copy_(rearrange([a.W_Q, a.W_K, a.W_V], "three h m d -> (three h d) m"))
+        mine.attn.qkv.bias.copy_(rearrange([a.b_Q, a.b_K, a.b_V], "three h d -> (three h d)"))
+        mine.attn.out.weight.copy_(rearrange(a.W_O, "h d m -> m (h d)"))
+        mine.attn.out.bias.copy_(a.b_O)
+        mine.mlp_in.weight.copy_(theirs.mlp.W_in.T)
+        mine.mlp_in.bias.copy_(theirs.mlp.b_in)
+        mine.mlp_out.weight.copy_(theirs.mlp.W_out.T)
+        mine.mlp_out.bias.copy_(theirs.mlp.b_out)
+        for ln_ref, ln_tl in ((mine.ln1, theirs.ln1), (mine.ln2, theirs.ln2)):
+            ln_ref.weight.copy_(ln_tl.w)
+            ln_ref.bias.copy_(ln_tl.b)
+    ref.ln_final.weight.copy_(model.ln_final.w)
+    ref.ln_final.bias.copy_(model.ln_final.b)
+    return ref
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ------------------------------------------------------- ablations: TransformerLens pieces, swapped out
+# Each patch replaces one piece of a TransformerLens model by the fused op the reference uses, on that
+# instance only (its hooks stop firing). Applied cumulatively, they show where the gap goes.
+
+def fused_layernorm(model: nn.Module) -> None:
+    """TransformerLens's hand-written LayerNorm (centre, scale hook, divide, affine) -> F.layer_norm."""
+    for m in model.modules():
+        if isinstance(m, LayerNorm):
+            m.forward = lambda x, m=m: F.layer_norm(x, (m.length,), m.w, m.b, m.eps)  # type: ignore[method-assign]
+
+
+def sdpa_attention(model: nn.Module) -> None:
+    """Explicit scores, causal mask, softmax, NaN guard and pattern @ v -> F.scaled_dot_product_attention."""
+    for m in model.modules():
+        if isinstance(m, Attention):
+            def forward(query_input: Tensor, key_input: Tensor, value_input: Tensor, m: Attention = m, **_: object) -> Tensor:
+                q, k, v = m.calculate_qkv_matrices(query_input, key_input, value_input)  # [batch, pos, head, d_head]
+                q, k, v = (rearrange(t, "b p h d -> b h p d") for t in (q, k, v))
+                z = rearrange(F.scaled_dot_product_attention(q, k, v, is_causal=True), "b h p d -> b p (h d)")
+                return F.linear(z, rearrange(m.W_O, "h d m -> m (h d)"), m.b_O)
+            m.forward = forward  # type: ignore[method-assign]
+
+
+def single_ln1(model: nn.Module) -> None:
+    """TransformerBlock applies ln1 three times (query, key and value inputs) -> once; drops block hooks."""
+    for m in model.modules():
+        if isinstance(m, TransformerBlock):
+            def forward(resid_pre: Tensor, m: TransformerBlock = m, **_: object) -> Tensor:
+                x = m.ln1(resid_pre)
+                resid_mid = resid_pre + m.attn(x, x, x)
+                return resid_mid + m.mlp(m.ln2(resid_mid))
+            m.forward = forward  # type: ignore[method-assign]
+
+
+LADDER: list[tuple[str, list[Callable[[nn.Module], None]]]] = [
+    ("ours (TransformerLens as is)", []),
+    ("+ F.layer_norm", [fused_layernorm]),
+    ("+ SDPA attention", [fused_layernorm, sdpa_attention]),
+    ("+ ln1 once per block", [fused_layernorm, sdpa_attention, single_ln1]),
+]
+
+
+# ------------------------------------------------------------------------------------------- timing
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(model: nn.Module, opt: torch.optim.Optimizer, batches: list[Batch], steps: int,
+               cfg: TrainConfig, device: torch.device) -> float:
+    """Seconds for ``steps`` calls of interp.train.train_step, cycling through ``batches``."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        train_step(model, opt, batches[i % len(batches)], cfg.lr, cfg.grad_clip)
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
+def interleaved_rates(runs: dict[str, tuple[nn.Module, torch.optim.Optimizer]], batches: list[Batch],
+                      bench: BenchConfig, cfg: TrainConfig, device: torch.device) -> dict[str, list[float]]:
+    """tokens/s of each run per timed block; blocks alternate between runs, order reversed every round."""
+    tokens = batches[0].inputs.shape[0] * batches[0].inputs.shape[1]
+    for model, opt in runs.values():
+        time_steps(model, opt, batches, bench.warmup, cfg, device)
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for r in range(bench.repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            model, opt = runs[name]
+            rates[name].append(bench.steps * tokens / time_steps(model, opt, batches, bench.steps, cfg, device))
+    return rates
+
+
+@torch.no_grad()
+def max_diff(a: nn.Module, b: nn.Module, batch: Batch) -> float:
+    return (a(batch.inputs) - b(batch.inputs)).abs().max().item()
+
+
+def build_pair(spec: ModelSpec, cfg: TrainConfig, device: torch.device) -> dict[str, tuple[nn.Module, torch.optim.Optimizer]]:
+    ours = spec.build()
+    ref = reference_like(ours)
+    ours, ref = ours.to(device), ref.to(device)
+    return {"ours": (ours, make_optimizer(ours, cfg)), "reference": (ref, make_optimizer(ref, cfg))}  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------ profile
+
+def phase_split(model: nn.Module, opt: torch.optim.Optimizer, batches: list[Batch], cfg: TrainConfig,
+                device: torch.device, steps: int) -> dict[str, float]:
+    """Median ms of forward+loss, backward, and clip+AdamW over ``steps`` steps (the pieces of train_step)."""
+    from interp.train import loss_fn
+
+    times: dict[str, list[float]] = {"forward": [], "backward": [], "optimizer": []}
+    for i in range(steps):
+        batch = batches[i % len(batches)]
+        synchronize(device); t0 = time.perf_counter()
+        loss = loss_fn(model(batch.inputs), batch)
+        synchronize(device); t1 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        synchronize(device); t2 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        synchronize(device); t3 = time.perf_counter()
+        for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+            times[k].append(1000 * dt)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def top_ops(model: nn.Module, opt: torch.optim.Optimizer, batches: list[Batch], cfg: TrainConfig, steps: int,
+            k: int = 8) -> tuple[int, list[tuple[str, float, int]]]:
+    """aten ops per train step, and the ``k`` ops with most self CPU time: (name, ms per step, calls per step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(steps):
+            train_step(model, opt, batches[i % len(batches)], cfg.lr, cfg.grad_clip)
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    n_ops = sum(e.count for e in events) // steps
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return n_ops, [(e.key, e.self_cpu_time_total / 1000 / steps, e.count // steps) for e in events[:k]]
+
+
+def profile_gap(spec: ModelSpec, task: TaskBase, bench: BenchConfig, cfg: TrainConfig, batches: list[Batch],
+                device: torch.device) -> None:
+    """Print where our stack spends the time the reference does not."""
+    tokens = batches[0].inputs.shape[0] * batches[0].inputs.shape[1]
+    pair = build_pair(spec, cfg, device)
+
+    print("\n== forward / backward / optimizer, median ms per step ==")
+    for name, (model, opt) in pair.items():
+        phase_split(model, opt, batches, cfg, device, bench.warmup)
+        ms = phase_split(model, opt, batches, cfg, device, bench.steps * 2)
+        print(f"{name:>10}: forward {ms['forward']:7.1f}   backward {ms['backward']:7.1f}   "
+              f"optimizer {ms['optimizer']:6.1f}   total {sum(ms.values()):7.1f}")
+
+    print("\n== ablation ladder: TransformerLens pieces swapped for fused ops (cumulative) ==")
+    runs: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
+    check = batches[0].to(device)
+    plain = spec.build().to(device)
+    for label, patches in LADDER:
+        model = spec.build().to(device)
+        for patch in patches:
+            patch(model)
+        diff = max_diff(model, plain, check)
+        if diff > 1e-3:
+            raise RuntimeError(f"ablation {label!r} changed the outputs by {diff:.2e}")
+        runs[label] = (model, make_optimizer(model, cfg))
+    runs["reference (nanoGPT + SDPA)"] = pair["reference"]
+    rates = interleaved_rates(runs, batches, bench, cfg, device)
+    ref_rate = statistics.median(rates["reference (nanoGPT + SDPA)"])
+    for label, r in rates.items():
+        med = statistics.median(r)
+        print(f"{label:<30} {med:9.0f} tokens/s   {1000 * tokens / med:7.1f} ms/step   ratio {med / ref_rate:.2f}")
+
+    print("\n== fixed cost per step (batch size 1: Python, dispatch, small kernels) ==")
+    small = [task.sample(1, bench.n_examples, torch.Generator().manual_seed(1)).to(device) for _ in range(4)]  # type: ignore[attr-defined, arg-type]
+    tiny = BenchConfig(**{**bench.__dict__, "steps": 20, "repeats": 3})
+    for label, r in interleaved_rates(build_pair(spec, cfg, device), small, tiny, cfg, device).items():
+        print(f"{label:>10}: {1000 * small[0].inputs.shape[1] / statistics.median(r):6.2f} ms/step")
+
+    if device.type == "cpu":
+        print("\n== top aten ops by self CPU time (per step) ==")
+        for name, (model, opt) in pair.items():
+            n_ops, ops = top_ops(model, opt, batches, cfg, steps=4)
+            print(f"{name}: {n_ops} aten ops per step")
+            for op, ms, calls in ops:
+                print(f"    {op:<40} {ms:7.2f} ms  {calls:4d} calls")
+
+
+# --------------------------------------------------------------------------------------------- main
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=("modular", "linear"), default="modular")
+    parser.add_argument("--steps", type=int, default=BenchConfig.steps, help="timed steps per block")
+    parser.add_argument("--repeats", type=int, default=BenchConfig.repeats, help="timed blocks per model")
+    parser.add_argument("--warmup", type=int, default=BenchConfig.warmup, help="untimed steps per model first")
+    parser.add_argument("--batch-size", type=int, default=BenchConfig.batch_size)
+    parser.add_argument("--n-examples", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
+    parser.add_argument("--profile", action="store_true", help="then break down what costs our stack the difference")
+    args = parser.parse_args()
+
+    task, default_examples = make_task(args.task)
+    bench = BenchConfig(task=args.task, n_examples=args.n_examples or default_examples, batch_size=args.batch_size,
+                        steps=args.steps, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
+                        device=args.device)
+    if bench.threads is not None:
+        torch.set_num_threads(bench.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if bench.device == "auto" else torch.device(bench.device)
+    cfg = TrainConfig(batch_size=bench.batch_size, n_examples=bench.n_examples, seed=bench.seed)
+    spec = ModelSpec.for_task(task, bench.n_examples, n_layers=bench.n_layers, n_heads=bench.n_heads,
+                              d_model=bench.d_model, d_mlp=bench.d_mlp, act_fn=bench.act_fn, seed=bench.seed)
+    g = torch.Generator().manual_seed(bench.seed)
+    batches = [task.sample(bench.batch_size, bench.n_examples, g).to(device) for _ in range(bench.n_batches)]  # type: ignore[attr-defined]
+    batch_tokens, seq_len = bench.batch_size * batches[0].inputs.shape[1], batches[0].inputs.shape[1]
+
+    machine = platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}   threads {torch.get_num_threads()}   device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+          + f"   machine {machine}, {os.cpu_count()} CPUs ({platform.platform()})")
+    print(f"task {task.describe()}   n_examples {bench.n_examples} -> {seq_len} tokens   batch {bench.batch_size}"  # type: ignore[attr-defined]
+          f"   model {bench.n_layers}L {bench.n_heads}H d_model {bench.d_model} d_mlp {bench.d_mlp} {bench.act_fn}")
+
+    runs = build_pair(spec, cfg, device)
+    (ours, _), (ref, _) = runs["ours"], runs["reference"]
+    print(f"params: ours {n_params(ours):,}   reference {n_params(ref):,}")
+    if n_params(ours) != n_params(ref):
+        raise RuntimeError("the two models differ in parameter count; the comparison would not be fair")
+    diff = max_diff(ours, ref, batches[0])
+    print(f"same weights, max |output difference| {diff:.2e}")
+    if diff > 1e-3:
+        raise RuntimeError("the reference does not compute the same function as our model")
+
+    print(f"timing: {bench.warmup} warm-up steps each, then {bench.repeats} alternating blocks of "
+          f"{bench.steps} steps ({batch_tokens} tokens/step)")
+    rates = interleaved_rates(runs, batches, bench, cfg, device)
+    med = {name: statistics.median(r) for name, r in rates.items()}
+    for name, r in rates.items():
+        print(f"{name:>10}: {med[name]:9.0f} tokens/s (median; min {min(r):.0f}, max {max(r):.0f})"
+              f"   {1000 * batch_tokens / med[name]:.1f} ms/step")
+    print(f"ratio: {med['ours'] / med['reference']:.2f}")
+
+    if args.profile:
+        profile_gap(spec, task, bench, cfg, batches, device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+import math
+
+import pytest
+import torch
+from transformer_lens import ActivationCache, HookedTransformer
+
+from interp.spec import ModelSpec, RegressionTransformer
+from interp.tasks import LinearTask, ModularTask
+
+VARIANTS = [
+    {},
+    {"attn_only": True},
+    {"normalization": "none"},
+    {"normalization": "LNPre"},
+    {"normalization": "RMS"},
+    {"positional": "rotary"},
+    {"positional": "none"},
+    {"scoring": "relu"},
+    {"scoring": "linear"},
+    {"scoring": "exp"},
+]
+TASKS = [LinearTask(d_x=3), ModularTask(p=7, n_tasks=20)]
+
+
+def tiny(task, **knobs):
+    return ModelSpec.for_task(task, 4, n_layers=2, n_heads=2, d_model=16, **knobs).build()
+
+
+@pytest.mark.parametrize("knobs", VARIANTS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()) or "default")
+@pytest.mark.parametrize("task", TASKS, ids=lambda t: t.name)
+def test_standard_hooks_and_identity_hooks(task, knobs, gen):
+    model = tiny(task, **knobs)
+    assert isinstance(model, HookedTransformer if task.name == "modular" else RegressionTransformer)
+    batch = task.sample(3, 4, gen())
+    out, cache = model.run_with_cache(batch.inputs)
+    assert isinstance(cache, ActivationCache)
+    names = set(cache.keys())
+    for layer in range(2):
+        for hook in ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z",
+                     "attn.hook_attn_scores", "attn.hook_pattern", "hook_attn_out", "hook_resid_post"):
+            assert f"blocks.{layer}.{hook}" in names
+        assert (f"blocks.{layer}.hook_mlp_out" in names) != knobs.get("attn_only", False)
+        has_ln = knobs.get("normalization", "LN") != "none"
+        assert (f"blocks.{layer}.ln1.hook_scale" in names) == has_ln
+    assert "hook_embed" in names
+    # caching then hooking every point with the identity changes nothing
+    again = model.run_with_hooks(batch.inputs, fwd_hooks=[(lambda name: True, lambda act, hook: act)])
+    assert torch.equal(out, again)
+    assert torch.equal(out, model(batch.inputs))
+    # the residual stream the cache reports adds up to what the read-out sees
+    final = cache["blocks.1.hook_resid_post"]
+    assert torch.equal(model(final, start_at_layer=2), out) if isinstance(model, RegressionTransformer) else True
+    # the pattern really weighs the values: z = pattern @ v
+    pattern, v = cache["blocks.0.attn.hook_pattern"], cache["blocks.0.attn.hook_v"]
+    z = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
+    assert torch.allclose(z, cache["blocks.0.attn.hook_z"], atol=1e-5)
+
+
+def test_start_and_stop_at_layer_match_full_run(gen):
+    task = LinearTask(d_x=3)
+    model = tiny(task)
+    batch = task.sample(3, 4, gen())
+    out, cache = model.run_with_cache(batch.inputs)
+    assert torch.allclose(model(batch.inputs, stop_at_layer=1), cache["blocks.1.hook_resid_pre"])
+    assert torch.allclose(model(cache["blocks.1.hook_resid_pre"], start_at_layer=1), out)
+
+
+@pytest.mark.parametrize("scoring", ["relu", "linear", "exp"])
+def test_nonsoftmax_pattern_matches_hand_computation(scoring, gen):
+    """pattern[q, k] = h(q·k / sqrt(d_head)) / (q + 1) for k <= q, else 0, computed from the raw weights."""
+    task = LinearTask(d_x=2)
+    model = ModelSpec.for_task(task, 3, n_layers=1, n_heads=1, d_model=4, normalization="none", scoring=scoring).build()
+    batch = task.sample(2, 3, gen())
+    _, cache = model.run_with_cache(batch.inputs)
+    resid = cache["blocks.0.hook_resid_pre"]
+    attn = model.blocks[0].attn
+    q = torch.einsum("bpm,hmd->bphd", resid, attn.W_Q) + attn.b_Q
+    k = torch.einsum("bpm,hmd->bphd", resid, attn.W_K) + attn.b_K
+    n = resid.shape[1]
+    h = {"relu": torch.relu, "linear": lambda s: s, "exp": torch.exp}[scoring]
+    expected = torch.zeros(2, 1, n, n)
+    for qi in range(n):
+        for ki in range(qi + 1):
+            s = (q[:, qi, 0] * k[:, ki, 0]).sum(-1) / math.sqrt(4)
+            expected[:, 0, qi, ki] = h(s) / (qi + 1)
+    assert torch.allclose(cache["blocks.0.attn.hook_pattern"], expected, atol=1e-5)
+
+
+def test_patching_scores_moves_nonsoftmax_pattern(gen):
+    """A user hook on hook_attn_scores must change the pattern the relu scoring computes."""
+    task = LinearTask(d_x=2)
+    model = ModelSpec.for_task(task, 3, n_layers=1, n_heads=1, d_model=4, scoring="relu").build()
+    batch = task.sample(2, 3, gen())
+    seen = {}
+    hooks = [("blocks.0.attn.hook_attn_scores", lambda s, hook: torch.where(torch.isfinite(s), torch.ones_like(s), s)),
+             ("blocks.0.attn.hook_pattern", lambda p, hook: seen.setdefault("p", p))]
+    model.run_with_hooks(batch.inputs, fwd_hooks=hooks)
+    n = batch.inputs.shape[1]
+    expected = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1)[:, None]
+    assert torch.allclose(seen["p"][0, 0], expected)
+    # and the permanent hook survives reset_hooks()
+    model.reset_hooks()
+    _, cache = model.run_with_cache(batch.inputs)
+    assert not torch.allclose(cache["blocks.0.attn.hook_pattern"].sum(-1), torch.ones(2, 1, n))
+
+
+def test_spec_validation():
+    with pytest.raises(ValueError, match="scoring"):
+        ModelSpec(d_in=3, scoring="tanh")
+    with pytest.raises(ValueError, match="exactly one"):
+        ModelSpec(d_in=3, d_vocab=5)
+    with pytest.raises(ValueError, match="divisible"):
+        ModelSpec(d_in=3, d_model=10, n_heads=3)
+
+
+def test_build_is_seeded():
+    spec = ModelSpec(d_in=3, seed=7)
+    a, b = spec.build().state_dict(), spec.build().state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,126 @@
+import pytest
+import torch
+
+from interp.tasks import (TASKS, ComplexZerosTask, KernelTask, LinearTask, ModularTask, PolynomialTask,
+                          task_from_dict)
+from interp.tasks.polynomial import basis
+
+ALL_TASKS = [LinearTask(d_x=3), PolynomialTask(), PolynomialTask(basis="chebyshev"), KernelTask(kernel="relu"),
+             ModularTask(p=7, n_tasks=20), ComplexZerosTask()]
+
+
+@pytest.mark.parametrize("task", ALL_TASKS, ids=lambda t: t.describe())
+def test_sampling_is_deterministic_and_seed_dependent(task, gen):
+    a, b, c = task.sample(8, 6, gen(1)), task.sample(8, 6, gen(1)), task.sample(8, 6, gen(2))
+    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
+    assert all(torch.equal(a.params[k], b.params[k]) for k in a.params)
+    assert not torch.equal(a.inputs, c.inputs)
+
+
+@pytest.mark.parametrize("task", ALL_TASKS, ids=lambda t: t.describe())
+def test_shapes_and_roundtrip(task, gen):
+    batch = task.sample(8, 6, gen())
+    n_ctx = task.n_ctx(6)
+    assert batch.inputs.shape[:2] == (8, n_ctx) == batch.loss_mask.shape
+    assert batch.targets.shape[:2] == (8, n_ctx)
+    assert len(batch.pos_labels) == n_ctx
+    assert task_from_dict(task.to_dict()) == task
+
+
+@pytest.mark.parametrize("task", [LinearTask(d_x=3), PolynomialTask(), KernelTask()], ids=lambda t: t.name)
+def test_regression_layout(task, gen):
+    """x_1, y_1, x_2, y_2, ...: targets and loss at the x positions; the y token carries y and a flag."""
+    batch = task.sample(4, 5, gen())
+    assert batch.loss_mask[0].tolist() == [True, False] * 5
+    x_tok, y_tok = batch.inputs[:, 0::2], batch.inputs[:, 1::2]
+    assert torch.all(x_tok[..., -1] == 0) and torch.all(y_tok[..., -1] == 1)
+    assert torch.allclose(y_tok[..., 0], batch.targets[:, 0::2, 0])
+
+
+def test_linear_targets_are_w_dot_x(gen):
+    task = LinearTask(d_x=4, x_dist="uniform", x_scale=2.0)
+    batch = task.sample(16, 7, gen())
+    xs = batch.inputs[:, 0::2, :4]
+    assert xs.abs().max() <= 2.0
+    assert torch.allclose(torch.einsum("bkd,bd->bk", xs, batch.params["w"]), batch.targets[:, 0::2, 0], atol=1e-5)
+    cur = task.replace(active_dims=2).sample(16, 7, gen())
+    assert torch.all(cur.inputs[:, 0::2, 2:4] == 0) and torch.all(cur.params["w"][:, 2:] == 0)
+
+
+def test_polynomial_degrees_and_bases(gen):
+    x = torch.linspace(-1, 1, 11)
+    cheb = basis(x, 3, "chebyshev")
+    assert torch.allclose(cheb[:, 3], 4 * x**3 - 3 * x, atol=1e-6)  # T_3
+    assert torch.allclose(basis(x, 3, "monomial")[:, 2], x**2)
+    task = PolynomialTask(degrees=(1, 2, 3))
+    batch = task.sample(64, 5, gen())
+    deg = batch.params["degree"]
+    assert set(deg.tolist()) <= {1, 2, 3}
+    above = torch.arange(4)[None] > deg[:, None]
+    assert torch.all(batch.params["coefs"][above] == 0)
+    held_out = task.replace(degrees=(4,)).sample(8, 5, gen())
+    assert torch.all(held_out.params["degree"] == 4)
+    xs = batch.inputs[:, 0::2, 0]
+    ys = torch.einsum("bkj,bj->bk", basis(xs, 3, "monomial"), batch.params["coefs"])
+    assert torch.allclose(ys, batch.targets[:, 0::2, 0], atol=1e-5)
+
+
+def test_kernel_inputs_on_sphere_and_gp_covariance(gen):
+    task = KernelTask(kernel="linear", d_x=5)
+    batch = task.sample(4000, 3, gen())
+    xs = batch.inputs[:, 0::2, :5]
+    assert torch.allclose(xs.norm(dim=-1), torch.ones(4000, 3), atol=1e-5)
+    ys = batch.targets[:, 0::2, 0]
+    # linear kernel: Cov(y_i, y_j | x) = <x_i, x_j>; check E[y_0 y_1 - <x_0, x_1>] ~ 0 and E[y² ] ~ 1
+    assert abs((ys[:, 0] * ys[:, 1] - (xs[:, 0] * xs[:, 1]).sum(-1)).mean()) < 0.05
+    assert abs(ys.pow(2).mean() - 1) < 0.05
+
+
+def test_modular_splits_are_disjoint_and_targets_right(gen):
+    task = ModularTask(p=7, n_tasks=20, split_seed=3)
+    ood = task.ood()
+    id_set = {tuple(v) for v in task.task_vectors.tolist()}
+    ood_set = {tuple(v) for v in ood.task_vectors.tolist()}
+    assert len(id_set) == 20 and not id_set & ood_set and len(id_set | ood_set) == 49
+    assert {tuple(v) for v in ModularTask(p=7, n_tasks=20, split_seed=4).task_vectors.tolist()} != id_set
+    batch = task.sample(32, 5, gen())
+    seq = torch.cat([batch.inputs, batch.targets[:, -1:]], dim=1).reshape(32, 5, 3)
+    a, b = batch.params["a"][:, None], batch.params["b"][:, None]
+    assert torch.equal(seq[..., 2], (a * seq[..., 0] + b * seq[..., 1]) % 7)
+    assert {(x, y) for x, y in zip(a[:, 0].tolist(), b[:, 0].tolist())} <= id_set
+    # the loss falls on the z tokens, predicted at the y positions
+    assert batch.loss_mask[0].nonzero()[:, 0].tolist() == [1, 4, 7, 10, 13]
+    assert torch.equal(batch.targets[batch.loss_mask].reshape(32, 5), seq[..., 2])
+
+
+def test_modular_pair_split(gen):
+    train = ModularTask(p=7, n_tasks=10, pair_fraction=0.5)
+    test = train.replace(pairs="test")
+    tr, te = ({tuple(v) for v in t.pair_set.tolist()} for t in (train, test))
+    assert not tr & te and len(tr | te) == 49
+    batch = test.sample(16, 4, gen())
+    seq = torch.cat([batch.inputs, batch.targets[:, -1:]], dim=1).reshape(16, 4, 3)
+    assert {tuple(v) for v in seq[..., :2].reshape(-1, 2).tolist()} <= te
+
+
+def test_complex_zeros_target_is_nearest_root(gen):
+    task = ComplexZerosTask(degree=3)
+    batch = task.sample(16, 6, gen())
+    roots = torch.complex(batch.params["roots"][..., 0], batch.params["roots"][..., 1])
+    z_q = torch.complex(batch.inputs[:, -1, 0], batch.inputs[:, -1, 1])
+    target = torch.complex(batch.targets[:, -1, 0], batch.targets[:, -1, 1])
+    assert torch.allclose((target - z_q).abs(), (roots - z_q[:, None]).abs().min(-1).values, atol=1e-5)
+    z0 = torch.complex(batch.inputs[:, 0, 0], batch.inputs[:, 0, 1]).to(torch.complex128)
+    f0 = torch.complex(batch.inputs[:, 1, 0], batch.inputs[:, 1, 1])
+    assert torch.allclose(torch.prod(z0[:, None] - roots.to(torch.complex128), -1).to(torch.complex64), f0, atol=1e-4)
+    assert batch.loss_mask.sum().item() == 16 and batch.loss_mask[:, -1].all()
+
+
+def test_bad_task_arguments_raise():
+    with pytest.raises(ValueError):
+        ModularTask(p=5, n_tasks=25)
+    with pytest.raises(ValueError):
+        task_from_dict({"name": "nope"})
+    with pytest.raises(ValueError):
+        task_from_dict({"name": "linear", "p": 3})
+    assert set(TASKS) == {"linear", "polynomial", "kernel", "modular", "complex-zeros"}
