@@ -19,6 +19,7 @@ cost at batch size 1, and the top aten ops of each model.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -32,11 +33,12 @@ from einops import rearrange
 from torch import Tensor, nn
 from transformer_lens import HookedTransformerConfig
 from transformer_lens.components import Attention, LayerNorm, TransformerBlock
+from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
 
 from interp.spec import ModelSpec, RegressionTransformer
 from interp.tasks import Batch, LinearTask, ModularTask, TaskBase
-from interp.train import TrainConfig, make_optimizer, train_step
+from interp.train import TrainConfig, loss_fn, make_optimizer, train_step
 
 
 # --------------------------------------------------------------------------------------------- config
@@ -242,10 +244,15 @@ def max_diff(a: nn.Module, b: nn.Module, batch: Batch) -> float:
     return (a(batch.inputs) - b(batch.inputs)).abs().max().item()
 
 
+def on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` on ``device``; models are built on the CPU, and HookedTransformer.to prints, so skip that move."""
+    return model if device.type == "cpu" else model.to(device)
+
+
 def build_pair(spec: ModelSpec, cfg: TrainConfig, device: torch.device) -> dict[str, tuple[nn.Module, torch.optim.Optimizer]]:
     ours = spec.build()
     ref = reference_like(ours)
-    ours, ref = ours.to(device), ref.to(device)
+    ours, ref = on_device(ours, device), on_device(ref, device)
     return {"ours": (ours, make_optimizer(ours, cfg)), "reference": (ref, make_optimizer(ref, cfg))}  # type: ignore[arg-type]
 
 
@@ -254,8 +261,6 @@ def build_pair(spec: ModelSpec, cfg: TrainConfig, device: torch.device) -> dict[
 def phase_split(model: nn.Module, opt: torch.optim.Optimizer, batches: list[Batch], cfg: TrainConfig,
                 device: torch.device, steps: int) -> dict[str, float]:
     """Median ms of forward+loss, backward, and clip+AdamW over ``steps`` steps (the pieces of train_step)."""
-    from interp.train import loss_fn
-
     times: dict[str, list[float]] = {"forward": [], "backward": [], "optimizer": []}
     for i in range(steps):
         batch = batches[i % len(batches)]
@@ -274,8 +279,8 @@ def phase_split(model: nn.Module, opt: torch.optim.Optimizer, batches: list[Batc
 
 
 def top_ops(model: nn.Module, opt: torch.optim.Optimizer, batches: list[Batch], cfg: TrainConfig, steps: int,
-            k: int = 8) -> tuple[int, list[tuple[str, float, int]]]:
-    """aten ops per train step, and the ``k`` ops with most self CPU time: (name, ms per step, calls per step)."""
+            k: int = 10) -> tuple[int, list[tuple[str, float, int]]]:
+    """aten ops per train step, and the ``k`` ops with most self CPU time: (name, % of aten self time, calls per step)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -283,8 +288,58 @@ def top_ops(model: nn.Module, opt: torch.optim.Optimizer, batches: list[Batch], 
             train_step(model, opt, batches[i % len(batches)], cfg.lr, cfg.grad_clip)
     events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
     n_ops = sum(e.count for e in events) // steps
+    total = sum(e.self_cpu_time_total for e in events)
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
-    return n_ops, [(e.key, e.self_cpu_time_total / 1000 / steps, e.count // steps) for e in events[:k]]
+    return n_ops, [(e.key, 100 * e.self_cpu_time_total / total, e.count // steps) for e in events[:k]]
+
+
+def component_ms(ours: nn.Module, ref: RefGPT, batch: Batch, reps: int) -> list[tuple[str, float, float]]:
+    """Median ms of forward + backward of each piece of layer 0, ours vs the reference's, on the same
+    [batch, pos, d_model] input: (piece, ours, reference). Pieces are timed alternately."""
+    x = torch.randn(*batch.inputs.shape[:2], ours.cfg.d_model, device=batch.inputs.device)  # type: ignore[union-attr]
+    block, ref_block = ours.blocks[0], ref.blocks[0]
+    pieces: list[tuple[str, Callable[[Tensor], Tensor | tuple[Tensor, ...]], Callable[[Tensor], Tensor | tuple[Tensor, ...]]]] = [
+        ("LayerNorm (x1)", block.ln1, ref_block.ln1),
+        ("attention, LN excluded", lambda h: block.attn(h, h, h), ref_block.attn),
+        ("  of which Q, K, V proj.", lambda h: block.attn.calculate_qkv_matrices(h, h, h), ref_block.attn.qkv),
+        ("MLP", block.mlp, lambda h: ref_block.mlp_out(ref_block.act(ref_block.mlp_in(h)))),
+        ("whole block", block, ref_block),
+        ("final LN + unembed", lambda h: ours.unembed(ours.ln_final(h)), lambda h: ref.unembed(ref.ln_final(h))),
+    ]
+    out: list[tuple[str, float, float]] = []
+    for name, mine, theirs in pieces:
+        times: tuple[list[float], list[float]] = ([], [])
+        for i in range(2 * reps + 2):
+            fn, sink = (mine, times[0]) if i % 2 == 0 else (theirs, times[1])
+            h = x.detach().requires_grad_()
+            synchronize(x.device); t0 = time.perf_counter()
+            y = fn(h)
+            y = y if isinstance(y, tuple) else (y,)
+            torch.autograd.backward(y, [torch.ones_like(t) for t in y])
+            synchronize(x.device)
+            if i >= 2:  # the first of each is warm-up
+                sink.append(1000 * (time.perf_counter() - t0))
+        ours.zero_grad(set_to_none=True); ref.zero_grad(set_to_none=True)
+        out.append((name, statistics.median(times[0]), statistics.median(times[1])))
+    return out
+
+
+@torch.no_grad()
+def calls_per_forward(model: nn.Module, batch: Batch, cls: type[nn.Module]) -> int:
+    """How many times one forward pass calls modules of class ``cls``."""
+    calls = 0
+
+    def count(*_: object) -> None:
+        nonlocal calls
+        calls += 1
+
+    handles = [m.register_forward_pre_hook(count) for m in model.modules() if isinstance(m, cls)]
+    try:
+        model(batch.inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
 
 
 def profile_gap(spec: ModelSpec, task: TaskBase, bench: BenchConfig, cfg: TrainConfig, batches: list[Batch],
@@ -300,12 +355,19 @@ def profile_gap(spec: ModelSpec, task: TaskBase, bench: BenchConfig, cfg: TrainC
         print(f"{name:>10}: forward {ms['forward']:7.1f}   backward {ms['backward']:7.1f}   "
               f"optimizer {ms['optimizer']:6.1f}   total {sum(ms.values()):7.1f}")
 
+    print("\n== pieces of layer 0, forward + backward, median ms (ours / reference) ==")
+    (ours, _), (ref, _) = pair["ours"], pair["reference"]
+    for name, mine, theirs in component_ms(ours, ref, batches[0], reps=4 * bench.steps):  # type: ignore[arg-type]
+        print(f"{name:<24} {mine:7.2f} / {theirs:7.2f}   x{mine / theirs:.2f}")
+    print(f"(a block applies ln1 to its query, key and value inputs: {calls_per_forward(ours, batches[0], LayerNorm)} LayerNorm "
+          f"calls per forward here, {2 * len(ref.blocks) + 1} in the reference)")
+
     print("\n== ablation ladder: TransformerLens pieces swapped for fused ops (cumulative) ==")
     runs: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
     check = batches[0].to(device)
-    plain = spec.build().to(device)
+    plain = on_device(spec.build(), device)
     for label, patches in LADDER:
-        model = spec.build().to(device)
+        model = on_device(spec.build(), device)
         for patch in patches:
             patch(model)
         diff = max_diff(model, plain, check)
@@ -320,18 +382,26 @@ def profile_gap(spec: ModelSpec, task: TaskBase, bench: BenchConfig, cfg: TrainC
         print(f"{label:<30} {med:9.0f} tokens/s   {1000 * tokens / med:7.1f} ms/step   ratio {med / ref_rate:.2f}")
 
     print("\n== fixed cost per step (batch size 1: Python, dispatch, small kernels) ==")
-    small = [task.sample(1, bench.n_examples, torch.Generator().manual_seed(1)).to(device) for _ in range(4)]  # type: ignore[attr-defined, arg-type]
-    tiny = BenchConfig(**{**bench.__dict__, "steps": 20, "repeats": 3})
+    g = torch.Generator().manual_seed(1)
+    small = [task.sample(1, bench.n_examples, g).to(device) for _ in range(4)]  # type: ignore[attr-defined, arg-type]
+    tiny = dataclasses.replace(bench, steps=20, repeats=3)
     for label, r in interleaved_rates(build_pair(spec, cfg, device), small, tiny, cfg, device).items():
         print(f"{label:>10}: {1000 * small[0].inputs.shape[1] / statistics.median(r):6.2f} ms/step")
+    n_calls = calls_per_forward(pair["ours"][0], batches[0], HookPoint)
+    hp, x = HookPoint(), batches[0].inputs.new_zeros(())
+    t0 = time.perf_counter()
+    for _ in range(10_000):
+        hp(x)
+    us = (time.perf_counter() - t0) / 10_000 * 1e6
+    print(f"HookPoints: {n_calls} calls per forward x {us:.1f} us per call (no hooks) = {n_calls * us / 1000:.2f} ms per step")
 
     if device.type == "cpu":
-        print("\n== top aten ops by self CPU time (per step) ==")
+        print("\n== top aten ops by self CPU time (torch.profiler, 4 steps; shares, as the profiler slows each op) ==")
         for name, (model, opt) in pair.items():
             n_ops, ops = top_ops(model, opt, batches, cfg, steps=4)
             print(f"{name}: {n_ops} aten ops per step")
-            for op, ms, calls in ops:
-                print(f"    {op:<40} {ms:7.2f} ms  {calls:4d} calls")
+            for op, share, calls in ops:
+                print(f"    {op:<58} {share:5.1f}%  {calls:4d} calls/step")
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -370,6 +440,7 @@ def main() -> None:
     print(f"task {task.describe()}   n_examples {bench.n_examples} -> {seq_len} tokens   batch {bench.batch_size}"  # type: ignore[attr-defined]
           f"   model {bench.n_layers}L {bench.n_heads}H d_model {bench.d_model} d_mlp {bench.d_mlp} {bench.act_fn}")
 
+    load_start = os.getloadavg()[0]  # other processes on the machine skew both timings; report it
     runs = build_pair(spec, cfg, device)
     (ours, _), (ref, _) = runs["ours"], runs["reference"]
     print(f"params: ours {n_params(ours):,}   reference {n_params(ref):,}")
@@ -388,6 +459,7 @@ def main() -> None:
         print(f"{name:>10}: {med[name]:9.0f} tokens/s (median; min {min(r):.0f}, max {max(r):.0f})"
               f"   {1000 * batch_tokens / med[name]:.1f} ms/step")
     print(f"ratio: {med['ours'] / med['reference']:.2f}")
+    print(f"load average (1 min) at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f}")
 
     if args.profile:
         profile_gap(spec, task, bench, cfg, batches, device)

@@ -51,7 +51,7 @@ def nearest_neighbours(x: Tensor, y: Tensor, query: Tensor, n_neighbors: int = 3
     if n_neighbors < 1:
         raise ValueError(f"n_neighbors must be at least 1, got {n_neighbors}")
     dist = (x - query[:, None]).norm(dim=-1)  # [batch, n]
-    idx = dist.topk(min(n_neighbors, x.shape[1]), dim=-1, largest=True).indices
+    idx = dist.topk(min(n_neighbors, x.shape[1]), dim=-1, largest=False).indices
     return torch.gather(y, 1, einops.repeat(idx, "b m -> b m o", o=y.shape[-1])).mean(dim=1)
 
 

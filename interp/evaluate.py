@@ -166,6 +166,8 @@ def collect(
     score: Callable[[Tensor, Batch], Tensor],
 ) -> tuple[dict[str, Tensor], list[int]]:
     """Per-sequence scores of every predictor on the same batches: {name: [n_batches * batch_size, k]}, and the shots."""
+    if n_batches < 1:
+        raise ValueError(f"n_batches must be at least 1, got {n_batches}")
     scores: dict[str, list[Tensor]] = {name: [] for name in predictors}
     for _ in range(n_batches):
         batch = task.sample(batch_size, n_examples, generator)  # type: ignore[attr-defined]

@@ -1,0 +1,105 @@
+import json
+
+import pytest
+import torch
+
+from interp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from interp.spec import ModelSpec
+from interp.tasks import LinearTask, ModularTask
+from interp.train import TrainConfig, train
+
+SMALL = TrainConfig(steps=30, n_examples=5, batch_size=16, eval_every=10, checkpoint_every=10, warmup_steps=5)
+
+
+@pytest.mark.parametrize("task", [LinearTask(d_x=3), ModularTask(p=5, n_tasks=6)], ids=lambda t: t.name)
+def test_save_load_round_trip_is_bit_identical(task, tmp_path, gen):
+    spec = ModelSpec.for_task(task, 5, n_layers=2, d_model=16, scoring="relu", positional="rotary")
+    ckpt = train(task, spec, SMALL, out=tmp_path / "m", progress=False)
+    loaded = load_checkpoint(tmp_path / "m")
+    batch = task.sample(4, 5, gen())
+    assert torch.equal(ckpt.model(batch.inputs), loaded.model(batch.inputs))
+    assert loaded.spec == spec and loaded.task == task and loaded.metrics == ckpt.metrics
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "metrics.jsonl", "weights.safetensors"]
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["format_version"] == 1
+
+
+def saved(tmp_path):
+    task = LinearTask(d_x=2)
+    spec = ModelSpec.for_task(task, 4, n_layers=1, d_model=8)
+    return save_checkpoint(tmp_path / "m", spec.build(), spec, task, {"steps": 0})
+
+
+def test_corrupt_weights_give_clean_error(tmp_path):
+    path = saved(tmp_path)
+    (path / "weights.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+
+
+def test_truncated_weights_give_clean_error(tmp_path):
+    path = saved(tmp_path)
+    data = (path / "weights.safetensors").read_bytes()
+    (path / "weights.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_missing_files_and_wrong_version(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint folder"):
+        load_checkpoint(tmp_path / "nope")
+    path = saved(tmp_path)
+    (path / "weights.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(path)
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(config | {"format_version": 99}))
+    with pytest.raises(CheckpointError, match="format_version 99"):
+        load_checkpoint(path)
+    (path / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        load_checkpoint(path)
+
+
+def test_shape_mismatch_names_the_tensor(tmp_path):
+    path = saved(tmp_path)
+    config = json.loads((path / "config.json").read_text())
+    config["model"]["d_model"] = 16
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_checkpoint(path)
+
+
+def test_failed_save_leaves_previous_checkpoint_whole(tmp_path):
+    path = saved(tmp_path)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    task = LinearTask(d_x=2)
+    spec = ModelSpec.for_task(task, 4, n_layers=1, d_model=8)
+    with pytest.raises(TypeError):
+        save_checkpoint(path, spec.build(), spec, task, {"bad": object()})  # not JSON-serialisable
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folder left behind
+
+
+@pytest.mark.parametrize("task", [LinearTask(d_x=2), ModularTask(p=5, n_tasks=6)], ids=lambda t: t.name)
+def test_kill_and_resume_matches_uninterrupted_run(task, tmp_path, gen):
+    cfg = TrainConfig(steps=40, n_examples=5, batch_size=16, eval_every=10, checkpoint_every=10, warmup_steps=5,
+                      keep_best=True)
+    spec = ModelSpec.for_task(task, 5, n_layers=2, d_model=16)
+    straight = train(task, spec, cfg, out=tmp_path / "a", progress=False)
+    # "kill" after step 25: the last checkpoint on disk is from step 20, steps 21-25 are lost
+    train(task, spec, cfg, out=tmp_path / "b", progress=False, stop_after=25)
+    assert (tmp_path / "b" / "resume" / "state.json").is_file()
+    resumed = train(task, spec, cfg, out=tmp_path / "b", progress=False)
+    batch = task.sample(8, 5, gen())
+    assert torch.equal(straight.model(batch.inputs), resumed.model(batch.inputs))
+    assert straight.metrics == resumed.metrics
+    assert not (tmp_path / "b" / "resume").exists()
+    assert (tmp_path / "a" / "weights.safetensors").read_bytes() == (tmp_path / "b" / "weights.safetensors").read_bytes()
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    task = LinearTask(d_x=2)
+    spec = ModelSpec.for_task(task, 5, n_layers=1, d_model=8)
+    train(task, spec, SMALL, out=tmp_path / "m", progress=False, stop_after=15)
+    with pytest.raises(CheckpointError, match="different config"):
+        train(task, spec, SMALL.__class__(**(SMALL.to_dict() | {"lr": 0.5})), out=tmp_path / "m", progress=False)

@@ -1,0 +1,55 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from interp.cli import main
+
+INTERP = [sys.executable, "-m", "interp.cli"]
+
+
+def test_train_info_eval_end_to_end(tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["train", "--task", "modular", "--p", "5", "--steps", "40", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["task"]["p"] == 5 and config["train"]["steps"] == 40 and config["train"]["steps_done"] == 40
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 20  # eval every steps / 20
+    assert main(["info", "--ckpt", str(out)]) == 0
+    assert "modular(p=5" in capsys.readouterr().out
+    assert main(["eval", "--ckpt", str(out), "--n", "64", "--out", str(tmp_path / "eval.json")]) == 0
+    rows = json.loads((tmp_path / "eval.json").read_text())
+    assert {(r["split"], r["method"]) for r in rows} == {(s, m) for s in ("id", "ood") for m in ("model", "exact_mod_p")}
+
+
+@pytest.mark.parametrize("task", ["linear", "polynomial", "kernel", "complex-zeros"])
+def test_every_task_trains_from_the_cli(task, tmp_path):
+    assert main(["train", "--task", task, "--steps", "4", "--d-model", "16", "--out", str(tmp_path / task)]) == 0
+    assert main(["eval", "--ckpt", str(tmp_path / task), "--n", "16"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["info", "--ckpt", "/nonexistent/model"], "no checkpoint folder"),
+        (["train", "--task", "linear", "--p", "5", "--out", "x"], "--p does not apply to task linear"),
+        (["train", "--task", "nope", "--out", "x"], "invalid choice"),
+        (["train", "--task", "modular", "--p", "5", "--n-tasks", "25", "--out", "x"], "n_tasks"),
+        (["train", "--task", "linear", "--d-model", "10", "--heads", "3", "--out", "x"], "divisible"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path):
+    proc = subprocess.run(INTERP + argv, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_corrupt_checkpoint_is_one_line_and_exit_2(tmp_path):
+    out = tmp_path / "m"
+    assert main(["train", "--task", "linear", "--steps", "2", "--d-model", "16", "--out", str(out)]) == 0
+    (out / "weights.safetensors").write_bytes(b"not a safetensors file")
+    proc = subprocess.run(INTERP + ["info", "--ckpt", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "corrupt" in proc.stderr

@@ -1,0 +1,64 @@
+import math
+
+import torch
+
+from interp.spec import ModelSpec
+from interp.tasks import LinearTask, ModularTask
+from interp.train import Curriculum, TrainConfig, lr_at, train, train_batch
+
+
+def test_lr_schedule_warms_up_then_decays_to_floor():
+    cfg = TrainConfig(steps=1000, lr=1e-3, warmup_steps=100, min_lr_ratio=0.1)
+    assert math.isclose(lr_at(0, cfg), 1e-5)
+    assert math.isclose(lr_at(99, cfg), 1e-3)
+    assert math.isclose(lr_at(550, cfg), 1e-3 * (0.1 + 0.9 * 0.5), rel_tol=1e-9)  # half-way down the cosine
+    assert math.isclose(lr_at(1000, cfg), 1e-4)
+
+
+def test_curriculum_grows_dims_and_examples(gen):
+    cfg = TrainConfig(n_examples=11, batch_size=4, curriculum=Curriculum(dims_start=2, points_start=5, every=10))
+    task = LinearTask(d_x=4)
+    early, late = train_batch(task, cfg, 0, gen()), train_batch(task, cfg, 100, gen())
+    assert early.inputs.shape[1] == 10 and torch.all(early.params["w"][:, 2:] == 0)
+    assert late.inputs.shape[1] == 22 and torch.all(late.params["w"] != 0)
+
+
+def test_tiny_linear_model_beats_averaging_after_ten_examples(gen):
+    """Garg et al.'s setting at toy scale, well under 60 s on 2 CPU cores."""
+    from interp.baselines import averaging, in_context
+
+    task = LinearTask(d_x=2)
+    cfg = TrainConfig(steps=1500, n_examples=12, batch_size=64, lr=3e-3, warmup_steps=100, eval_every=500)
+    ckpt = train(task, ModelSpec.for_task(task, 12, n_layers=2, n_heads=2, d_model=32), cfg, progress=False)
+    batch = task.sample(2000, 12, gen(123))
+    with torch.no_grad():
+        model_err = (ckpt.model(batch.inputs) - batch.targets).pow(2).sum(-1)[:, 0::2]
+    avg_err = (in_context(averaging)(batch) - batch.targets).pow(2).sum(-1)[:, 0::2]
+    late = slice(10, 12)
+    assert model_err[:, late].mean() < 0.5 * avg_err[:, late].mean()
+    assert [m["step"] for m in ckpt.metrics] == [500, 1000, 1500]
+    assert ckpt.metrics[-1]["id_error"] < 0.3  # averaged over all shots; the zero predictor scores 1
+
+
+def test_tiny_modular_model_learns_its_training_tasks():
+    task = ModularTask(p=5, n_tasks=4)
+    cfg = TrainConfig(steps=800, n_examples=8, batch_size=64, lr=3e-3, warmup_steps=50, weight_decay=0.1, eval_every=400)
+    spec = ModelSpec.for_task(task, 8, n_layers=2, n_heads=4, d_model=64, act_fn="relu")
+    ckpt = train(task, spec, cfg, progress=False)
+    assert ckpt.metrics[-1]["id_acc"] > 0.5  # chance is 1/5
+
+
+def test_keep_best_and_early_stopping(tmp_path):
+    task = LinearTask(d_x=2)
+    cfg = TrainConfig(steps=200, n_examples=6, batch_size=16, eval_every=20, patience=2, keep_best=True, lr=1e-1)
+    ckpt = train(task, ModelSpec.for_task(task, 6, n_layers=1, d_model=16), cfg, out=tmp_path / "m", progress=False)
+    objectives = [m["ood_error"] for m in ckpt.metrics]
+    best = min(range(len(objectives)), key=objectives.__getitem__)
+    assert ckpt.train["best_step"] == ckpt.metrics[best]["step"]
+    # early stopping: stopped exactly `patience` evaluations after the best one (or ran to the end)
+    assert len(objectives) == min(best + 1 + 2, 10)
+    # keep_best: the returned weights reproduce the best evaluation
+    from interp.train import eval_batches, score
+
+    evals = eval_batches(task, cfg, torch.device("cpu"))
+    assert math.isclose(score(ckpt.model, evals["ood"])["error"], objectives[best], rel_tol=1e-5)
