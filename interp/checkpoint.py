@@ -19,15 +19,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .errors import CheckpointError
 from .spec import Model, ModelSpec
 from .tasks import TaskBase, task_from_dict
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, METRICS = "config.json", "weights.safetensors", "metrics.jsonl"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder that cannot be loaded; the message is one line naming the cause."""
 
 
 @dataclass

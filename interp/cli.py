@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from .checkpoint import CheckpointError
+from .errors import CheckpointError
 
 # Per-task training defaults: small enough to train on a laptop CPU in minutes.
 DEFAULT_EXAMPLES = {"linear": 11, "polynomial": 11, "kernel": 14, "modular": 16, "complex-zeros": 10}
@@ -115,13 +115,13 @@ def make_task(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .spec import ModelSpec
-    from .train import Curriculum, TrainConfig, train
-
-    task = make_task(args)
+    task = make_task(args)  # before the heavy imports, so a bad flag fails fast
     n_examples = args.n_examples or DEFAULT_EXAMPLES[args.task]
     if args.steps < 1 or n_examples < 1:
         raise UsageError("--steps and --n-examples must be positive")
+    from .spec import ModelSpec
+    from .train import Curriculum, TrainConfig, train
+
     spec = ModelSpec.for_task(
         task, n_examples, n_layers=args.layers, n_heads=args.heads, d_model=args.d_model, d_mlp=args.d_mlp,
         attn_only=args.attn_only, normalization=args.norm, positional=args.pos, scoring=args.scoring,
