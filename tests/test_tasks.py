@@ -124,3 +124,26 @@ def test_bad_task_arguments_raise():
     with pytest.raises(ValueError):
         task_from_dict({"name": "linear", "p": 3})
     assert set(TASKS) == {"linear", "polynomial", "kernel", "modular", "complex-zeros"}
+
+
+@pytest.mark.parametrize("task", ALL_TASKS, ids=lambda t: t.describe())
+def test_corruptions_change_only_what_they_name(task, gen):
+    clean = task.sample(16, 5, gen())
+    new_params = task.corrupt(clean, "params", gen(1))
+    assert torch.equal(new_params.examples, clean.examples)
+    assert any(not torch.equal(new_params.params[k], clean.params[k]) for k in clean.params)
+    new_query = task.corrupt(clean, "query", gen(1))
+    assert torch.equal(new_query.examples[:, :-1], clean.examples[:, :-1])
+    assert not torch.equal(new_query.examples[:, -1], clean.examples[:, -1])
+    assert all(torch.equal(new_query.params[k], clean.params[k]) for k in clean.params)
+    for corrupted in (new_params, new_query):
+        assert corrupted.inputs.shape == clean.inputs.shape and torch.equal(corrupted.loss_mask, clean.loss_mask)
+    if task.kind == "regression":
+        shifted = task.corrupt(clean, "shift", gen(1))
+        assert torch.allclose(shifted.examples, 3 * clean.examples)
+    else:
+        with pytest.raises(ValueError, match="real-valued"):
+            task.corrupt(clean, "shift", gen(1))
+    # the linear task's corrupted labels are recomputed, not copied
+    if task.name == "linear":
+        assert torch.allclose(new_params.targets[:, 0::2, 0], torch.einsum("bkd,bd->bk", clean.examples, new_params.params["w"]), atol=1e-5)

@@ -17,6 +17,12 @@ from torch import Tensor
 
 TaskKind = Literal["regression", "classification"]
 
+CORRUPTIONS: dict[str, str] = {
+    "params": "same inputs, resampled task parameters (a new w, new coefficients, a new (a, b))",
+    "query": "same task and context, a resampled query (the last example)",
+    "shift": "same task, every input scaled out of the training range (x3)",
+}
+
 
 @dataclass
 class Batch:
@@ -26,6 +32,8 @@ class Batch:
     targets:   [batch, pos, d_out] float or [batch, pos] long; only meaningful where ``loss_mask``
     loss_mask: [batch, pos] bool, the positions where the loss applies (predictions are read there)
     params:    the task parameters per sequence, e.g. ``w: [batch, d]`` or ``a, b: [batch]``
+    examples:  the raw example inputs the sequence was built from: xs [batch, k, d_x] (regression) or
+               (x, y) pairs [batch, k, 2] long (modular); ``task.assemble(examples, params)`` rebuilds the batch
     pos_labels: one role label per position, e.g. ("x0", "y0", "x1", ...), shared by the batch
     """
 
@@ -33,6 +41,7 @@ class Batch:
     targets: Tensor
     loss_mask: Tensor
     params: dict[str, Tensor] = field(default_factory=dict)
+    examples: Tensor | None = None
     pos_labels: tuple[str, ...] = ()
 
     def to(self, device: torch.device | str) -> "Batch":
@@ -42,6 +51,7 @@ class Batch:
             targets=self.targets.to(device),
             loss_mask=self.loss_mask.to(device),
             params={k: v.to(device) for k, v in self.params.items()},
+            examples=None if self.examples is None else self.examples.to(device),
             pos_labels=self.pos_labels,
         )
 
@@ -63,6 +73,10 @@ class Task(Protocol):
         """Draw ``batch_size`` sequences of ``n_examples`` in-context examples each."""
         ...
 
+    def corrupt(self, clean: Batch, kind: str, generator: torch.Generator) -> Batch:
+        """A corrupted twin of ``clean`` for patching: see ``CORRUPTIONS``."""
+        ...
+
     def ood(self) -> "Task":
         """The default out-of-distribution variant used in training-time evaluation."""
         ...
@@ -77,10 +91,45 @@ class Task(Protocol):
 
 
 class TaskBase:
-    """Shared plumbing for the frozen-dataclass tasks: serialisation and variants."""
+    """Shared plumbing for the frozen-dataclass tasks. A task is three draws: parameters (the function,
+    e.g. w or (a, b)), example inputs, and ``assemble`` which labels the inputs and lays out the sequence.
+    Keeping them apart lets a corruption resample one and keep the other."""
 
     name: ClassVar[str]
     kind: ClassVar[TaskKind]
+
+    def sample_params(self, batch_size: int, n_examples: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """The task parameters of ``batch_size`` sequences."""
+        raise NotImplementedError
+
+    def sample_examples(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Tensor:
+        """The example inputs, [batch, n_examples, ...]."""
+        raise NotImplementedError
+
+    def assemble(self, examples: Tensor, params: dict[str, Tensor]) -> Batch:
+        """Label ``examples`` with the function ``params`` describe and lay out the sequence."""
+        raise NotImplementedError
+
+    def sample(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Batch:
+        """Draw ``batch_size`` sequences of ``n_examples`` in-context examples each."""
+        params = self.sample_params(batch_size, n_examples, generator)
+        return self.assemble(self.sample_examples(batch_size, n_examples, generator), params)
+
+    def corrupt(self, clean: Batch, kind: str, generator: torch.Generator, shift: float = 3.0) -> Batch:
+        """A corrupted twin of ``clean`` with the same layout: one of ``CORRUPTIONS``."""
+        if kind not in CORRUPTIONS:
+            raise ValueError(f"corruption must be one of {', '.join(CORRUPTIONS)}, got {kind!r}")
+        assert clean.examples is not None, "clean batch must come from task.sample"
+        batch_size, n_examples = clean.inputs.shape[0], clean.examples.shape[1]
+        if kind == "params":
+            return self.assemble(clean.examples, self.sample_params(batch_size, n_examples, generator))
+        if kind == "query":
+            examples = clean.examples.clone()
+            examples[:, -1] = self.sample_examples(batch_size, n_examples, generator)[:, -1]
+            return self.assemble(examples, clean.params)
+        if not clean.examples.is_floating_point():
+            raise ValueError(f"corruption 'shift' needs real-valued inputs; task {self.name} has tokens")
+        return self.assemble(clean.examples * shift, clean.params)
 
     def replace(self, **changes: Any) -> "TaskBase":
         """A variant of this task with some fields changed (how OOD variants are made)."""
@@ -100,7 +149,7 @@ class TaskBase:
 
 
 class RegressionTask(TaskBase):
-    """A real-valued task: subclasses draw (xs, ys, params); this class builds the interleaved batch."""
+    """A real-valued task: subclasses draw xs and params and ``label`` them; this class interleaves the batch."""
 
     kind: ClassVar[TaskKind] = "regression"
     d_x: int
@@ -117,21 +166,21 @@ class RegressionTask(TaskBase):
     def n_ctx(self, n_examples: int) -> int:
         return 2 * n_examples
 
-    def draw(
-        self, batch_size: int, n_examples: int, generator: torch.Generator
-    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """xs: [batch, n_examples, d_x], ys: [batch, n_examples, d_y], and the task parameters."""
+    def label(self, xs: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """f(x) for every example: xs [batch, k, d_x] -> ys [batch, k, d_y]."""
         raise NotImplementedError
 
-    def sample(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Batch:
-        xs, ys, params = self.draw(batch_size, n_examples, generator)
+    def assemble(self, examples: Tensor, params: dict[str, Tensor]) -> Batch:
+        xs = examples
+        ys = self.label(xs, params)
+        batch_size, n_examples = xs.shape[:2]
         inputs = interleave(xs, ys, self.d_in)
         targets = torch.zeros(batch_size, 2 * n_examples, self.d_y)
         targets[:, 0::2] = ys
         loss_mask = torch.zeros(batch_size, 2 * n_examples, dtype=torch.bool)
         loss_mask[:, 0::2] = True
         labels = tuple(f"{r}{i}" for i in range(n_examples) for r in ("x", "y"))
-        return Batch(inputs, targets, loss_mask, params, labels)
+        return Batch(inputs, targets, loss_mask, params, xs, labels)
 
 
 def interleave(xs: Tensor, ys: Tensor, d_in: int) -> Tensor:

@@ -21,6 +21,11 @@ def as_pairs(z: Tensor) -> Tensor:
     return torch.stack([z.real, z.imag], dim=-1).float()
 
 
+def as_complex(pairs: Tensor) -> Tensor:
+    """Real [..., 2] -> complex128 [...]."""
+    return torch.complex(pairs[..., 0].double(), pairs[..., 1].double())
+
+
 def disk(shape: tuple[int, ...], radius: float, generator: torch.Generator) -> Tensor:
     """Complex points uniform in the disk of ``radius``."""
     r = radius * torch.rand(shape, generator=generator, dtype=torch.float64).sqrt()
@@ -48,9 +53,17 @@ class ComplexZerosTask(RegressionTask):
     def n_ctx(self, n_examples: int) -> int:
         return 2 * n_examples + 1
 
-    def sample(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Batch:
-        roots = disk((batch_size, self.degree), self.root_radius, generator)
-        zs = disk((batch_size, n_examples + 1), self.x_range, generator)
+    def sample_params(self, batch_size: int, n_examples: int, generator: torch.Generator) -> dict[str, Tensor]:
+        return {"roots": as_pairs(disk((batch_size, self.degree), self.root_radius, generator))}
+
+    def sample_examples(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Tensor:
+        """The k sample points and, last, the query point: [batch, k + 1, 2] as (real, imag)."""
+        return as_pairs(disk((batch_size, n_examples + 1), self.x_range, generator))
+
+    def assemble(self, examples: Tensor, params: dict[str, Tensor]) -> Batch:
+        batch_size, n_examples = examples.shape[0], examples.shape[1] - 1
+        roots = as_complex(params["roots"])
+        zs = as_complex(examples)
         fz = torch.prod(zs[..., None] - roots[:, None, :], dim=-1)
         z_q = zs[:, -1]
         nearest = roots[torch.arange(batch_size), (roots - z_q[:, None]).abs().argmin(dim=-1)]
@@ -62,7 +75,7 @@ class ComplexZerosTask(RegressionTask):
         loss_mask = torch.zeros(batch_size, 2 * n_examples + 1, dtype=torch.bool)
         loss_mask[:, -1] = True
         labels = tuple(f"{r}{i}" for i in range(n_examples) for r in ("x", "y")) + ("query",)
-        return Batch(inputs, targets, loss_mask, {"roots": as_pairs(roots)}, labels)
+        return Batch(inputs, targets, loss_mask, params, examples, labels)
 
     def ood(self) -> "ComplexZerosTask":
         """Roots spread twice as far as in training."""

@@ -36,14 +36,20 @@ class KernelTask(RegressionTask):
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {sorted(KERNELS)}, got {self.kernel!r}")
 
-    def draw(self, batch_size: int, n_examples: int, generator: torch.Generator) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def sample_params(self, batch_size: int, n_examples: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """The GP draw is carried by white noise ``eps`` [batch, k]; ``label`` colours it with the Gram matrix
+        of the inputs, so new params on the same inputs give a new function."""
+        return {"eps": torch.randn(batch_size, n_examples, generator=generator, dtype=torch.float64).float()}
+
+    def sample_examples(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Tensor:
         xs = torch.randn(batch_size, n_examples, self.d_x, generator=generator, dtype=torch.float64)
-        xs = xs / xs.norm(dim=-1, keepdim=True) * self.x_scale
+        return (xs / xs.norm(dim=-1, keepdim=True) * self.x_scale).float()
+
+    def label(self, xs: Tensor, params: dict[str, Tensor]) -> Tensor:
         # eigh rather than Cholesky: the relu kernel's Gram matrix can be singular
-        evals, evecs = torch.linalg.eigh(gram(xs, xs, self.kernel))
-        noise = torch.randn(batch_size, n_examples, generator=generator, dtype=torch.float64)
-        ys = torch.einsum("bij,bj->bi", evecs, evals.clamp(min=0).sqrt() * noise)
-        return xs.float(), ys.float().unsqueeze(-1), {}
+        evals, evecs = torch.linalg.eigh(gram(xs.double(), xs.double(), self.kernel))
+        ys = torch.einsum("bij,bj->bi", evecs, evals.clamp(min=0).sqrt() * params["eps"].double())
+        return ys.float().unsqueeze(-1)
 
     def ood(self) -> "KernelTask":
         """Inputs off the training sphere, at twice its radius."""

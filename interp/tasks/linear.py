@@ -30,18 +30,24 @@ class LinearTask(RegressionTask):
         if self.active_dims is not None and not 1 <= self.active_dims <= self.d_x:
             raise ValueError(f"active_dims must be in [1, {self.d_x}], got {self.active_dims}")
 
-    def draw(self, batch_size: int, n_examples: int, generator: torch.Generator) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def sample_params(self, batch_size: int, n_examples: int, generator: torch.Generator) -> dict[str, Tensor]:
+        w = torch.randn(batch_size, self.d_x, generator=generator) * self.w_scale
+        if self.active_dims is not None:
+            w[:, self.active_dims :] = 0.0
+        return {"w": w}
+
+    def sample_examples(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Tensor:
         shape = (batch_size, n_examples, self.d_x)
         if self.x_dist == "normal":
             xs = torch.randn(shape, generator=generator) * self.x_scale
         else:
             xs = (torch.rand(shape, generator=generator) * 2 - 1) * self.x_scale
-        w = torch.randn(batch_size, self.d_x, generator=generator) * self.w_scale
         if self.active_dims is not None:
             xs[..., self.active_dims :] = 0.0
-            w[:, self.active_dims :] = 0.0
-        ys = torch.einsum("bkd,bd->bk", xs, w).unsqueeze(-1)
-        return xs, ys, {"w": w}
+        return xs
+
+    def label(self, xs: Tensor, params: dict[str, Tensor]) -> Tensor:
+        return torch.einsum("bkd,bd->bk", xs, params["w"]).unsqueeze(-1)
 
     def ood(self) -> "LinearTask":
         """Inputs three times wider than in training (Garg's scaled-x shift test)."""

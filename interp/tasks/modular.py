@@ -71,16 +71,23 @@ class ModularTask(TaskBase):
         chosen = {"train": order[:n_train], "test": order[n_train:], "all": order}[self.pairs]
         return torch.stack([chosen // self.p, chosen % self.p], dim=-1)
 
-    def sample(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Batch:
+    def sample_params(self, batch_size: int, n_examples: int, generator: torch.Generator) -> dict[str, Tensor]:
         ab = self.task_vectors[torch.randint(len(self.task_vectors), (batch_size,), generator=generator)]
-        xy = self.pair_set[torch.randint(len(self.pair_set), (batch_size, n_examples), generator=generator)]
-        a, b = ab[:, 0], ab[:, 1]
-        z = (a[:, None] * xy[..., 0] + b[:, None] * xy[..., 1]) % self.p
-        seq = torch.stack([xy[..., 0], xy[..., 1], z], dim=-1).reshape(batch_size, 3 * n_examples)
+        return {"a": ab[:, 0], "b": ab[:, 1]}
+
+    def sample_examples(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Tensor:
+        """(x, y) pairs: [batch, k, 2] long."""
+        return self.pair_set[torch.randint(len(self.pair_set), (batch_size, n_examples), generator=generator)]
+
+    def assemble(self, examples: Tensor, params: dict[str, Tensor]) -> Batch:
+        batch_size, n_examples = examples.shape[:2]
+        a, b = params["a"], params["b"]
+        z = (a[:, None] * examples[..., 0] + b[:, None] * examples[..., 1]) % self.p
+        seq = torch.cat([examples, z[..., None]], dim=-1).reshape(batch_size, 3 * n_examples)
         loss_mask = torch.zeros(batch_size, 3 * n_examples - 1, dtype=torch.bool)
         loss_mask[:, 1::3] = True  # the y positions, where z is predicted
         labels = tuple(f"{r}{i}" for i in range(n_examples) for r in ("x", "y", "z"))[:-1]
-        return Batch(seq[:, :-1], seq[:, 1:], loss_mask, {"a": a, "b": b}, labels)
+        return Batch(seq[:, :-1], seq[:, 1:], loss_mask, params, examples, labels)
 
     def ood(self) -> "ModularTask":
         """The held-out task vectors (a, b), on the same (x, y) pairs."""

@@ -48,14 +48,20 @@ class PolynomialTask(RegressionTask):
     def max_degree(self) -> int:
         return max(self.degrees)
 
-    def draw(self, batch_size: int, n_examples: int, generator: torch.Generator) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        xs = (torch.rand(batch_size, n_examples, 1, generator=generator) * 2 - 1) * self.x_range
+    def sample_params(self, batch_size: int, n_examples: int, generator: torch.Generator) -> dict[str, Tensor]:
         choice = torch.randint(len(self.degrees), (batch_size,), generator=generator)
         degree = torch.tensor(self.degrees)[choice]
         coefs = torch.randn(batch_size, self.max_degree + 1, generator=generator) * self.coef_scale
         coefs = coefs * (torch.arange(self.max_degree + 1) <= degree[:, None])  # zero above each degree
-        ys = torch.einsum("bkj,bj->bk", basis(xs[..., 0], self.max_degree, self.basis), coefs)
-        return xs, ys.unsqueeze(-1), {"coefs": coefs, "degree": degree}
+        return {"coefs": coefs, "degree": degree}
+
+    def sample_examples(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Tensor:
+        return (torch.rand(batch_size, n_examples, 1, generator=generator) * 2 - 1) * self.x_range
+
+    def label(self, xs: Tensor, params: dict[str, Tensor]) -> Tensor:
+        coefs = params["coefs"]
+        ys = torch.einsum("bkj,bj->bk", basis(xs[..., 0], coefs.shape[-1] - 1, self.basis), coefs)
+        return ys.unsqueeze(-1)
 
     def ood(self) -> "PolynomialTask":
         """Coefficients three times larger than in training (outputs leave the trained range)."""
