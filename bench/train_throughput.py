@@ -11,10 +11,13 @@
     the same function is computed.
 
 Both train with the very same ``train_step`` (AdamW from ``make_optimizer``, gradient clipping, the same
-loss) on the same pre-sampled batches; sampling is outside the timed region. The two are timed in
-alternating blocks (ours, ref, ref, ours, ...) after an initial warm-up; tokens/s is the median over blocks. ``--profile`` then explains the gap: forward / backward /
-optimizer split, an ablation ladder that swaps TransformerLens pieces for fused ones, the fixed per-step
-cost at batch size 1, and the top aten ops of each model.
+loss) on the same pre-sampled batches; sampling is outside the timed region. After a warm-up, the two are
+timed in alternating blocks of steps (ours, ref, ref, ours, ...), so that load from other processes hits
+both alike; tokens/s (all input tokens, batch x pos) is the median over blocks.
+
+``--profile`` then explains the gap: forward / backward / optimizer split, forward + backward of each
+piece of a block, an ablation ladder that swaps TransformerLens pieces for fused ops, the fixed per-step
+cost at batch size 1, HookPoint overhead, and the top aten ops of each model.
 """
 from __future__ import annotations
 
@@ -161,6 +164,7 @@ def reference_like(model: nn.Module) -> RefGPT:
 
 
 def n_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -208,20 +212,20 @@ LADDER: list[tuple[str, list[Callable[[nn.Module], None]]]] = [
 
 # ------------------------------------------------------------------------------------------- timing
 
-def synchronize(device: torch.device) -> None:
+def clock(device: torch.device) -> float:
+    """time.perf_counter() once queued GPU work has finished (kernels run asynchronously)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def time_steps(model: nn.Module, opt: torch.optim.Optimizer, batches: list[Batch], steps: int,
                cfg: TrainConfig, device: torch.device) -> float:
     """Seconds for ``steps`` calls of interp.train.train_step, cycling through ``batches``."""
-    synchronize(device)
-    t0 = time.perf_counter()
+    t0 = clock(device)
     for i in range(steps):
         train_step(model, opt, batches[i % len(batches)], cfg.lr, cfg.grad_clip)
-    synchronize(device)
-    return time.perf_counter() - t0
+    return clock(device) - t0
 
 
 def interleaved_rates(runs: dict[str, tuple[nn.Module, torch.optim.Optimizer]], batches: list[Batch],
@@ -241,6 +245,7 @@ def interleaved_rates(runs: dict[str, tuple[nn.Module, torch.optim.Optimizer]], 
 
 @torch.no_grad()
 def max_diff(a: nn.Module, b: nn.Module, batch: Batch) -> float:
+    """Largest absolute difference between the two models' outputs on ``batch``."""
     return (a(batch.inputs) - b(batch.inputs)).abs().max().item()
 
 
@@ -250,6 +255,7 @@ def on_device(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def build_pair(spec: ModelSpec, cfg: TrainConfig, device: torch.device) -> dict[str, tuple[nn.Module, torch.optim.Optimizer]]:
+    """Our model and its reference twin (same weights), each with its AdamW from make_optimizer."""
     ours = spec.build()
     ref = reference_like(ours)
     ours, ref = on_device(ours, device), on_device(ref, device)
@@ -264,15 +270,15 @@ def phase_split(model: nn.Module, opt: torch.optim.Optimizer, batches: list[Batc
     times: dict[str, list[float]] = {"forward": [], "backward": [], "optimizer": []}
     for i in range(steps):
         batch = batches[i % len(batches)]
-        synchronize(device); t0 = time.perf_counter()
+        t0 = clock(device)
         loss = loss_fn(model(batch.inputs), batch)
-        synchronize(device); t1 = time.perf_counter()
+        t1 = clock(device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        synchronize(device); t2 = time.perf_counter()
+        t2 = clock(device)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        synchronize(device); t3 = time.perf_counter()
+        t3 = clock(device)
         for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
             times[k].append(1000 * dt)
     return {k: statistics.median(v) for k, v in times.items()}
@@ -312,13 +318,12 @@ def component_ms(ours: nn.Module, ref: RefGPT, batch: Batch, reps: int) -> list[
         for i in range(2 * reps + 2):
             fn, sink = (mine, times[0]) if i % 2 == 0 else (theirs, times[1])
             h = x.detach().requires_grad_()
-            synchronize(x.device); t0 = time.perf_counter()
+            t0 = clock(x.device)
             y = fn(h)
             y = y if isinstance(y, tuple) else (y,)
             torch.autograd.backward(y, [torch.ones_like(t) for t in y])
-            synchronize(x.device)
             if i >= 2:  # the first of each is warm-up
-                sink.append(1000 * (time.perf_counter() - t0))
+                sink.append(1000 * (clock(x.device) - t0))
         ours.zero_grad(set_to_none=True); ref.zero_grad(set_to_none=True)
         out.append((name, statistics.median(times[0]), statistics.median(times[1])))
     return out
@@ -418,6 +423,13 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
     parser.add_argument("--profile", action="store_true", help="then break down what costs our stack the difference")
     args = parser.parse_args()
+    for name in ("steps", "repeats", "batch_size", "n_examples", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be at least 0, got {args.warmup}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
 
     task, default_examples = make_task(args.task)
     bench = BenchConfig(task=args.task, n_examples=args.n_examples or default_examples, batch_size=args.batch_size,

@@ -1,0 +1,82 @@
+"""Metrics at the query position, per example, as the task defines them.
+
+A metric takes the model's output at the query, [batch, d_out] (regression) or [batch, d_vocab] logits
+(modular), and the clean and corrupted answers there, and returns one value per example, [batch]. Every
+probe reduces with the same functions, so a user's own callable of this shape works everywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from interp.tasks import Batch, TaskBase
+
+
+@dataclass(frozen=True)
+class Answers:
+    """The targets at the query: [batch] long for token tasks, [batch, d_out] float for regression."""
+
+    clean: Tensor
+    corrupted: Tensor
+
+    @classmethod
+    def of(cls, clean: Batch, corrupted: Batch) -> "Answers":
+        pos = clean.query_pos
+        return cls(clean.targets[:, pos], corrupted.targets[:, pos])
+
+
+Metric = Callable[[Tensor, Answers], Tensor]
+
+
+def mse(out: Tensor, answers: Answers) -> Tensor:
+    """Squared error against the clean answer: [batch, d_out] -> [batch]."""
+    return (out - answers.clean).pow(2).sum(-1)
+
+
+def signed_error(out: Tensor, answers: Answers) -> Tensor:
+    """Prediction minus the clean answer, summed over output channels: [batch, d_out] -> [batch]."""
+    return (out - answers.clean).sum(-1)
+
+
+def logit_diff(out: Tensor, answers: Answers) -> Tensor:
+    """Logit of the clean answer minus logit of the corrupted answer: [batch, d_vocab] -> [batch]."""
+    return out.gather(-1, answers.clean[:, None])[:, 0] - out.gather(-1, answers.corrupted[:, None])[:, 0]
+
+
+def prob_correct(out: Tensor, answers: Answers) -> Tensor:
+    """Softmax probability of the clean answer: [batch, d_vocab] -> [batch]."""
+    return out.softmax(-1).gather(-1, answers.clean[:, None])[:, 0]
+
+
+def accuracy(out: Tensor, answers: Answers) -> Tensor:
+    """1 where the arg-max is the clean answer: [batch, d_vocab] -> [batch]."""
+    return (out.argmax(-1) == answers.clean).to(out.dtype)
+
+
+REGRESSION_METRICS: dict[str, Metric] = {"mse": mse, "signed_error": signed_error}
+CLASSIFICATION_METRICS: dict[str, Metric] = {"logit_diff": logit_diff, "prob": prob_correct, "accuracy": accuracy}
+
+
+def metrics_for(task: TaskBase) -> dict[str, Metric]:
+    """The named metrics that apply to ``task``; the first is the default."""
+    return REGRESSION_METRICS if task.kind == "regression" else CLASSIFICATION_METRICS
+
+
+def resolve_metric(task: TaskBase, metric: str | Metric | None) -> tuple[str, Metric]:
+    """(name, function) for a metric name, a user's callable, or None (the task's default)."""
+    known = metrics_for(task)
+    if metric is None:
+        return next(iter(known.items()))
+    if callable(metric):
+        return getattr(metric, "__name__", "custom"), metric
+    if metric not in known:
+        raise ValueError(f"metric {metric!r} does not apply to task {task.name}; choose from {', '.join(known)}")
+    return metric, known[metric]
+
+
+def at_query(out: Tensor, batch: Batch) -> Tensor:
+    """The model output at the query position: [batch, pos, d] -> [batch, d]."""
+    return out[:, batch.query_pos]
