@@ -6,6 +6,6 @@ the same names stay importable as ``from interp.train import TrainConfig``).
 """
 from __future__ import annotations
 
-from .api import evaluate, load, train
+from .api import algorithms, attribute, evaluate, geometry, load, mlp, patch, probe, saturation, train
 
-__all__ = ["load", "train", "evaluate"]
+__all__ = ["load", "train", "evaluate", "patch", "attribute", "mlp", "algorithms", "geometry", "saturation", "probe"]

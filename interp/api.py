@@ -18,6 +18,7 @@ from .spec import ModelSpec
 from .tasks import TASKS, TaskBase
 from .train import TrainConfig
 from .train import train as train_model
+from probes.results import Result
 
 CheckpointLike = Checkpoint | str | Path
 
@@ -55,3 +56,121 @@ def evaluate(m: CheckpointLike, n: int = 512, seed: int = 0) -> EvalResult:
     batch_size = min(n, 256)
     return evaluate_model(ckpt.model, ckpt.task, ckpt.train["n_examples"], n_batches=-(-n // batch_size),
                           batch_size=batch_size, generator=torch.Generator().manual_seed(seed))
+
+
+# --- probes --------------------------------------------------------------------------------------------
+
+# attribution-patching site -> the exact patching sweep it estimates (site, by)
+EXACT_FOR_ATTRIB = {"head": ("z", "head"), "head_pos": ("z", "head_pos"), "resid_pre": ("resid_pre", "layer_pos"),
+                    "mlp": ("mlp_out", "layer"), "mlp_pos": ("mlp_out", "layer_pos")}
+
+
+def sample_inputs(ckpt: Checkpoint, n: int, seed: int, corruption: str | None) -> tuple[Any, Any]:
+    """``n`` clean sequences from the checkpoint's task and, if asked, their corrupted twins (seeded)."""
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    g = torch.Generator().manual_seed(seed)
+    clean = ckpt.task.sample(n, ckpt.train["n_examples"], g)  # type: ignore[attr-defined]
+    corrupted = None if corruption is None else ckpt.task.corrupt(clean, corruption, g)  # type: ignore[attr-defined]
+    return clean, corrupted
+
+
+def stamp(result: Any, ckpt: Checkpoint, seed: int, **extra: Any) -> Any:
+    """Add what a reader needs to reproduce ``result``: checkpoint, seed, and the given fields."""
+    result.metadata |= {"checkpoint": str(ckpt.path) if ckpt.path else None, "seed": seed,
+                        **{k: v for k, v in extra.items() if v is not None}}
+    return result
+
+
+def patch(m: CheckpointLike, site: str = "resid_pre", layer: int | None = None, by: str | None = None,
+          corruption: str = "params", metric: str | Any = None, direction: str = "denoise", n: int = 64,
+          seed: int = 0, progress: bool = False) -> Result:
+    """Exact activation patching (``probes.patching.patch``) on ``n`` sequences of the checkpoint's task.
+
+    scores: normalised effect [layer, pos] / [layer, head, pos] / [layer, head] (0 = corrupted, 1 = clean)."""
+    from probes.patching import patch as patch_probe
+
+    ckpt = as_checkpoint(m)
+    clean, corrupted = sample_inputs(ckpt, n, seed, corruption)
+    result = patch_probe(ckpt.model, ckpt.task, clean, corrupted, site=site, layer=layer, by=by,
+                         direction=direction, metric=metric, corruption=corruption, progress=progress)
+    return stamp(result, ckpt, seed, corruption=corruption)
+
+
+def attribute(m: CheckpointLike, method: str = "dla", corruption: str | None = "params", metric: str | Any = None,
+              ablation: str = "mean", site: str = "head", direction: str = "denoise", n: int = 64, seed: int = 0,
+              compare_exact: bool = True) -> Result:
+    """Head attribution (``probes.attribution.attribute``): method dla | ablate | attrib | head_types.
+
+    For ``attrib``, with ``compare_exact``, the exact patching sweep it approximates is run too and its
+    Pearson and Spearman correlation is put in ``metadata["exact_correlation"]``."""
+    from probes.attribution import attribute as attribute_probe
+    from probes.attribution import correlation
+
+    ckpt = as_checkpoint(m)
+    if method == "attrib" and corruption is None:
+        raise ValueError("method 'attrib' needs a corruption (params, query or shift)")
+    clean, corrupted = sample_inputs(ckpt, n, seed, corruption)
+    result = attribute_probe(ckpt.model, ckpt.task, clean, corrupted, method=method, metric=metric,
+                             ablation=ablation, site=site, direction=direction)
+    if method == "attrib" and compare_exact:
+        from probes.patching import patch as patch_probe
+
+        exact_site, by = EXACT_FOR_ATTRIB[site]
+        exact = patch_probe(ckpt.model, ckpt.task, clean, corrupted, site=exact_site, by=by, direction=direction,
+                            metric=result.metadata.get("metric", metric))
+        result.metadata["exact_correlation"] = correlation(result, exact)
+    return stamp(result, ckpt, seed, corruption=corruption)
+
+
+def mlp(m: CheckpointLike, layer: int = 0, n_context: int | None = None, seed: int = 0) -> dict[str, Result]:
+    """MLP representations of a modular model at ``layer`` over the (x, y) grid (``probes.mlp.mlp_analysis``):
+    Fourier spectrum of W_E, PCA, circularity, per-neuron frequencies, restricted / excluded loss, by name."""
+    from probes.mlp import mlp_analysis
+
+    ckpt = as_checkpoint(m)
+    analysis = mlp_analysis(ckpt.model, ckpt.task, layer, context=n_context, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+    return {name: stamp(r, ckpt, seed) for name, r in analysis.results().items()}
+
+
+def algorithms(m: CheckpointLike, shots: list[int] | None = None, seed: int = 0) -> Result:
+    """He et al.'s algorithm map (``probes.algorithms.algorithm_map``): per shot count and (x, y) query, is the
+    model right, and do ratio matching and modular regression predict it."""
+    from probes.algorithms import algorithm_map
+
+    ckpt = as_checkpoint(m)
+    result = algorithm_map(ckpt.model, ckpt.task, shots=shots, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+    return stamp(result, ckpt, seed)
+
+
+def geometry(m: CheckpointLike, layer: int = 0, head: int = 0, seed: int = 0) -> Result:
+    """Circle-of-circles and even/odd scores of one head's output over the (x, y) grid (``probes.geometry``)."""
+    from probes.geometry import head_geometry
+
+    ckpt = as_checkpoint(m)
+    result = head_geometry(ckpt.model, ckpt.task, layer, head, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+    return stamp(result, ckpt, seed)
+
+
+def saturation(m: CheckpointLike, scales: list[float] | None = None, field: str | None = None, n: int = 256,
+               seed: int = 0) -> Result:
+    """Prediction, attention entropy / max weight, score range, LN scale and residual norm as the input (or
+    coefficient) scale leaves the training range, and the boundary value B (``probes.saturation``)."""
+    from probes.saturation import saturation as saturation_probe
+
+    ckpt = as_checkpoint(m)
+    result = saturation_probe(ckpt.model, ckpt.task, scales=scales, field=field, n=n,
+                              generator=torch.Generator().manual_seed(seed), n_examples=ckpt.train["n_examples"])
+    return stamp(result, ckpt, seed)
+
+
+def probe(m: CheckpointLike, target: str | Any, hook: str | list[str] | None = None,
+          positions: int | str | list[int | str] | None = None, n: int = 512, seed: int = 0) -> Result:
+    """Held-out linear-probe R² or accuracy of a task quantity from a hook's activations, per layer and position,
+    with a shuffled-label control in ``extras["control"]`` (``probes.probing.probe``)."""
+    from probes.probing import probe as probe_fn
+
+    ckpt = as_checkpoint(m)
+    result = probe_fn(ckpt.model, ckpt.task, target, hook=hook, positions=positions, n=n,
+                      generator=torch.Generator().manual_seed(seed), n_examples=ckpt.train["n_examples"])
+    return stamp(result, ckpt, seed)
