@@ -92,6 +92,49 @@ def build_parser() -> Parser:
     i = sub.add_parser("info", help="describe a checkpoint")
     i.add_argument("--ckpt", required=True, type=Path)
 
+    def probe_parser(name: str, help: str, n: int = 64) -> Parser:
+        q = sub.add_parser(name, help=help)
+        q.add_argument("--ckpt", required=True, type=Path)
+        q.add_argument("--n", type=int, default=n, help="sequences to average over")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--out", type=Path, help="write the Result as JSON (readable by the dashboard and Result.from_json)")
+        return q
+
+    p = probe_parser("patch", "exact activation patching (0 = corrupted run, 1 = clean run)")
+    p.add_argument("--layer", type=int, help="default: every layer")
+    p.add_argument("--site", default="resid", help="resid | resid_mid | attn | mlp | head | z | q | k | v | pattern")
+    p.add_argument("--by", help="layer_pos | layer (resid sites); head_pos | head (head sites)")
+    p.add_argument("--corrupt", default="params", choices=["params", "query", "shift"])
+    p.add_argument("--metric", help="mse | signed_error (regression); logit_diff | prob | accuracy (modular)")
+    p.add_argument("--direction", default="denoise", choices=["denoise", "noise"])
+
+    a = probe_parser("attribute", "attention-head attribution")
+    a.add_argument("--method", default="dla", choices=["dla", "ablate", "attrib", "head_types"])
+    a.add_argument("--ablation", default="mean", choices=["zero", "mean", "resample"])
+    a.add_argument("--site", default="head", help="attrib only: head | head_pos | mlp | mlp_pos | resid_pre")
+    a.add_argument("--corrupt", default="params", choices=["params", "query", "shift"])
+    a.add_argument("--metric")
+
+    ml = probe_parser("mlp", "Fourier / PCA / circularity analysis of a modular model's MLP")
+    ml.add_argument("--layer", type=int, default=0)
+
+    al = probe_parser("algorithms", "ratio matching vs modular regression maps over the (x, y) grid")
+    al.add_argument("--shots", type=lambda s: [int(v) for v in s.split(",")], help="e.g. 1,2,13,31")
+
+    ge = probe_parser("geometry", "circle-of-circles and even/odd geometry of one head's output")
+    ge.add_argument("--layer", type=int, default=0)
+    ge.add_argument("--head", type=int, default=0)
+
+    sa = probe_parser("saturation", "prediction, softmax and layer-norm statistics as inputs leave the training range", n=256)
+    sa.add_argument("--scales", type=lambda s: [float(v) for v in s.split(",")], help="e.g. 0.25,1,4,16")
+    sa.add_argument("--field", help="input (default) | coef | a task field such as x_scale")
+
+    pr = probe_parser("probe", "linear probes from activations to a task quantity, with a shuffled control", n=512)
+    pr.add_argument("--target", required=True, help="e.g. w, w_ls, coefs, a, b, task_vector, ax")
+    pr.add_argument("--hook", help="default: every blocks.{l}.hook_resid_post")
+    pr.add_argument("--positions", type=lambda s: [int(v) if v.lstrip("-").isdigit() else v for v in s.split(",")],
+                    help="e.g. query or y3,query")
+
     d = sub.add_parser("dashboard", help="serve the Streamlit dashboard")
     d.add_argument("--port", type=int, default=8501)
     return parser
@@ -186,8 +229,64 @@ def cmd_eval(args: argparse.Namespace) -> int:
         table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
     Console().print(table)
     if args.out:
-        args.out.write_text(json.dumps(rows, indent=2))
+        write_json_atomically(args.out, rows)
     return 0
+
+
+# CLI site names -> probes.patching site names
+PATCH_SITES = {"resid": "resid_pre", "attn": "attn_out", "mlp": "mlp_out", "head": "z"}
+
+
+def check_ckpt_layer(args: argparse.Namespace, ckpt) -> None:
+    """--layer must exist in the model: one line naming the range otherwise."""
+    n_layers = ckpt.spec.n_layers
+    if getattr(args, "layer", None) is not None and not 0 <= args.layer < n_layers:
+        raise UsageError(f"--layer {args.layer} does not exist: {args.ckpt} has {n_layers} layers (0-{n_layers - 1})")
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """patch | attribute | mlp | algorithms | geometry | saturation | probe: run, print, optionally write JSON."""
+    from . import api
+    from .checkpoint import load_checkpoint
+    from .report import print_result
+
+    if args.command == "patch":
+        args.site = PATCH_SITES.get(args.site, args.site)
+        from probes.patching import SITES
+
+        if args.site not in SITES:
+            raise UsageError(f"unknown --site {args.site!r}; choose from resid, attn, mlp, head, {', '.join(SITES)}")
+    ckpt = load_checkpoint(args.ckpt)
+    check_ckpt_layer(args, ckpt)
+    run = {
+        "patch": lambda: api.patch(ckpt, site=args.site, layer=args.layer, by=args.by, corruption=args.corrupt,
+                                   metric=args.metric, direction=args.direction, n=args.n, seed=args.seed, progress=True),
+        "attribute": lambda: api.attribute(ckpt, method=args.method, corruption=args.corrupt, metric=args.metric,
+                                           ablation=args.ablation, site=args.site, n=args.n, seed=args.seed),
+        "mlp": lambda: api.mlp(ckpt, layer=args.layer, seed=args.seed),
+        "algorithms": lambda: api.algorithms(ckpt, shots=args.shots, seed=args.seed),
+        "geometry": lambda: api.geometry(ckpt, layer=args.layer, head=args.head, seed=args.seed),
+        "saturation": lambda: api.saturation(ckpt, scales=args.scales, field=args.field, n=args.n, seed=args.seed),
+        "probe": lambda: api.probe(ckpt, args.target, hook=args.hook, positions=args.positions, n=args.n, seed=args.seed),
+    }[args.command]
+    result = run()
+    results = result if isinstance(result, dict) else {args.command: result}
+    for name, r in results.items():
+        print_result(r, title=f"{args.command} {name}" if len(results) > 1 else None)
+    if args.out:
+        payload = {k: v.to_dict() for k, v in results.items()} if isinstance(result, dict) else result.to_dict()
+        write_json_atomically(args.out, payload)
+    return 0
+
+
+def write_json_atomically(path: Path, payload: Any) -> None:
+    """Write JSON to a temporary sibling, then rename: no half-written file on disk."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -197,7 +296,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)])
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "info": cmd_info, "dashboard": cmd_dashboard}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "info": cmd_info, "dashboard": cmd_dashboard,
+            **{name: cmd_probe for name in ("patch", "attribute", "mlp", "algorithms", "geometry", "saturation", "probe")}}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
