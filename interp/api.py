@@ -60,6 +60,8 @@ def evaluate(m: CheckpointLike, n: int = 512, seed: int = 0) -> EvalResult:
 
 # --- probes --------------------------------------------------------------------------------------------
 
+# short site names (the CLI's and the issue's) -> probes.patching site names
+SITE_ALIASES = {"resid": "resid_pre", "attn": "attn_out", "mlp": "mlp_out", "head": "z"}
 # attribution-patching site -> the exact patching sweep it estimates (site, by)
 EXACT_FOR_ATTRIB = {"head": ("z", "head"), "head_pos": ("z", "head_pos"), "resid_pre": ("resid_pre", "layer_pos"),
                     "mlp": ("mlp_out", "layer"), "mlp_pos": ("mlp_out", "layer_pos")}
@@ -86,10 +88,16 @@ def patch(m: CheckpointLike, site: str = "resid_pre", layer: int | None = None, 
           corruption: str = "params", metric: str | Any = None, direction: str = "denoise", n: int = 64,
           seed: int = 0, progress: bool = False) -> Result:
     """Exact activation patching (``probes.patching.patch``) on ``n`` sequences of the checkpoint's task.
+    ``site`` is a patching site (resid_pre, resid_mid, attn_out, mlp_out, z, q, k, v, pattern) or a short
+    name: resid, attn, mlp, head (= z, each head's output).
 
     scores: normalised effect [layer, pos] / [layer, head, pos] / [layer, head] (0 = corrupted, 1 = clean)."""
+    from probes.patching import SITES
     from probes.patching import patch as patch_probe
 
+    site = SITE_ALIASES.get(site, site)
+    if site not in SITES:
+        raise ValueError(f"unknown site {site!r}; choose from {', '.join([*SITE_ALIASES, *SITES])}")
     ckpt = as_checkpoint(m)
     clean, corrupted = sample_inputs(ckpt, n, seed, corruption)
     result = patch_probe(ckpt.model, ckpt.task, clean, corrupted, site=site, layer=layer, by=by,

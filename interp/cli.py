@@ -233,10 +233,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-# CLI site names -> probes.patching site names
-PATCH_SITES = {"resid": "resid_pre", "attn": "attn_out", "mlp": "mlp_out", "head": "z"}
-
-
 def check_ckpt_layer(args: argparse.Namespace, ckpt) -> None:
     """--layer must exist in the model: one line naming the range otherwise."""
     n_layers = ckpt.spec.n_layers
@@ -250,12 +246,6 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .report import print_result
 
-    if args.command == "patch":
-        args.site = PATCH_SITES.get(args.site, args.site)
-        from probes.patching import SITES
-
-        if args.site not in SITES:
-            raise UsageError(f"unknown --site {args.site!r}; choose from resid, attn, mlp, head, {', '.join(SITES)}")
     ckpt = load_checkpoint(args.ckpt)
     check_ckpt_layer(args, ckpt)
     run = {

@@ -64,7 +64,7 @@ def test_cli_patch_sweeps_every_layer_and_writes_the_api_result(modular_ckpt, tm
 
 @pytest.mark.parametrize("argv, message", [
     (["patch", "--ckpt", "{ckpt}", "--layer", "2"], "--layer 2 does not exist"),
-    (["patch", "--ckpt", "{ckpt}", "--site", "nope"], "unknown --site"),
+    (["patch", "--ckpt", "{ckpt}", "--site", "nope"], "unknown site"),
     (["patch", "--ckpt", "/no/such/model", "--layer", "1"], "no checkpoint folder"),
     (["patch", "--ckpt", "{ckpt}", "--metric", "mse"], "does not apply"),
     (["saturation", "--ckpt", "{ckpt}"], "modular"),
