@@ -22,7 +22,7 @@ from torch import Tensor
 
 from interp.baselines import kernel_regression, poly_least_squares
 from interp.spec import Model
-from interp.tasks import Batch, TaskBase
+from interp.tasks import Batch, TaskBase, examples_that_fit
 from probes.results import Result
 
 TargetKind = Literal["regression", "classification"]
@@ -166,16 +166,6 @@ def _positions(positions: int | str | Sequence[int | str] | None, batch: Batch) 
     return out
 
 
-def _n_examples(model: Model, task: TaskBase, n_examples: int | None) -> int:
-    """``n_examples``, or the most examples whose sequence fits the model's context."""
-    n_ctx = model.cfg.n_ctx
-    if n_examples is None:
-        n_examples = max((k for k in range(1, n_ctx + 1) if task.n_ctx(k) <= n_ctx), default=0)  # type: ignore[attr-defined]
-    if n_examples < 1 or task.n_ctx(n_examples) > n_ctx:  # type: ignore[attr-defined]
-        raise ValueError(f"n_examples must be at least 1 and fit the model's context of {n_ctx} positions, got {n_examples}")
-    return n_examples
-
-
 # --- activations and fits ---------------------------------------------------------------------------------
 
 
@@ -274,7 +264,7 @@ def probe(
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     name, fn, kind = _resolve_target(task, target, kind)
     axis, hooks, ticks = _hooks(model, hook)
-    n_examples = _n_examples(model, task, n_examples)
+    n_examples = examples_that_fit(task, model.cfg.n_ctx, n_examples)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     batch = task.sample(n, n_examples, generator)  # type: ignore[attr-defined]
     pos = _positions(positions, batch)

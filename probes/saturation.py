@@ -25,7 +25,7 @@ from torch import Tensor
 
 from interp.evaluate import SCALE_FIELDS
 from interp.spec import Model
-from interp.tasks import Batch, TaskBase
+from interp.tasks import Batch, TaskBase, examples_that_fit
 from probes.results import Result
 
 DEFAULT_SCALES: tuple[float, ...] = tuple(2.0 ** (i / 2) for i in range(-4, 9))
@@ -86,16 +86,6 @@ def _check_sizes(n: int, quantile: float) -> None:
         raise ValueError(f"n must be at least 8, got {n}")
     if not 0.5 <= quantile < 1:
         raise ValueError(f"quantile must be in [0.5, 1), got {quantile}")
-
-
-def _n_examples(model: Model, task: TaskBase, n_examples: int | None) -> int:
-    """``n_examples``, or the most examples whose sequence fits the model's context."""
-    n_ctx = model.cfg.n_ctx
-    if n_examples is None:
-        n_examples = max((k for k in range(1, n_ctx + 1) if task.n_ctx(k) <= n_ctx), default=0)  # type: ignore[attr-defined]
-    if n_examples < 1 or task.n_ctx(n_examples) > n_ctx:  # type: ignore[attr-defined]
-        raise ValueError(f"n_examples must be at least 1 and fit the model's context of {n_ctx} positions, got {n_examples}")
-    return n_examples
 
 
 def _seed(generator: torch.Generator | None) -> int:
@@ -308,7 +298,7 @@ def saturation(
     field = _resolve_field(task, field)
     scales = _check_scales(scales)
     _check_sizes(n, quantile)
-    n_examples = _n_examples(model, task, n_examples)
+    n_examples = examples_that_fit(task, model.cfg.n_ctx, n_examples)
     seed = _seed(generator)
     raw = _sweep(model, task, scales, field, n, n_examples, seed)
     return _result(model, task, raw, scales, field, n, n_examples, seed, quantile, far, tol)
@@ -404,7 +394,7 @@ def compare_boundaries(
     scales = _check_scales(scales)
     _check_sizes(n, quantile)
     # the same examples for every variant: the fewest that fit every model's context
-    n_examples = min(_n_examples(m, task, n_examples) for _, m in pairs)
+    n_examples = min(examples_that_fit(task, m.cfg.n_ctx, n_examples) for _, m in pairs)
     seed = _seed(generator)
     results = [_result(m, task, _sweep(m, task, scales, field, n, n_examples, seed), scales, field, n, n_examples,
                        seed, quantile, far, tol) for _, m in pairs]

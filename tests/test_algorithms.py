@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from interp.baselines import mod_p_solver
 from interp.spec import ModelSpec
@@ -13,15 +12,6 @@ from probes.algorithms import algorithm_map, compare_algorithms, figure_map, mod
 from probes.mlp import Context, grid_answers, query_grid
 from probes.results import Result
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These grids are tiny: one thread beats two that compete with other processes for the cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):  # the same for scikit-learn's BLAS
-        yield
-    torch.set_num_threads(n)
 
 
 def cells(mask: torch.Tensor) -> set[tuple[int, int]]:

@@ -28,14 +28,6 @@ LINEAR = LinearTask(d_x=3)
 K = 4  # in-context examples: 11 positions (modular), 8 (linear)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two intra-op threads on a shared 2-core machine spin against each other (10x slower); use one here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def build(task, **knobs):
     return ModelSpec.for_task(task, K, n_layers=2, n_heads=2, d_model=16, **knobs).build().eval()

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from interp.spec import ModelSpec
 from interp.tasks import LinearTask, ModularTask
@@ -14,15 +13,6 @@ from probes.geometry import MEASURES, feature_geometry, head_features, head_geom
 from probes.mlp import Context, figure_pca
 from probes.results import Result
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These grids are tiny: one thread beats two that compete with other processes for the cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):  # the same for scikit-learn's BLAS
-        yield
-    torch.set_num_threads(n)
 
 
 def synthetic(p: int, outer: float = 3.0, inner: float = 1.0, parity: float = 0.0, noise: float = 0.02,

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 import torch.nn.functional as F
 
 from interp.spec import ModelSpec
@@ -27,15 +26,6 @@ from probes.mlp import (
 )
 from probes.results import Result
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These grids are tiny: one thread beats two that compete with other processes for the cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):  # the same for scikit-learn's BLAS
-        yield
-    torch.set_num_threads(n)
 
 
 def rotation(d: int, seed: int = 0) -> torch.Tensor:

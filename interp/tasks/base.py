@@ -183,6 +183,15 @@ class RegressionTask(TaskBase):
         return Batch(inputs, targets, loss_mask, params, xs, labels)
 
 
+def examples_that_fit(task: "TaskBase", n_ctx: int, n_examples: int | None = None) -> int:
+    """``n_examples`` checked against a context of ``n_ctx`` positions, or (None) the most that fit."""
+    if n_examples is None:
+        n_examples = max((k for k in range(1, n_ctx + 1) if task.n_ctx(k) <= n_ctx), default=0)  # type: ignore[attr-defined]
+    if n_examples < 1 or task.n_ctx(n_examples) > n_ctx:  # type: ignore[attr-defined]
+        raise ValueError(f"n_examples must be at least 1 and fit the model's context of {n_ctx} positions, got {n_examples}")
+    return n_examples
+
+
 def interleave(xs: Tensor, ys: Tensor, d_in: int) -> Tensor:
     """Garg-style sequence x_1, y_1, ..., x_k, y_k: [batch, k, d_x] and [batch, k, d_y] -> [batch, 2k, d_in].
 
