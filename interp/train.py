@@ -24,6 +24,10 @@ from .checkpoint import CheckpointError, Checkpoint, read_config, read_metrics, 
 from .spec import Model, ModelSpec, to_device
 from .tasks import Batch, RegressionTask, TaskBase, task_from_dict
 
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the last saved checkpoint (if any) is left as it was."""
+
+
 RESUME_TENSORS, RESUME_STATE = "resume/state.safetensors", "resume/state.json"
 
 
@@ -247,6 +251,10 @@ def train(
         if step % cfg.eval_every == 0 or step == cfg.steps:
             model.eval()
             record: dict[str, Any] = {"step": step, "lr": lr_at(step - 1, cfg), "train_loss": loss.item()}
+            if not math.isfinite(record["train_loss"]):
+                bar.close()
+                raise TrainingDiverged(f"training diverged by step {step} (loss {record['train_loss']}); "
+                                       "lower the learning rate or use normalization")
             for split, eval_batch in evals.items():
                 record |= {f"{split}_{k}": v for k, v in score(model, eval_batch).items()}
             metrics.append(record)

@@ -62,3 +62,16 @@ def test_keep_best_and_early_stopping(tmp_path):
 
     evals = eval_batches(task, cfg, torch.device("cpu"))
     assert math.isclose(score(ckpt.model, evals["ood"])["error"], objectives[best], rel_tol=1e-5)
+
+
+def test_divergence_is_a_clear_error_and_leaves_no_checkpoint(tmp_path):
+    import pytest
+
+    from interp.train import TrainingDiverged
+
+    task = LinearTask(d_x=2)
+    spec = ModelSpec.for_task(task, 6, n_layers=1, d_model=16, normalization="none", scoring="exp")
+    cfg = TrainConfig(steps=50, n_examples=6, batch_size=8, eval_every=10, lr=1e4, grad_clip=1e6, warmup_steps=1)
+    with pytest.raises(TrainingDiverged, match="diverged"):
+        train(task, spec, cfg, out=tmp_path / "m", progress=False)
+    assert not (tmp_path / "m").exists()
