@@ -6,7 +6,7 @@ same number as ``transformer_lens.patching.get_act_patch_*`` (to float32 roundin
 share one forward pass: they are stacked along the batch dimension, ``(variant batch)``, in chunks of at
 most ``max_batch`` sequences, and the metric is computed for the whole chunk on the device.
 
-The metric reads one row, the query, of a causal model. Three facts then save work without changing a
+The metric reads one row, the query, of a causal model. Four facts then save work without changing a
 number:
 
 1. A patch at row p changes no row before p. So a variant starts at its patched layer, from the base
@@ -26,15 +26,18 @@ batch-mean metrics. An unpatched denoising run scores 0, an unpatched noising ru
 """
 from __future__ import annotations
 
+import contextlib
+import numbers
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterator
-import warnings
 
 import einops
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens import ActivationCache
 from transformer_lens import TransformerLensKeyValueCacheEntry as KVEntry
 from transformer_lens.hook_points import HookPoint
 
@@ -103,11 +106,14 @@ def patch(
     corruption: str | None = None,
     progress: bool = False,
 ) -> Result:
-    """Activation patching of ``site`` at ``layer`` (None: every layer), one variant per cell of ``by``.
+    """Activation patching of ``site`` at ``layer`` (None: every layer), one patched run per cell of ``by``.
 
-    Returns a Result: scores [layer, *cells] normalised (0 = corrupted, 1 = clean), per_example
-    [example, layer, *cells] on the same scale, extras["metric"] the raw batch-mean metric. Cells are
-    ("pos",) for by="layer_pos", () for "layer", ("head", "pos") for "head_pos", ("head",) for "head"."""
+    ``direction`` "denoise": the corrupted run with one clean activation patched in; "noise": the clean run
+    with one corrupted activation. ``metric``: a probes.metrics name or callable (default: the task's first).
+    ``max_batch``: sequences per forward pass (variants x batch); memory grows with it. ``corruption`` is
+    only recorded. Returns a Result: scores [layer, *cells] normalised (0 = corrupted, 1 = clean),
+    per_example [example, layer, *cells] on the same scale, extras["metric"] the raw batch-mean metric.
+    Cells: ("pos",) for by="layer_pos", () for "layer", ("head", "pos") for "head_pos", ("head",) for "head"."""
     layers, by = check_args(model, clean, corrupted, site, layer, by, direction, max_batch)
     metric_name, metric_fn = resolve_metric(task, metric)
     device = next(model.parameters()).device
@@ -116,20 +122,16 @@ def patch(
     base, source = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
 
     spec = SITES[site]
-    first = min(layers)
-    base_names = [hook_name(spec, l) for l in layers]
-    base_names += [f"blocks.{l}.{n}" for l in range(first, model.cfg.n_layers) for n in ("hook_resid_pre", "attn.hook_k", "attn.hook_v")]
-    base_out, base_cache = model.run_with_cache(base.inputs, names_filter=sorted(set(base_names)))
-    source_out, source_cache = model.run_with_cache(source.inputs, names_filter=[hook_name(spec, l) for l in layers])
-    base_metric = metric_fn(base_out[:, q], answers)  # [batch]
-    source_metric = metric_fn(source_out[:, q], answers)
+    base_out, base_cache, source_out, source_cache = cached_runs(model, spec, layers, base.inputs, source.inputs)
+    base_metric, source_metric = metric_fn(base_out[:, q], answers), metric_fn(source_out[:, q], answers)  # [batch]
 
     plan = make_plan(model, spec, by, layers, base_cache, source_cache, q)
     values = einops.repeat(base_metric, "b -> v b", v=len(plan.layer)).clone()  # [variant, batch]
     per_chunk = max(1, max_batch // clean.inputs.shape[0])
     groups = list(chunks(plan, per_chunk))
+    stacked = Stacked(base_cache)
     for l, start, idx in tqdm(groups, desc=f"patch {site}", disable=not progress):
-        values[idx] = run_chunk(model, spec, l, start, q, plan.mask[idx], base_cache, source_cache, answers, metric_fn)
+        values[idx] = run_chunk(model, spec, l, start, q, plan.mask[idx], stacked, source_cache, answers, metric_fn)
 
     clean_metric, corrupted_metric = (source_metric, base_metric) if direction == "denoise" else (base_metric, source_metric)
     return to_result(
@@ -142,6 +144,17 @@ def patch(
     )
 
 
+def cached_runs(model: Model, site: Site, layers: list[int], base_inputs: Tensor, source_inputs: Tensor):
+    """(base output, base cache, source output, source cache). The base run keeps the site and what patched
+    runs start from (resid_pre, k, v from the first patched layer on); the source run keeps the site."""
+    sites = [hook_name(site, l) for l in layers]
+    starts = [f"blocks.{l}.{n}" for l in range(min(layers), model.cfg.n_layers)
+              for n in ("hook_resid_pre", "attn.hook_k", "attn.hook_v")]
+    base_out, base_cache = model.run_with_cache(base_inputs, names_filter=sorted(set(sites + starts)))
+    source_out, source_cache = model.run_with_cache(source_inputs, names_filter=sites)
+    return base_out, base_cache, source_out, source_cache
+
+
 def check_args(model: Model, clean: Batch, corrupted: Batch, site: str, layer: int | None, by: str | None,
                direction: str, max_batch: int) -> tuple[list[int], str]:
     """Validate the arguments of ``patch``; returns (layers, by) with defaults filled in."""
@@ -150,7 +163,7 @@ def check_args(model: Model, clean: Batch, corrupted: Batch, site: str, layer: i
         raise ValueError(f"site must be one of {', '.join(SITES)}, got {site!r}")
     if site in ("resid_mid", "mlp_out") and model.cfg.attn_only:
         raise ValueError(f"site {site!r} does not exist in an attention-only model; choose another site")
-    if layer is not None and not (isinstance(layer, int) and 0 <= layer < n_layers):
+    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 0 <= layer < n_layers):
         raise ValueError(f"layer {layer} does not exist: the model has {n_layers} layers (0-{n_layers - 1})")
     allowed = BY[SITES[site].layout]
     by = by or allowed[0]
@@ -161,9 +174,10 @@ def check_args(model: Model, clean: Batch, corrupted: Batch, site: str, layer: i
     if not (isinstance(max_batch, int) and max_batch >= 1):
         raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
     if clean.inputs.shape != corrupted.inputs.shape:
-        raise ValueError(f"corrupted inputs {tuple(corrupted.inputs.shape)} must have the shape of clean {tuple(clean.inputs.shape)}")
+        shapes = tuple(corrupted.inputs.shape), tuple(clean.inputs.shape)
+        raise ValueError(f"corrupted inputs {shapes[0]} must have the shape of clean {shapes[1]}")
     check_model(model)
-    return (list(range(n_layers)) if layer is None else [layer]), by
+    return (list(range(n_layers)) if layer is None else [int(layer)]), by
 
 
 def check_model(model: Model) -> None:
@@ -189,6 +203,7 @@ def check_model(model: Model) -> None:
 
 
 def hook_name(site: Site, layer: int) -> str:
+    """The full hook name of ``site`` in ``layer``, e.g. blocks.0.attn.hook_z."""
     return f"blocks.{layer}.{site.hook}"
 
 
@@ -206,15 +221,12 @@ def cell_masks(layout: str, by: str, n_pos: int, n_heads: int) -> Tensor:
 
 def differs(base: Tensor, source: Tensor, layout: str) -> Tensor:
     """Cells where the patched value is not the base value: [pos] (resid) or [pos, head] (head, pattern)."""
-    ne = (base != source).any(0)
-    if layout == "resid":
-        return ne.any(-1)  # pos d -> pos
-    if layout == "head":
-        return ne.any(-1)  # pos head d -> pos head
-    return einops.rearrange(ne.any(-1), "head pos -> pos head")  # head dest src -> dest head
+    ne = (base != source).any(0).any(-1)  # resid: [pos]; head: [pos, head]; pattern: [head, dest]
+    return einops.rearrange(ne, "head pos -> pos head") if layout == "pattern" else ne
 
 
-def make_plan(model: Model, site: Site, by: str, layers: list[int], base_cache, source_cache, q: int) -> Plan:
+def make_plan(model: Model, site: Site, by: str, layers: list[int], base_cache: ActivationCache,
+              source_cache: ActivationCache, q: int) -> Plan:
     """All variants of the sweep, with the cells that cannot reach the query's metric dropped."""
     n_pos, last = base_cache[hook_name(site, layers[0])].shape[1 if site.layout != "pattern" else 2], model.cfg.n_layers - 1
     masks, layer_ids = [], []
@@ -246,8 +258,8 @@ def chunks(plan: Plan, per_chunk: int) -> Iterator[tuple[int, int, Tensor]]:
 # ------------------------------------------------------------------------------------------ running
 
 
-def run_chunk(model: Model, site: Site, layer: int, start: int, q: int, mask: Tensor, base_cache, source_cache,
-              answers: Answers, metric: Metric) -> Tensor:
+def run_chunk(model: Model, site: Site, layer: int, start: int, q: int, mask: Tensor, base: "Stacked",
+              source_cache: ActivationCache, answers: Answers, metric: Metric) -> Tensor:
     """The metric of ``len(mask)`` patched variants that all start at ``layer`` and row ``start``: [variant, batch]."""
     n = len(mask)
     rows = mask if mask.dim() == 2 else mask.any(-1)  # [variant, pos]
@@ -256,7 +268,7 @@ def run_chunk(model: Model, site: Site, layer: int, start: int, q: int, mask: Te
     source = source_cache[hook_name(site, layer)]
     source = source[:, start : stop + 1] if site.layout != "pattern" else source[:, :, start : stop + 1, : stop + 1]
     hook = patch_hook(source, mask[:, start : stop + 1], site.layout, n)
-    out = forward_from(model, base_cache, hook_name(site, layer), layer, start, stop, q, n, hook)
+    out = forward_from(model, base, hook_name(site, layer), layer, start, stop, q, n, hook)
     repeated = Answers(*(einops.repeat(a, "b ... -> (n b) ...", n=n) for a in (answers.clean, answers.corrupted)))
     return einops.rearrange(metric(out, repeated), "(n b) -> n b", n=n)
 
@@ -273,7 +285,7 @@ def patch_hook(source: Tensor, mask: Tensor, layout: str, n: int) -> Callable[[T
     return hook
 
 
-def forward_from(model: Model, cache, name: str, layer: int, start: int, stop: int, q: int, n: int,
+def forward_from(model: Model, base: "Stacked", name: str, layer: int, start: int, stop: int, q: int, n: int,
                  hook: Callable[[Tensor, HookPoint | None], Tensor]) -> Tensor:
     """The output at the query row ``q`` of ``n`` patched copies of the base run: [n * batch, d_out].
 
@@ -282,7 +294,7 @@ def forward_from(model: Model, cache, name: str, layer: int, start: int, stop: i
     enter as the base run's keys and values, rows after the computed ones as the base run's resid_pre. In
     the last layer keys and values are computed for the changed rows only, the block for the query row alone."""
     last, into_input = model.cfg.n_layers - 1, name.endswith(".hook_resid_pre")
-    x = repeat_rows(cache[f"blocks.{layer}.hook_resid_pre"], start, stop + 1, n)
+    x = base.rows(f"blocks.{layer}.hook_resid_pre", start, stop + 1, n)
     if into_input:
         x = hook(x, None)
     for l in range(layer, last + 1):
@@ -290,36 +302,52 @@ def forward_from(model: Model, cache, name: str, layer: int, start: int, stop: i
         if l == last and (l > layer or into_input):
             changed = min(end, q - 1) + 1  # rows start..changed-1 bring new keys and values
             k, v = keys_values(block, x[:, : changed - start]) if changed > start else (None, None)
-            kv = kv_cache(cache, l, n, start, k, v, until=q)
-            x = block(x[:, -1:] if end == q else repeat_rows(cache[f"blocks.{l}.hook_resid_pre"], q, q + 1, n), past_kv_cache_entry=kv)
+            kv = kv_cache(base, l, n, start, k, v, until=q)
+            x = block(x[:, -1:] if end == q else base.rows(f"blocks.{l}.hook_resid_pre", q, q + 1, n), past_kv_cache_entry=kv)
             break
-        with model.hooks(fwd_hooks=[(name, hook)] if l == layer and not into_input else []):
-            x = block(x, past_kv_cache_entry=kv_cache(cache, l, n, start))
+        hooked = l == layer and not into_input
+        with model.hooks(fwd_hooks=[(name, hook)]) if hooked else contextlib.nullcontext():
+            x = block(x, past_kv_cache_entry=kv_cache(base, l, n, start))
         if end < q and l + 1 < last:  # after a row-local patch the next layer changes every row up to q
-            x = torch.cat([x, repeat_rows(cache[f"blocks.{l + 1}.hook_resid_pre"], end + 1, q + 1, n)], dim=1)
+            x = torch.cat([x, base.rows(f"blocks.{l + 1}.hook_resid_pre", end + 1, q + 1, n)], dim=1)
     x = x[:, -1:]
     if model.cfg.normalization_type is not None:
         x = model.ln_final(x)
     return model.unembed(x)[:, 0]
 
 
-def repeat_rows(act: Tensor, a: int, b: int, n: int) -> Tensor:
-    """Rows a..b-1 of a base-run activation [batch, pos, ...], once per variant: [n * batch, b - a, ...]."""
-    return einops.repeat(act[:, a:b], "b p ... -> (n b) p ...", n=n)
+class Stacked:
+    """The base run's cached activations, repeated once per variant: ``(variant batch) pos ...``. Each is
+    repeated once, for the largest chunk, and every chunk takes a view of it (copying the rows before a
+    patch for every chunk again was half the work)."""
+
+    def __init__(self, cache: ActivationCache):
+        self.cache, self.full = cache, {}
+
+    def rows(self, name: str, a: int, b: int, n: int) -> Tensor:
+        """Rows a..b-1 of activation ``name`` for ``n`` variants: [n * batch, b - a, ...]."""
+        batch, full = self.cache[name].shape[0], self.full.get(name)
+        if full is None or full.shape[0] < n * batch:
+            full = self.full[name] = einops.repeat(self.cache[name], "b p ... -> (n b) p ...", n=n)
+        return full[: n * batch, a:b]  # variant-major, so the first n copies are the first n * batch rows
 
 
-def kv_cache(cache, layer: int, n: int, start: int, k: Tensor | None = None, v: Tensor | None = None,
+def kv_cache(base: Stacked, layer: int, n: int, start: int, k: Tensor | None = None, v: Tensor | None = None,
              until: int | None = None) -> KVEntry | None:
     """Keys and values of the rows a block does not compute: the base run's before ``start``, then ``k`` and
     ``v`` [n * batch, rows, head, d_head] from ``start`` on, then the base run's up to row ``until`` (exclusive)."""
-    base_k, base_v = (cache[f"blocks.{layer}.attn.hook_{x}"] for x in "kv")
     middle = start + (0 if k is None else k.shape[1])
-    keys = [repeat_rows(base_k, 0, start, n), k, repeat_rows(base_k, middle, until or middle, n)]
-    values = [repeat_rows(base_v, 0, start, n), v, repeat_rows(base_v, middle, until or middle, n)]
-    keys, values = [t for t in keys if t is not None and t.shape[1]], [t for t in values if t is not None and t.shape[1]]
+
+    def rows(x: str, new: Tensor | None) -> list[Tensor]:
+        name = f"blocks.{layer}.attn.hook_{x}"
+        parts = [base.rows(name, 0, start, n), new, base.rows(name, middle, middle if until is None else until, n)]
+        return [t for t in parts if t is not None and t.shape[1]]
+
+    keys, values = rows("k", k), rows("v", v)
     if not keys:
         return None
-    return KVEntry(torch.cat(keys, dim=1), torch.cat(values, dim=1), frozen=True)
+    cat = lambda parts: parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # noqa: E731
+    return KVEntry(cat(keys), cat(values), frozen=True)
 
 
 def keys_values(block, resid: Tensor) -> tuple[Tensor, Tensor]:
@@ -336,8 +364,9 @@ def to_result(values: Tensor, clean_metric: float, corrupted_metric: float, laye
               n_heads: int, n_pos: int, pos_labels: tuple[str, ...], metadata: dict) -> Result:
     """Scores, per-example scores and raw metrics from ``values`` [variant, batch] laid out as [layer, *cells]."""
     cells = AXES[by]
-    sizes = {"head": n_heads, "pos": n_pos}
-    per_example = einops.rearrange(values, "v b -> b v").reshape(values.shape[1], len(layers), *(sizes[a] for a in cells))
+    sizes = {a[0]: {"head": n_heads, "pos": n_pos}[a] for a in cells}  # head -> h, pos -> p
+    letters = " ".join(sizes)
+    per_example = einops.rearrange(values, f"(l {letters}) b -> b l {letters}", l=len(layers), **sizes)
     raw = per_example.mean(0)  # [layer, *cells]
     denom = clean_metric - corrupted_metric
     if denom == 0:
