@@ -135,9 +135,9 @@ def patch(
 
     clean_metric, corrupted_metric = (source_metric, base_metric) if direction == "denoise" else (base_metric, source_metric)
     return to_result(
-        values.cpu(), clean_metric.mean().item(), corrupted_metric.mean().item(), layers, by, model.cfg.n_heads,
-        clean.inputs.shape[1], clean.pos_labels,
-        {"site": site, "by": by, "direction": direction, "metric": metric_name, "n_examples": clean.inputs.shape[0],
+        values.cpu(), base_metric.cpu(), 0.0 if direction == "denoise" else 1.0, clean_metric.mean().item(),
+        corrupted_metric.mean().item(), layers, by, model.cfg.n_heads, clean.inputs.shape[1], clean.pos_labels,
+        {"site": site, "by": by, "direction": direction, "metric": metric_name, "n_sequences": clean.inputs.shape[0],
          "query_pos": q, "task": task.describe(), "scale": SCALE, "value_name": "normalised effect",
          "n_variants": len(plan.layer), "n_patched_runs": int((plan.start >= 0).sum()), "n_forward_passes": len(groups)}
         | ({"corruption": corruption} if corruption is not None else {}),
@@ -360,9 +360,13 @@ def keys_values(block, resid: Tensor) -> tuple[Tensor, Tensor]:
 # ------------------------------------------------------------------------------------------ the result
 
 
-def to_result(values: Tensor, clean_metric: float, corrupted_metric: float, layers: list[int], by: str,
-              n_heads: int, n_pos: int, pos_labels: tuple[str, ...], metadata: dict) -> Result:
-    """Scores, per-example scores and raw metrics from ``values`` [variant, batch] laid out as [layer, *cells]."""
+def to_result(values: Tensor, base_metric: Tensor, base_score: float, clean_metric: float, corrupted_metric: float,
+              layers: list[int], by: str, n_heads: int, n_pos: int, pos_labels: tuple[str, ...], metadata: dict) -> Result:
+    """Scores, per-example scores and raw metrics from ``values`` [variant, batch] laid out as [layer, *cells].
+
+    Per-example scores are paired with each sequence's own unpatched run, ``base_score + (m_i - base_i) / Δ``
+    (base_score: 0 denoising, 1 noising), so a patch that changes nothing scores exactly the base with no
+    spread; their mean over examples is ``scores``."""
     cells = AXES[by]
     sizes = {a[0]: {"head": n_heads, "pos": n_pos}[a] for a in cells}  # head -> h, pos -> p
     letters = " ".join(sizes)
@@ -382,7 +386,7 @@ def to_result(values: Tensor, clean_metric: float, corrupted_metric: float, laye
         scores=(raw - corrupted_metric) / denom,
         axes=("layer", *cells),
         labels=labels,
-        per_example=(per_example - corrupted_metric) / denom,
+        per_example=base_score + (per_example - base_metric.reshape(-1, *[1] * (per_example.dim() - 1))) / denom,
         extras={"metric": raw},
         metadata=metadata | {"clean_metric": clean_metric, "corrupted_metric": corrupted_metric, "layers": layers},
     )

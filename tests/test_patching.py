@@ -179,6 +179,10 @@ def test_scores_and_per_example_share_one_scale(setups):
     assert torch.allclose(result.scores, (result.extras["metric"] - m_corr) / (m_clean - m_corr), atol=1e-5)
     assert result.per_example.shape == (clean.inputs.shape[0], *result.scores.shape)
     assert torch.allclose(result.per_example.mean(0), result.scores, atol=1e-5)
+    # paired with each sequence's own unpatched run: a cell that changes nothing has no spread
+    untouched = (result.extras["metric"] == result.metadata["corrupted_metric"])
+    if untouched.any():
+        assert torch.all(result.per_example[:, untouched] == 0)
     assert result.sem is not None
 
 
@@ -228,7 +232,7 @@ def test_result_layout(setups):
             assert result.labels["pos"] == list(clean.pos_labels)
         meta = result.metadata
         assert (meta["site"], meta["by"], meta["direction"], meta["metric"]) == (site, by, "denoise", "logit_diff")
-        assert meta["n_examples"] == clean.inputs.shape[0] and meta["corruption"] == "params"
+        assert meta["n_sequences"] == clean.inputs.shape[0] and meta["corruption"] == "params"
         back = Result.from_json(result.to_json())
         assert torch.equal(back.scores, result.scores) and back.metadata == result.metadata
     assert "corruption" not in patch(model, task, clean, corrupted).metadata
