@@ -23,6 +23,7 @@ dashboard: setup
 
 bench: setup
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/patching.py
 
 clean:
 	rm -rf $(VENV)

@@ -16,7 +16,7 @@ DEFAULT_ZOO = Path(__file__).resolve().parents[1] / "models"
 
 # The ModelSpec fields worth a column in the zoo table; the rest stay in config.json.
 SPEC_KEYS = ("n_layers", "n_heads", "d_model", "attn_only", "normalization", "scoring")
-METRIC_KEYS = ("step", "loss", "id_error", "ood_error")
+METRIC_KEYS = ("step", "train_loss", "id_error", "ood_error", "id_acc", "ood_acc")  # as interp.train logs them
 
 # metrics.jsonl grows by one line per eval; reading its tail keeps a big log cheap.
 _TAIL_BYTES = 64 * 1024

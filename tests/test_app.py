@@ -29,8 +29,8 @@ def zoo(tmp_path: Path) -> Path:
     good.mkdir()
     (good / "config.json").write_text(json.dumps(CONFIG))
     (good / "metrics.jsonl").write_text(
-        json.dumps({"step": 100, "loss": 0.5, "id_error": 0.4}) + "\n"
-        + json.dumps({"step": 500, "loss": 0.1, "id_error": 0.05, "ood_error": 0.3}) + "\n"
+        json.dumps({"step": 100, "train_loss": 0.5, "id_error": 0.4}) + "\n"
+        + json.dumps({"step": 500, "train_loss": 0.1, "id_error": 0.05, "ood_error": 0.3}) + "\n"
         + '{"step": 6'  # a half-written line from a run still going
     )
     (good / "CARD.md").write_text("# linear-tiny\n\nA two-layer attention-only model.\n")
@@ -51,7 +51,7 @@ def test_read_zoo(zoo: Path) -> None:
     assert good.task == "linear"
     assert good.spec == CONFIG["model"]
     assert good.steps == 500
-    assert good.last_metrics == {"step": 500, "loss": 0.1, "id_error": 0.05, "ood_error": 0.3}
+    assert good.last_metrics == {"step": 500, "train_loss": 0.1, "id_error": 0.05, "ood_error": 0.3}
     assert good.card is not None and "attention-only" in good.card
 
     rows = {r["model"]: r for r in zoo_rows(entries)}
