@@ -6,6 +6,7 @@ the same names stay importable as ``from interp.train import TrainConfig``).
 """
 from __future__ import annotations
 
-from .api import algorithms, attribute, evaluate, geometry, load, mlp, patch, probe, saturation, train
+from .api import (algorithms, attribute, compare_saturation, evaluate, geometry, load, mlp, patch, probe,
+                  saturation, train)
 
-__all__ = ["load", "train", "evaluate", "patch", "attribute", "mlp", "algorithms", "geometry", "saturation", "probe"]
+__all__ = ["load", "train", "evaluate", "patch", "attribute", "mlp", "algorithms", "geometry", "saturation", "compare_saturation", "probe"]

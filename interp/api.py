@@ -172,6 +172,24 @@ def saturation(m: CheckpointLike, scales: list[float] | None = None, field: str 
     return stamp(result, ckpt, seed)
 
 
+def compare_saturation(models: dict[str, CheckpointLike] | list[CheckpointLike], scales: list[float] | None = None,
+                       field: str | None = None, n: int = 256, seed: int = 0) -> Result:
+    """Boundary value B per variant trained on the same task (with / without LN, softmax / relu / linear
+    scoring, full / attention-only): which removal moves the plateau (``probes.saturation.compare_boundaries``)."""
+    from probes.saturation import compare_boundaries
+
+    named = models if isinstance(models, dict) else {str(as_checkpoint(m).path or i): m for i, m in enumerate(models)}
+    ckpts = {name: as_checkpoint(m) for name, m in named.items()}
+    tasks = {c.task for c in ckpts.values()}
+    if len(tasks) != 1:
+        raise ValueError("compare_saturation needs models trained on the same task; got " + "; ".join(t.describe() for t in tasks))
+    first = next(iter(ckpts.values()))
+    result = compare_boundaries({k: c.model for k, c in ckpts.items()}, first.task, scales=scales, field=field, n=n,
+                                generator=torch.Generator().manual_seed(seed), n_examples=first.train["n_examples"])
+    result.metadata |= {"checkpoints": {k: str(c.path) for k, c in ckpts.items()}, "seed": seed}
+    return result
+
+
 def probe(m: CheckpointLike, target: str | Any, hook: str | list[str] | None = None,
           positions: int | str | list[int | str] | None = None, n: int = 512, seed: int = 0) -> Result:
     """Held-out linear-probe R² or accuracy of a task quantity from a hook's activations, per layer and position,

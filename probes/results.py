@@ -15,6 +15,15 @@ import torch
 from torch import Tensor
 
 
+# Result kinds whose probe draws a richer figure than the generic one: kind -> "module:function"
+FIGURES: dict[str, str] = {
+    "saturation": "probes.saturation:saturation_figure",
+    "saturation_comparison": "probes.saturation:saturation_figure",
+    "algorithm_map": "probes.algorithms:figure_map",
+    "pca": "probes.mlp:figure_pca",
+}
+
+
 def tensor_to_json(t: Tensor) -> dict[str, Any]:
     """A tensor as {"dtype", "shape", "data"} with exact values."""
     t = t.detach().cpu()
@@ -121,8 +130,15 @@ class Result:
         return cls.from_dict(json.loads(text))
 
     def figure(self, title: str | None = None):
-        """A plotly figure: a bar chart (with error bars) for one axis, a heatmap for two, a row of
-        heatmaps (one per entry of the first axis) for three."""
+        """A plotly figure: the probe's own for kinds in ``FIGURES`` (saturation curves with the training range
+        shaded, PCA scatter coloured by residue, algorithm maps); otherwise a bar chart (with error bars) for
+        one axis, a heatmap for two, a row of heatmaps (one per entry of the first axis) for three."""
+        if self.kind in FIGURES:
+            import importlib
+
+            module, function = FIGURES[self.kind].split(":")
+            fig = getattr(importlib.import_module(module), function)(self)
+            return fig.update_layout(title=title) if title else fig
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 

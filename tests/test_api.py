@@ -94,3 +94,20 @@ def test_cli_representation_commands_write_json(modular_ckpt, linear_ckpt, tmp_p
     assert sat.axes == ("scale",) and sat.scores.shape == (3,)
     shots = Result.from_json(tmp_path / "algorithms.json")
     assert shots.axes == ("shots", "x", "y") and shots.scores.shape == (3, 5, 5)
+
+
+def test_compare_saturation_needs_one_task_and_names_variants(linear_ckpt, modular_ckpt, tmp_path):
+    other = tmp_path / "noln"
+    interp.train("linear", out=other, steps=10, n_examples=6, d_model=16, normalization="none", progress=False,
+                 task_args={"d_x": 2})
+    r = interp.compare_saturation({"LN": linear_ckpt, "no LN": other}, scales=[0.5, 1, 8, 16], n=32)
+    assert r.axes == ("variant",) and r.labels["variant"] == ["LN", "no LN"]
+    assert r.metadata["ln_final_bound"]["no LN"] is None and r.figure().data
+    with pytest.raises(ValueError, match="same task"):
+        interp.compare_saturation([linear_ckpt, modular_ckpt])
+
+
+def test_result_figure_uses_the_probes_own_figure(linear_ckpt):
+    sat = interp.saturation(linear_ckpt, scales=[0.5, 1, 4], n=32)
+    fig = sat.figure()
+    assert any(shape.type == "rect" for shape in fig.layout.shapes)  # the shaded training range
