@@ -204,8 +204,8 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
 ) -> Checkpoint:
-    """Train ``spec`` on ``task``. With ``out``, checkpoint there (and resume from it when it holds an
-    unfinished run of the same config). ``stop_after`` ends the process after that many steps without
+    """Train ``spec`` on ``task``. With ``out``, checkpoint there: with ``resume`` continue the unfinished run
+    of the same config it holds, and refuse a folder that holds anything else; without, start afresh over it. ``stop_after`` ends the process after that many steps without
     saving, as a kill would (used to test resume)."""
     device = pick_device(cfg.device)
     model = to_device(spec.build(), device)
@@ -217,6 +217,9 @@ def train(
     metrics: list[dict[str, Any]] = []
     best_weights: dict[str, Tensor] | None = None
 
+    if out is not None and resume and out.exists() and not (out / RESUME_STATE).is_file():
+        raise CheckpointError(f"{out} already exists and holds no unfinished run; choose another --out, "
+                              "or start afresh over it with --no-resume")
     if out is not None and resume and (out / RESUME_STATE).is_file():
         saved = read_config(out)
         mine = {"model": spec.to_dict(), "task": task.to_dict(), "train": cfg.to_dict()}  # type: ignore[attr-defined]

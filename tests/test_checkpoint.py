@@ -103,3 +103,15 @@ def test_resume_refuses_a_different_config(tmp_path):
     train(task, spec, SMALL, out=tmp_path / "m", progress=False, stop_after=15)
     with pytest.raises(CheckpointError, match="different config"):
         train(task, spec, SMALL.__class__(**(SMALL.to_dict() | {"lr": 0.5})), out=tmp_path / "m", progress=False)
+
+
+def test_training_refuses_to_overwrite_a_finished_checkpoint(tmp_path):
+    task = LinearTask(d_x=2)
+    spec = ModelSpec.for_task(task, 5, n_layers=1, d_model=8)
+    train(task, spec, SMALL, out=tmp_path / "m", progress=False)
+    before = (tmp_path / "m" / "weights.safetensors").read_bytes()
+    with pytest.raises(CheckpointError, match="already exists"):
+        train(task, spec, SMALL, out=tmp_path / "m", progress=False)
+    assert (tmp_path / "m" / "weights.safetensors").read_bytes() == before
+    train(task, spec, SMALL.__class__(**(SMALL.to_dict() | {"seed": 1})), out=tmp_path / "m", progress=False, resume=False)
+    assert (tmp_path / "m" / "weights.safetensors").read_bytes() != before
