@@ -2,7 +2,7 @@
 
     python scripts/train_zoo.py [name ...]
 
-An existing finished model is left alone (training refuses to overwrite it): delete its folder to retrain.
+Training refuses to overwrite a finished model: delete its folder to retrain it.
 The zoo is small on purpose: every model trains in minutes on 2 CPU cores. Paper-scale models (He et al.'s
 p = 29, d_model 512, 200k steps; Garg et al.'s 12-layer models) need a GPU and are not shipped.
 """
