@@ -128,6 +128,8 @@ def build_parser() -> Parser:
     sa = probe_parser("saturation", "prediction, softmax and layer-norm statistics as inputs leave the training range", n=256)
     sa.add_argument("--scales", type=lambda s: [float(v) for v in s.split(",")], help="e.g. 0.25,1,4,16")
     sa.add_argument("--field", help="input (default) | coef | a task field such as x_scale")
+    sa.add_argument("--compare", nargs="+", type=Path, metavar="CKPT",
+                    help="other checkpoints trained on the same task (e.g. without LN): B per variant")
 
     pr = probe_parser("probe", "linear probes from activations to a task quantity, with a shuffled control", n=512)
     pr.add_argument("--target", required=True, help="e.g. w, w_ls, coefs, a, b, task_vector, ax")
@@ -256,7 +258,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         "mlp": lambda: api.mlp(ckpt, layer=args.layer, seed=args.seed),
         "algorithms": lambda: api.algorithms(ckpt, shots=args.shots, seed=args.seed),
         "geometry": lambda: api.geometry(ckpt, layer=args.layer, head=args.head, seed=args.seed),
-        "saturation": lambda: api.saturation(ckpt, scales=args.scales, field=args.field, n=args.n, seed=args.seed),
+        "saturation": lambda: api.saturation(ckpt, scales=args.scales, field=args.field, n=args.n, seed=args.seed)
+        if not args.compare else api.compare_saturation(
+            {str(path): load_checkpoint(path) for path in [args.ckpt, *args.compare]},
+            scales=args.scales, field=args.field, n=args.n, seed=args.seed),
         "probe": lambda: api.probe(ckpt, args.target, hook=args.hook, positions=args.positions, n=args.n, seed=args.seed),
     }[args.command]
     result = run()

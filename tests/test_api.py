@@ -111,3 +111,14 @@ def test_result_figure_uses_the_probes_own_figure(linear_ckpt):
     sat = interp.saturation(linear_ckpt, scales=[0.5, 1, 4], n=32)
     fig = sat.figure()
     assert any(shape.type == "rect" for shape in fig.layout.shapes)  # the shaded training range
+
+
+def test_cli_saturation_compares_variants(linear_ckpt, tmp_path):
+    other = tmp_path / "relu"
+    interp.train("linear", out=other, steps=10, n_examples=6, d_model=16, scoring="relu", progress=False,
+                 task_args={"d_x": 2})
+    out = tmp_path / "cmp.json"
+    assert main(["saturation", "--ckpt", str(linear_ckpt), "--compare", str(other), "--scales", "1,8,16",
+                 "--n", "32", "--out", str(out)]) == 0
+    r = Result.from_json(out)
+    assert r.kind == "saturation_comparison" and r.labels["variant"] == [str(linear_ckpt), str(other)]
