@@ -52,6 +52,8 @@ def train(task: str | TaskBase, out: str | Path | None = None, n_examples: int =
 
 def evaluate(m: CheckpointLike, n: int = 512, seed: int = 0) -> EvalResult:
     """Error (or accuracy) against the number of in-context examples, ID and OOD, beside the baselines."""
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
     ckpt = as_checkpoint(m)
     batch_size = min(n, 256)
     return evaluate_model(ckpt.model, ckpt.task, ckpt.train["n_examples"], n_batches=-(-n // batch_size),

@@ -209,19 +209,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
     from rich.console import Console
     from rich.table import Table
 
+    from . import api
     from .checkpoint import load_checkpoint
-    from .evaluate import evaluate
 
-    if args.n < 1:
-        raise UsageError("--n must be positive")
     ckpt = load_checkpoint(args.ckpt)
-    batch_size = min(args.n, 256)
-    result = evaluate(ckpt.model, ckpt.task, ckpt.train["n_examples"], n_batches=-(-args.n // batch_size),
-                      batch_size=batch_size, generator=torch.Generator().manual_seed(args.seed))
+    result = api.evaluate(ckpt, n=args.n, seed=args.seed)
     rows = result.to_table()
     what = "accuracy" if result.metric == "accuracy" else "squared error / zero predictor's (Garg), by number of examples k"
     table = Table(title=f"{args.ckpt}: {ckpt.task.describe()}\n{what}")

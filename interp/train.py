@@ -230,20 +230,16 @@ def train(
         if cfg.keep_best and state["best_step"] is not None:
             best_weights = read_tensors(out / "weights.safetensors")
 
-    def save(final: bool) -> None:
-        if out is None:
-            return
+    def save_progress() -> None:
+        """Checkpoint an unfinished run: config.json holds ``cfg`` unchanged (resume checks it), the weights
+        file the best weights when keeping them (resume reads them back), resume/ the latest state."""
         weights_model = model
         if cfg.keep_best and best_weights is not None:
             weights_model = spec.build()
             weights_model.load_state_dict(best_weights)
-        extra = {} if final else resume_files(model, optimizer, g, state)
-        train_info = cfg.to_dict() | ({"best_step": state["best_step"], "steps_done": state["step"]} if final else {})
-        # train_info must equal cfg while a run is unfinished, so resume can check the config
-        save_checkpoint(out, weights_model, spec, task, train_info if final else cfg.to_dict(), metrics, extra)
+        save_checkpoint(out, weights_model, spec, task, cfg.to_dict(), metrics, resume_files(model, optimizer, g, state))
 
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress or None, desc=task.describe()[:40])  # type: ignore[attr-defined]
-    postfix: dict[str, str] = {}
     while state["step"] < cfg.steps:
         step = state["step"]
         model.train()
@@ -276,11 +272,12 @@ def train(
         if stop_after is not None and step >= stop_after:
             bar.close()
             return Checkpoint(model.eval(), spec, task, cfg.to_dict(), metrics, out)
-        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            save(final=False)
+        if out is not None and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            save_progress()
     bar.close()
-    save(final=True)
     if cfg.keep_best and best_weights is not None:
         model.load_state_dict(best_weights)
     train_info = cfg.to_dict() | {"best_step": state["best_step"], "steps_done": state["step"]}
+    if out is not None:
+        save_checkpoint(out, model, spec, task, train_info, metrics)
     return Checkpoint(model.eval(), spec, task, train_info, metrics, out)
