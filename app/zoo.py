@@ -17,6 +17,7 @@ DEFAULT_ZOO = Path(__file__).resolve().parents[1] / "models"
 # The ModelSpec fields worth a column in the zoo table; the rest stay in config.json.
 SPEC_KEYS = ("n_layers", "n_heads", "d_model", "attn_only", "normalization", "scoring")
 METRIC_KEYS = ("step", "train_loss", "id_error", "ood_error", "id_acc", "ood_acc")  # as interp.train logs them
+SWEEP_FILE = "sweep.json"
 
 # metrics.jsonl grows by one line per eval; reading its tail keeps a big log cheap.
 _TAIL_BYTES = 64 * 1024
@@ -109,15 +110,93 @@ def read_zoo(root: str | os.PathLike[str] | None = None) -> list[ModelEntry]:
     return [read_model(p) for p in folders]
 
 
+def score_keys(metrics: dict[str, Any]) -> list[str]:
+    """The ID / OOD score keys of one metrics record (accuracies and errors, not losses), in logged order."""
+    return [k for k, v in metrics.items() if k.startswith(("id_", "ood_")) and not k.endswith("loss")
+            and isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def read_sweeps(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The sweep summaries in the zoo folder: sub-folders with sweep.json and no config.json, sorted."""
+    root = zoo_dir(root)
+    if not root.is_dir():
+        return []
+    return sorted(p / SWEEP_FILE for p in root.iterdir()
+                  if p.is_dir() and (p / SWEEP_FILE).is_file() and not (p / "config.json").is_file())
+
+
 def zoo_rows(entries: list[ModelEntry]) -> list[dict[str, Any]]:
-    """One flat dict per model, for a table: name, task, spec columns, steps, last metrics, status."""
+    """One flat dict per model, for a table: name, task, spec columns, steps, last metrics, status.
+
+    Metric columns are the fixed METRIC_KEYS plus whatever ID / OOD scores a model logged (id_train_acc, ...)."""
+    extra: list[str] = []
+    for e in entries:
+        extra += [k for k in score_keys(e.last_metrics or {}) if k not in METRIC_KEYS and k not in extra]
     rows = []
     for e in entries:
         row: dict[str, Any] = {"model": e.name, "task": e.task}
         row.update({k: e.spec.get(k) for k in SPEC_KEYS})
         row["steps"] = e.steps
         metrics = e.last_metrics or {}
-        row.update({f"last {k}": metrics.get(k) for k in METRIC_KEYS})
+        row.update({f"last {k}": metrics.get(k) for k in (*METRIC_KEYS, *extra)})
         row["status"] = f"⚠ {e.error}" if e.error else "ok"
+        rows.append(row)
+    return rows
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every complete JSON object in a metrics.jsonl file (a half-written last line is skipped); [] if absent."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def read_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A sweep.json as a dict; ValueError naming the file when it is not a JSON object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"unreadable {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return data
+
+
+def sweep_rows(sweep: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat dict per sweep cell: n_id, alpha, depth, seed, phase, status, OOD / ID accuracies, best step.
+
+    Missing keys give None, so a sweep still running (or written by an older `interp sweep`) still reads."""
+    rows = []
+    for cell in sweep.get("cells") or []:
+        if not isinstance(cell, dict):
+            continue
+        params = cell.get("params") or {}
+        final = cell.get("final") or {}
+        best = cell.get("best") or {}
+        row: dict[str, Any] = {
+            "cell": cell.get("name"),
+            "n_id": params.get("task.n_tasks"),
+            "alpha": params.get("task.pair_fraction"),
+            "depth": params.get("model.n_layers"),
+            "seed": params.get("train.seed"),
+            "status": cell.get("status"),
+            "phase": cell.get("phase"),
+            "ood_acc_last_shot": cell.get("ood_acc_last_shot"),
+            "best_ood_step": cell.get("best_ood_step"),
+        }
+        row |= {f"final {k}": v for k, v in final.items()}
+        row |= {f"best {k}": v for k, v in best.items()}
+        # the OOD accuracy a phase diagram colours by: final test accuracy, else the last-shot one
+        ood = final.get("ood_test_acc", final.get("ood_acc"))
+        row["ood_acc"] = ood if ood is not None else cell.get("ood_acc_last_shot")
         rows.append(row)
     return rows

@@ -1,0 +1,307 @@
+"""What every dashboard page shares: the sidebar (model, task and probe settings), cached loading and probes.
+
+The sidebar's choices live in ``st.session_state`` under plain keys (``SELECTED``, ``N_SEQ``, ...), so they
+carry over from page to page; each widget writes its own key back there when it changes. Heavy modules
+(torch, interp, probes) are imported inside the functions that need them, so Home renders without them.
+
+Models are cached with ``st.cache_resource`` and results with ``st.cache_data``, both keyed by the
+checkpoint's path and fingerprint (config.json bytes + the size and mtime of its weights), so a model
+retrained in place is reloaded and its results recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import streamlit as st
+
+_APP_DIR = str(Path(__file__).resolve().parent)
+if _APP_DIR not in sys.path:
+    sys.path.insert(0, _APP_DIR)
+_REPO = str(Path(__file__).resolve().parents[1])
+if _REPO not in sys.path:  # `interp` and `probes` when the package is not installed
+    sys.path.append(_REPO)
+
+from zoo import ModelEntry, read_sweeps, read_zoo, zoo_dir  # noqa: E402
+
+# session_state keys shared by the pages
+SELECTED = "ckpt_path"  # the chosen checkpoint folder (str)
+N_SEQ = "n_sequences"  # sequences per probe
+SEED = "seed"
+CORRUPTION = "corruption"
+METRIC = "metric"
+OTHER = "(type a path…)"
+
+DEFAULTS: dict[str, Any] = {N_SEQ: 64, SEED: 0}
+
+
+# --- the zoo -------------------------------------------------------------------------------------------
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def load_zoo(root: str) -> list[ModelEntry]:
+    """Cached read of the zoo folder; the ttl lets freshly trained models show up on their own."""
+    return read_zoo(root)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def load_sweeps(root: str) -> list[str]:
+    """Cached list of the sweep.json files in the zoo folder."""
+    return [str(p) for p in read_sweeps(root)]
+
+
+def zoo_entries() -> list[ModelEntry]:
+    return load_zoo(str(zoo_dir()))
+
+
+# --- persistent sidebar widgets ------------------------------------------------------------------------
+
+
+def persistent(widget: Callable[..., Any], label: str, key: str, default: Any, options: list[Any] | None = None,
+               **kw: Any) -> Any:
+    """A widget whose value lives in ``st.session_state[key]`` across pages (Streamlit drops the state of a
+    widget that a page does not draw, so the widget gets its own key and copies its value back)."""
+    if key not in st.session_state or (options is not None and st.session_state[key] not in options):
+        st.session_state[key] = default
+    wkey = f"_w_{key}"
+    st.session_state[wkey] = st.session_state[key]
+
+    def sync() -> None:
+        st.session_state[key] = st.session_state[wkey]
+
+    if options is not None:
+        return widget(label, options, key=wkey, on_change=sync, **kw)
+    return widget(label, key=wkey, on_change=sync, **kw)
+
+
+def sidebar_model(entries: list[ModelEntry] | None = None) -> str | None:
+    """The model picker: a zoo model or a typed path, kept in ``st.session_state[SELECTED]``. Returns the
+    chosen path (None when the zoo is empty and nothing was typed)."""
+    entries = zoo_entries() if entries is None else entries
+    paths = {e.name: str(e.path) for e in entries}
+    current = st.session_state.get(SELECTED)
+    names = {p: n for n, p in paths.items()}
+    if st.session_state.get("_other") or (current and current not in names):
+        choice = OTHER
+    elif current in names:
+        choice = names[current]
+    else:
+        choice = next(iter(paths), OTHER)
+    st.session_state["_w_model"] = choice
+
+    def on_model() -> None:
+        picked = st.session_state["_w_model"]
+        st.session_state["_other"] = picked == OTHER
+        if picked != OTHER:
+            st.session_state[SELECTED] = paths[picked]
+
+    choice = st.selectbox("Model", [*paths, OTHER], key="_w_model", on_change=on_model)
+    if choice != OTHER:
+        st.session_state[SELECTED] = paths[choice]
+        return paths[choice]
+    def on_typed() -> None:
+        st.session_state[SELECTED] = st.session_state["_w_typed"].strip() or None
+
+    st.session_state["_w_typed"] = current or ""
+    typed = st.text_input("Checkpoint folder", key="_w_typed", on_change=on_typed,
+                          placeholder="models/<name> or any checkpoint folder")
+    path = typed.strip() or None
+    st.session_state[SELECTED] = path
+    return path
+
+
+def sidebar(title: str) -> str | None:
+    """Page setup: config, title, and the shared sidebar (model, probe size, seed). Returns the checkpoint path."""
+    st.set_page_config(page_title=f"icl-interp · {title}", layout="wide")
+    st.title(title)
+    with st.sidebar:
+        st.header("Model")
+        path = sidebar_model()
+        st.header("Probe")
+        persistent(st.number_input, "sequences per probe", N_SEQ, DEFAULTS[N_SEQ], min_value=8, max_value=2048, step=8,
+                   help="how many sequences the probes on this page sample from the task")
+        persistent(st.number_input, "seed", SEED, DEFAULTS[SEED], min_value=0, step=1)
+    return path
+
+
+def settings() -> tuple[int, int]:
+    """(sequences per probe, seed) from the sidebar."""
+    return int(st.session_state.get(N_SEQ, DEFAULTS[N_SEQ])), int(st.session_state.get(SEED, DEFAULTS[SEED]))
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------
+
+
+def fingerprint(path: str) -> str:
+    """Cache key of a checkpoint folder: config.json bytes plus size and mtime of the weights and metrics."""
+    h = hashlib.sha256(str(Path(path).resolve()).encode())
+    folder = Path(path)
+    try:
+        h.update((folder / "config.json").read_bytes())
+    except OSError:
+        h.update(b"no config")
+    for name in ("weights.safetensors", "metrics.jsonl"):
+        try:
+            st_ = (folder / name).stat()
+            h.update(f"{name}:{st_.st_size}:{st_.st_mtime_ns}".encode())
+        except OSError:
+            h.update(f"{name}:missing".encode())
+    return h.hexdigest()[:16]
+
+
+def _threads() -> None:
+    import torch
+
+    # Tiny models: one thread is as fast, and the machine is shared (see tests/conftest.py).
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(int(os.environ.get("ICL_INTERP_THREADS", "1")))
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _load(path: str, fp: str):  # fp: part of the cache key only
+    import interp
+
+    _threads()
+    return interp.load(path)
+
+
+def load(path: str | None):
+    """The checkpoint at ``path`` (cached), or None after showing why it cannot be loaded (never a traceback)."""
+    from interp.errors import CheckpointError
+
+    if not path:
+        st.info("Pick a model in the sidebar, or type the path of a checkpoint folder.")
+        return None
+    try:
+        with st.spinner(f"Loading {path}…"):
+            return _load(path, fingerprint(path))
+    except CheckpointError as e:
+        st.error(f"Cannot load this checkpoint: {e}")
+    except Exception as e:  # noqa: BLE001 - anything else a broken folder raises: one line, no traceback
+        st.error(f"Cannot load {path}: {type(e).__name__}: {e}")
+    return None
+
+
+def ckpt_key(ckpt) -> tuple[str, str]:
+    """(path, fingerprint) of a loaded checkpoint: the cache key of its results."""
+    path = str(ckpt.path)
+    return path, fingerprint(path)
+
+
+def describe(ckpt) -> str:
+    """One line: name, task, architecture."""
+    s = ckpt.spec
+    arch = f"{s.n_layers}L × {s.n_heads}H, d={s.d_model}, {'attn-only' if s.attn_only else 'MLP'}, {s.normalization}, {s.scoring}"
+    return f"**{Path(str(ckpt.path)).name}** · {ckpt.task.describe()} · {arch}"
+
+
+def has_mlp(ckpt) -> bool:
+    return not ckpt.spec.attn_only
+
+
+def is_regression(ckpt) -> bool:
+    return ckpt.task.kind == "regression"
+
+
+# --- cached probes -------------------------------------------------------------------------------------
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def run_probe(name: str, path: str, fp: str, args_json: str) -> Any:
+    """``interp.<name>(checkpoint, **args)``, cached by checkpoint fingerprint and arguments (JSON text)."""
+    import interp
+
+    _threads()
+    args = json.loads(args_json)
+    ckpt = _load(path, fp)
+    if name == "error_vs_scale":
+        from interp.evaluate import error_vs_scale
+
+        return error_vs_scale(ckpt.model, ckpt.task, n_examples=ckpt.train["n_examples"],
+                              generator=__import__("torch").Generator().manual_seed(args.pop("seed", 0)), **args)
+    if name == "compare_saturation":
+        models = {k: _load(p, fingerprint(p)) for k, p in args.pop("models").items()}
+        return interp.compare_saturation(models, **args)
+    if name == "attention":
+        return attention_pattern(ckpt, **args)
+    return getattr(interp, name)(ckpt, **args)
+
+
+def probe(name: str, ckpt, message: str | None = None, **args: Any) -> Any:
+    """A cached probe run with a spinner; None after showing the error when the probe refuses its arguments."""
+    path, fp = ckpt_key(ckpt)
+    try:
+        with st.spinner(message or f"Running {name}…"):
+            return run_probe(name, path, fp, json.dumps(args, sort_keys=True))
+    except (ValueError, KeyError, RuntimeError) as e:
+        st.error(f"{name} failed: {e}")
+        return None
+
+
+def attention_pattern(ckpt, example: int = 0, seed: int = 0) -> dict[str, Any]:
+    """One sampled sequence's attention patterns: {"patterns": [layer][head][q][k], "tokens": role labels}."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    batch = ckpt.task.sample(example + 1, ckpt.train["n_examples"], g)
+    inputs = batch.inputs[example: example + 1]
+    names = [f"blocks.{l}.attn.hook_pattern" for l in range(ckpt.spec.n_layers)]
+    with torch.no_grad():
+        _, cache = ckpt.model.run_with_cache(inputs, names_filter=lambda n: n in names)
+    patterns = [cache[n][0].float().tolist() for n in names]  # [layer][head, q, k]
+    return {"patterns": patterns, "tokens": token_labels(batch, example)}
+
+
+def token_labels(batch, example: int = 0) -> list[str]:
+    """Role labels per position (x0, y0, z0, …, query), with the token's value for token tasks."""
+    labels = list(batch.pos_labels)
+    q = batch.query_pos
+    out = []
+    for i, lab in enumerate(labels):
+        role = "query" if i == q else lab
+        if batch.inputs.dtype.is_floating_point:
+            out.append(role)
+        else:
+            out.append(f"{role}={int(batch.inputs[example, i])}")
+    return out
+
+
+# --- small views ---------------------------------------------------------------------------------------
+
+
+def not_applicable(message: str) -> None:
+    """The line a page shows when it does not apply to the chosen model."""
+    st.info(message)
+
+
+def heatmap(z: list[list[float]], x: list[str], y: list[str], title: str, x_title: str, y_title: str,
+            zmid: float | None = 0.0, colorscale: str = "RdBu"):
+    """A plotly heatmap with labelled axes (category ticks kept in order)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Heatmap(z=z, x=x, y=y, colorscale=colorscale, zmid=zmid,
+                               hovertemplate=f"{y_title}=%{{y}}<br>{x_title}=%{{x}}<br>value=%{{z:.4g}}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=max(260, 60 + 40 * len(y)))
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category", autorange="reversed")
+    return fig
+
+
+def zoo_table(entries: list[ModelEntry]) -> None:
+    """The zoo as a table (task, spec, steps, last ID / OOD scores), with warnings for unreadable folders."""
+    import pandas as pd
+
+    from zoo import zoo_rows
+
+    table = pd.DataFrame(zoo_rows(entries))
+    # Drop metric columns no model has, so the table shows only what was logged.
+    empty = [c for c in table.columns if c.startswith("last ") and table[c].isna().all()]
+    st.dataframe(table.drop(columns=empty), hide_index=True)
+    for e in entries:
+        if e.error:
+            st.warning(f"**{e.name}**: {e.error}")

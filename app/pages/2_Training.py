@@ -1,0 +1,151 @@
+"""Training: loss and ID/OOD curves from metrics.jsonl; for a sweep, the phase diagram and OOD accuracy
+against depth and against steps."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import load_sweeps, sidebar  # noqa: E402
+from zoo import read_metrics, read_sweep, sweep_rows, zoo_dir  # noqa: E402
+
+PHASES = ["id_memorization", "id_generalization", "ood_memorization", "ood_generalization"]
+PHASE_COLORS = ["#d9d9d9", "#fdae61", "#abd9e9", "#1a9641"]
+
+
+def metric_groups(records: list[dict]) -> dict[str, list[str]]:
+    """Numeric keys of the log grouped for plotting: losses, accuracies, errors, the rest (lr, ...)."""
+    keys: list[str] = []
+    for r in records:
+        keys += [k for k, v in r.items() if k != "step" and k not in keys
+                 and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    groups: dict[str, list[str]] = {"loss": [], "accuracy": [], "error": [], "other": []}
+    for k in keys:
+        group = "loss" if "loss" in k else "accuracy" if "acc" in k else "error" if "error" in k else "other"
+        groups[group].append(k)
+    return {g: ks for g, ks in groups.items() if ks}
+
+
+def curves_figure(records: list[dict], title: str) -> go.Figure:
+    groups = metric_groups(records)
+    fig = make_subplots(rows=1, cols=len(groups), subplot_titles=list(groups))
+    steps = [r.get("step", i) for i, r in enumerate(records)]
+    for col, (group, keys) in enumerate(groups.items(), start=1):
+        for k in keys:
+            xs = [s for s, r in zip(steps, records) if isinstance(r.get(k), (int, float))]
+            ys = [r[k] for r in records if isinstance(r.get(k), (int, float))]
+            fig.add_trace(go.Scatter(x=xs, y=ys, name=k, mode="lines+markers", legendgroup=group), row=1, col=col)
+        fig.update_xaxes(title_text="step", row=1, col=col)
+        if group in ("loss", "error"):
+            fig.update_yaxes(type="log", row=1, col=col)
+    fig.update_layout(title=title, height=420)
+    return fig
+
+
+def phase_figures(frame: pd.DataFrame) -> tuple[go.Figure, go.Figure]:
+    """n_id × α heatmaps (seeds pooled): the majority phase, and the mean OOD accuracy."""
+    def majority(s: pd.Series):
+        s = s.dropna()
+        return s.mode().iloc[0] if len(s) else None
+
+    grouped = frame.groupby(["n_id", "alpha"], dropna=False)
+    phase = grouped["phase"].agg(majority).unstack("alpha")
+    acc = grouped["ood_acc"].mean().unstack("alpha")
+    x = [str(a) for a in phase.columns]
+    y = [str(n) for n in phase.index]
+    codes = phase.map(lambda p: PHASES.index(p) if p in PHASES else None)
+    scale = [[v, PHASE_COLORS[i]] for i in range(4) for v in (i / 4, (i + 1) / 4)]
+    fig_phase = go.Figure(go.Heatmap(z=codes.values.tolist(), x=x, y=y, zmin=0, zmax=4, colorscale=scale,
+                                     text=phase.values.tolist(), texttemplate="%{text}",
+                                     colorbar={"tickvals": [0.5, 1.5, 2.5, 3.5], "ticktext": PHASES}))
+    fig_phase.update_layout(title="phase (majority over seeds)", xaxis_title="α (pair fraction)",
+                            yaxis_title="n_id (pre-training tasks)")
+    fig_acc = go.Figure(go.Heatmap(z=acc.values.tolist(), x=x, y=y, colorscale="Viridis", zmin=0, zmax=1,
+                                   texttemplate="%{z:.2f}"))
+    fig_acc.update_layout(title="OOD accuracy (mean over seeds)", xaxis_title="α (pair fraction)",
+                          yaxis_title="n_id (pre-training tasks)")
+    for fig in (fig_phase, fig_acc):
+        fig.update_xaxes(type="category")
+        fig.update_yaxes(type="category")
+    return fig_phase, fig_acc
+
+
+def show_sweep(path: str) -> None:
+    try:
+        sweep = read_sweep(path)
+    except ValueError as e:
+        st.error(str(e))
+        return
+    rows = sweep_rows(sweep)
+    name = sweep.get("name") or Path(path).parent.name
+    st.subheader(f"Sweep: {name}")
+    if sweep.get("config"):
+        st.caption(f"config `{sweep['config']}` · axes: " + ", ".join(
+            f"{k} = {v}" for k, v in (sweep.get("axes") or {}).items()))
+    if not rows:
+        st.info("This sweep has no cells yet.")
+        return
+    frame = pd.DataFrame(rows)
+    done = frame[frame["phase"].notna() | frame["ood_acc"].notna()]
+    st.caption(f"{len(frame)} cells, {len(done)} with results")
+    if done.empty:
+        st.info("No cell has finished yet.")
+    else:
+        depths = sorted(d for d in done["depth"].dropna().unique())
+        sub = done
+        if len(depths) > 1:
+            depth = st.select_slider("depth (layers) for the phase diagram", options=depths, value=depths[-1])
+            sub = done[done["depth"] == depth]
+        left, right = st.columns(2)
+        fig_phase, fig_acc = phase_figures(sub)
+        left.plotly_chart(fig_phase, key="phase_diagram")
+        right.plotly_chart(fig_acc, key="phase_ood")
+        if done["depth"].notna().any():
+            by_depth = done.groupby(["depth", "n_id", "alpha"], dropna=False)["ood_acc"].mean().reset_index()
+            fig = go.Figure()
+            for (n_id, alpha), g in by_depth.groupby(["n_id", "alpha"], dropna=False):
+                fig.add_trace(go.Scatter(x=g["depth"], y=g["ood_acc"], mode="lines+markers", name=f"n_id={n_id}, α={alpha}"))
+            fig.update_layout(title="OOD accuracy against depth", xaxis_title="layers", yaxis_title="OOD accuracy")
+            left.plotly_chart(fig, key="ood_vs_depth")
+        fig = go.Figure()
+        for cell in sweep.get("cells") or []:
+            curve = (cell or {}).get("curve") or {}
+            key = next((k for k in ("ood_test_acc", "ood_acc") if k in curve), None)
+            if key and curve.get("step"):
+                fig.add_trace(go.Scatter(x=curve["step"], y=curve[key], mode="lines", name=cell.get("name", "?")))
+        if fig.data:
+            fig.update_layout(title="OOD accuracy against steps", xaxis_title="step", yaxis_title="OOD accuracy",
+                              showlegend=len(fig.data) <= 12)
+            right.plotly_chart(fig, key="ood_vs_steps")
+    with st.expander("cells"):
+        st.dataframe(frame, hide_index=True)
+
+
+path = sidebar("Training")
+if path:
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        st.error(f"No checkpoint at `{path}`: config.json is missing." if folder.is_dir()
+                 else f"No checkpoint folder at `{path}`.")
+    else:
+        records = read_metrics(folder / "metrics.jsonl")
+        if not records:
+            st.info(f"`{folder.name}` has no training metrics (metrics.jsonl is missing or empty).")
+        else:
+            st.plotly_chart(curves_figure(records, f"{folder.name}: training curves"), key="training_curves")
+            with st.expander("metrics.jsonl"):
+                st.dataframe(pd.DataFrame(records), hide_index=True)
+else:
+    st.info("Pick a model in the sidebar to see its training curves.")
+
+sweeps = load_sweeps(str(zoo_dir()))
+if sweeps:
+    st.divider()
+    chosen = st.sidebar.selectbox("Sweep", sweeps, format_func=lambda s: Path(s).parent.name) if len(sweeps) > 1 else sweeps[0]
+    show_sweep(chosen)
