@@ -305,3 +305,14 @@ def zoo_table(entries: list[ModelEntry]) -> None:
     for e in entries:
         if e.error:
             st.warning(f"**{e.name}**: {e.error}")
+
+
+def embed_html(html: str, height: int) -> None:
+    """Self-contained HTML in an iframe: ``streamlit.components.v1.html``, or ``st.iframe`` in the Streamlit
+    releases that dropped it."""
+    import streamlit.components.v1 as components
+
+    if hasattr(components, "html"):
+        components.html(html, height=height, scrolling=True)
+    else:  # pragma: no cover - newer Streamlit
+        st.iframe(html, height=height)
