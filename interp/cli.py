@@ -39,7 +39,9 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("train", help="train a model and save a checkpoint folder")
-    t.add_argument("--task", required=True, choices=sorted(DEFAULT_EXAMPLES))
+    t.add_argument("--config", type=Path, help="a run config (YAML/JSON: task, model, train sections); "
+                   "then task, model and training flags are not allowed")
+    t.add_argument("--task", choices=sorted(DEFAULT_EXAMPLES))
     t.add_argument("--out", required=True, type=Path, help="checkpoint folder, e.g. models/<name>")
     g = t.add_argument_group("task")
     g.add_argument("--d", type=int, help="input dims (linear, kernel)")
@@ -159,7 +161,33 @@ def make_task(args: argparse.Namespace):
     return cls(**kwargs)
 
 
+def train_from_config(args: argparse.Namespace, parser_defaults: dict[str, Any]) -> int:
+    """interp train --config FILE --out DIR: the file is the whole run; only --device and --no-resume apply."""
+    from .config import load_run
+    from .train import train
+
+    allowed = {"command", "config", "out", "device", "no_resume"}
+    given = [k for k, v in vars(args).items() if k not in allowed and v != parser_defaults.get(k)]
+    if given:
+        raise UsageError(f"--config holds the whole run; drop --{given[0].replace('_', '-')} or edit the config file")
+    run = load_run(args.config)
+    cfg = dataclasses.replace(run.train, device=args.device) if args.device != "auto" else run.train
+    ckpt = train(run.task, run.spec, cfg, out=args.out, resume=not args.no_resume)
+    print_saved(args.out, ckpt)
+    return 0
+
+
+def print_saved(out: Path, ckpt) -> None:
+    last = ckpt.metrics[-1] if ckpt.metrics else {}
+    summary = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k.startswith(("id_", "ood_")))
+    print(f"saved {out} after {last.get('step', 0)} steps: {summary}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        return train_from_config(args, vars(build_parser().parse_args(["train", "--out", str(args.out)])))
+    if args.task is None:
+        raise UsageError("interp train needs --task or --config")
     task = make_task(args)  # before the heavy imports, so a bad flag fails fast
     n_examples = args.n_examples or DEFAULT_EXAMPLES[args.task]
     if args.steps < 1 or n_examples < 1:
@@ -185,9 +213,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         keep_best=args.keep_best, patience=args.patience, curriculum=curriculum, seed=args.seed, device=args.device,
     )
     ckpt = train(task, spec, cfg, out=args.out, resume=not args.no_resume)
-    last = ckpt.metrics[-1] if ckpt.metrics else {}
-    summary = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k.startswith(("id_", "ood_")))
-    print(f"saved {args.out} after {last.get('step', 0)} steps: {summary}")
+    print_saved(args.out, ckpt)
     return 0
 
 

@@ -3,3 +3,7 @@
 
 class CheckpointError(ValueError):
     """A checkpoint folder that cannot be loaded; the message is one line naming the cause."""
+
+
+class ConfigError(ValueError):
+    """A run or sweep config file that cannot be read or does not describe a valid run."""

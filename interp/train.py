@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import platform
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +95,13 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def hardware(device: torch.device) -> str:
+    """What trained the model, for its card: the GPU's name, or the CPU and the torch threads used."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.machine()}, {torch.get_num_threads()} torch thread(s) of {os.cpu_count()} cores)"
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -213,7 +223,7 @@ def train(
     g = torch.Generator().manual_seed(cfg.seed)
     evals = eval_batches(task, cfg, device)
     out = Path(out) if out is not None else None
-    state: dict[str, Any] = {"step": 0, "best": None, "best_step": None, "since_best": 0}
+    state: dict[str, Any] = {"step": 0, "best": None, "best_step": None, "since_best": 0, "wall_s": 0.0}
     metrics: list[dict[str, Any]] = []
     best_weights: dict[str, Tensor] | None = None
 
@@ -239,6 +249,7 @@ def train(
             weights_model.load_state_dict(best_weights)
         save_checkpoint(out, weights_model, spec, task, cfg.to_dict(), metrics, resume_files(model, optimizer, g, state))
 
+    started = time.perf_counter() - state.get("wall_s", 0.0)  # training time survives a resume
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress or None, desc=task.describe()[:40])  # type: ignore[attr-defined]
     while state["step"] < cfg.steps:
         step = state["step"]
@@ -273,11 +284,13 @@ def train(
             bar.close()
             return Checkpoint(model.eval(), spec, task, cfg.to_dict(), metrics, out)
         if out is not None and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            state["wall_s"] = time.perf_counter() - started
             save_progress()
     bar.close()
     if cfg.keep_best and best_weights is not None:
         model.load_state_dict(best_weights)
-    train_info = cfg.to_dict() | {"best_step": state["best_step"], "steps_done": state["step"]}
+    train_info = cfg.to_dict() | {"best_step": state["best_step"], "steps_done": state["step"],
+                                  "wall_s": round(time.perf_counter() - started, 1), "hardware": hardware(device)}
     if out is not None:
         save_checkpoint(out, model, spec, task, train_info, metrics)
     return Checkpoint(model.eval(), spec, task, train_info, metrics, out)

@@ -23,7 +23,9 @@ def basis(x: Tensor, degree: int, kind: Literal["monomial", "chebyshev"]) -> Ten
 
 @dataclass(frozen=True)
 class PolynomialTask(RegressionTask):
-    """f(x) = sum_j c_j phi_j(x), with the degree drawn per sequence from ``degrees`` and c_j ~ N(0, coef_scale²).
+    """f(x) = sum_j c_j phi_j(x), with the degree drawn per sequence from ``degrees`` and c_j ~ N(0, coef_scale²),
+    or c_j ~ U[-coef_scale, coef_scale] with ``coef_dist="uniform"`` (Naim & Asher's f(x) = a·x + b, a, b, x ~ U(-5, 5)
+    is ``degrees=(1,), coef_dist="uniform", coef_scale=5, x_range=5``).
 
     Inputs are 1-D on U[-x_range, x_range]. Hold out whole classes by training on ``degrees=(1, 2, 3)``
     and testing with ``task.replace(degrees=(4,))``."""
@@ -33,6 +35,7 @@ class PolynomialTask(RegressionTask):
     degrees: tuple[int, ...] = (1, 2, 3)
     basis: Literal["monomial", "chebyshev"] = "monomial"
     coef_scale: float = 1.0
+    coef_dist: Literal["normal", "uniform"] = "normal"
     x_range: float = 1.0
 
     def __post_init__(self) -> None:
@@ -43,6 +46,8 @@ class PolynomialTask(RegressionTask):
             raise ValueError(f"degrees must be non-negative and non-empty, got {self.degrees}")
         if self.basis not in ("monomial", "chebyshev"):
             raise ValueError(f"basis must be 'monomial' or 'chebyshev', got {self.basis!r}")
+        if self.coef_dist not in ("normal", "uniform"):
+            raise ValueError(f"coef_dist must be 'normal' or 'uniform', got {self.coef_dist!r}")
 
     @property
     def max_degree(self) -> int:
@@ -51,7 +56,11 @@ class PolynomialTask(RegressionTask):
     def sample_params(self, batch_size: int, n_examples: int, generator: torch.Generator) -> dict[str, Tensor]:
         choice = torch.randint(len(self.degrees), (batch_size,), generator=generator)
         degree = torch.tensor(self.degrees)[choice]
-        coefs = torch.randn(batch_size, self.max_degree + 1, generator=generator) * self.coef_scale
+        shape = (batch_size, self.max_degree + 1)
+        if self.coef_dist == "normal":
+            coefs = torch.randn(shape, generator=generator) * self.coef_scale
+        else:
+            coefs = (torch.rand(shape, generator=generator) * 2 - 1) * self.coef_scale
         coefs = coefs * (torch.arange(self.max_degree + 1) <= degree[:, None])  # zero above each degree
         return {"coefs": coefs, "degree": degree}
 
