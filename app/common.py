@@ -229,6 +229,8 @@ def run_probe(name: str, path: str, fp: str, args_json: str) -> Any:
         return interp.compare_saturation(models, **args)
     if name == "attention":
         return attention_pattern(ckpt, **args)
+    if name == "head_types":
+        return head_types(ckpt, **args)
     return getattr(interp, name)(ckpt, **args)
 
 
@@ -241,6 +243,24 @@ def probe(name: str, ckpt, message: str | None = None, **args: Any) -> Any:
     except (ValueError, KeyError, RuntimeError) as e:
         st.error(f"{name} failed: {e}")
         return None
+
+
+def head_types(ckpt, n: int = 64, seed: int = 0):
+    """``interp.attribute(method="head_types")``, except that position labels without an example index (the
+    complex-zeros task's final "query") get one, since probes.attribution parses labels as role + index."""
+    import re
+    from dataclasses import replace
+
+    from interp.api import sample_inputs, stamp
+    from probes.attribution import head_types as head_types_probe
+
+    clean, _ = sample_inputs(ckpt, n, seed, None)
+    labels = clean.pos_labels
+    if not all(re.fullmatch(r"[A-Za-z_]+\d+", lab) for lab in labels):
+        last = max((int(m.group(1)) for lab in labels if (m := re.search(r"(\d+)$", lab))), default=-1)
+        labels = tuple(lab if re.fullmatch(r"[A-Za-z_]+\d+", lab) else f"{lab}{last + 1}" for lab in labels)
+        clean = replace(clean, pos_labels=labels)
+    return stamp(head_types_probe(ckpt.model, ckpt.task, clean), ckpt, seed)
 
 
 def attention_pattern(ckpt, example: int = 0, seed: int = 0) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""The placeholder dashboard: the zoo reader, and Home.py run under Streamlit's AppTest."""
+"""The dashboard: the zoo reader, and every page run under Streamlit's AppTest.
+
+Pages run on tiny checkpoints trained here (one per task family, plus an attention-only and a no-LN variant) and
+on every checkpoint in models/ at test time. Content checks compare what a page draws with the API's own numbers.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ from pathlib import Path
 import pytest
 
 APP_DIR = Path(__file__).resolve().parents[1] / "app"
+PAGES_DIR = APP_DIR / "pages"
 sys.path.insert(0, str(APP_DIR))
 
-from zoo import read_zoo, zoo_rows  # noqa: E402
+from zoo import DEFAULT_ZOO, read_metrics, read_sweeps, read_zoo, score_keys, sweep_rows, zoo_rows  # noqa: E402
 
 CONFIG = {
     "format_version": 1,
@@ -20,6 +25,9 @@ CONFIG = {
               "normalization": "LN", "scoring": "softmax"},
     "train": {"steps": 500},
 }
+PAGES = sorted(p.name for p in PAGES_DIR.glob("[0-9]_*.py"))
+N = 16  # sequences per probe in the tests
+TIMEOUT = 120
 
 
 @pytest.fixture
@@ -59,6 +67,18 @@ def test_read_zoo(zoo: Path) -> None:
     assert rows["linear-tiny"]["last ood_error"] == 0.3
     assert rows["linear-tiny"]["status"] == "ok"
     assert rows["broken"]["status"].startswith("⚠")
+    assert [r["step"] for r in read_metrics(zoo / "linear-tiny" / "metrics.jsonl")] == [100, 500]
+
+
+def test_zoo_rows_show_new_score_keys() -> None:
+    """Scores a newer training loop logs (id_train_acc, ...) get columns without a code change; losses do not."""
+    from zoo import ModelEntry
+
+    last = {"step": 9, "lr": 0.1, "train_loss": 1.0, "id_train_acc": 1.0, "ood_test_acc": 0.4, "ood_loss": 2.0}
+    assert score_keys(last) == ["id_train_acc", "ood_test_acc"]
+    row = zoo_rows([ModelEntry(name="m", path=Path("m"), last_metrics=last)])[0]
+    assert row["last id_train_acc"] == 1.0 and row["last ood_test_acc"] == 0.4
+    assert "last ood_loss" not in row
 
 
 def test_read_zoo_missing_or_empty(tmp_path: Path) -> None:
@@ -74,7 +94,7 @@ def test_read_zoo_env_var(zoo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def _run_home():
     from streamlit.testing.v1 import AppTest
 
-    return AppTest.from_file(str(APP_DIR / "Home.py"), default_timeout=30).run()
+    return AppTest.from_file(str(APP_DIR / "Home.py"), default_timeout=TIMEOUT).run()
 
 
 def test_home_page_lists_models(zoo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,3 +113,338 @@ def test_home_page_empty_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     at = _run_home()
     assert not at.exception
     assert any("interp train --task linear" in i.value for i in at.info)
+
+
+# --- tiny checkpoints, one per task family --------------------------------------------------------------
+
+SWEEP = {
+    "name": "phase-tiny", "config": "configs/modular_phase.yaml",
+    "axes": {"task.n_tasks": [4, 8], "task.pair_fraction": [0.6, 1.0], "model.n_layers": [1, 2], "train.seed": [0]},
+    "cells": [
+        {"name": f"n_tasks={n},pair_fraction={a},n_layers={d},seed=0",
+         "params": {"task.n_tasks": n, "task.pair_fraction": a, "model.n_layers": d, "train.seed": 0},
+         "status": "done", "phase": phase, "ood_acc_last_shot": acc,
+         "final": {"id_train_acc": 1.0, "id_test_acc": 0.9, "ood_train_acc": acc, "ood_test_acc": acc},
+         "curve": {"step": [0, 10, 20], "ood_test_acc": [0.1, acc / 2, acc]}}
+        for (n, a, d, phase, acc) in [
+            (4, 0.6, 1, "id_memorization", 0.1), (4, 1.0, 1, "id_generalization", 0.2),
+            (8, 0.6, 1, "ood_memorization", 0.3), (8, 1.0, 1, "ood_generalization", 0.8),
+            (8, 1.0, 2, "ood_generalization", 0.9)]
+    ] + [{"name": "still running", "params": {"task.n_tasks": 4}, "status": "running"}],  # keys missing: tolerated
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny models of every task kind (a few training steps each), a no-LN twin, a broken folder and a sweep."""
+    import interp
+
+    root = tmp_path_factory.mktemp("zoo")
+    small = {"steps": 12, "n_layers": 1, "n_heads": 2, "d_model": 16, "batch_size": 16, "eval_every": 6,
+             "eval_size": 32, "warmup_steps": 2, "progress": False}
+    interp.train("modular", out=root / "mod", n_examples=5, task_args={"p": 5, "n_tasks": 8}, act_fn="relu",
+                 **{**small, "n_layers": 2})
+    interp.train("modular", out=root / "mod-attnonly", n_examples=4, task_args={"p": 5, "n_tasks": 8}, attn_only=True,
+                 **small)
+    interp.train("linear", out=root / "lin", n_examples=6, task_args={"d_x": 2}, **small)
+    interp.train("linear", out=root / "lin-noln", n_examples=6, task_args={"d_x": 2}, normalization="none", **small)
+    interp.train("polynomial", out=root / "poly", n_examples=6, **small)
+    interp.train("kernel", out=root / "kern", n_examples=6, attn_only=True, **small)
+    interp.train("complex-zeros", out=root / "cz", n_examples=6, **small)
+    (root / "broken").mkdir()
+    (root / "broken" / "config.json").write_text("{not json")
+    (root / "phase-tiny").mkdir()
+    (root / "phase-tiny" / "sweep.json").write_text(json.dumps(SWEEP))
+    return root
+
+
+def run_page(page: str, ckpt: str | Path | None, zoo_root: Path | None = None, **state):
+    """Run one page (file name under app/pages, or Home.py) with the checkpoint chosen and small probes."""
+    import os
+
+    from streamlit.testing.v1 import AppTest
+
+    if zoo_root is not None:
+        os.environ["ICL_INTERP_ZOO"] = str(zoo_root)
+    script = APP_DIR / page if page == "Home.py" else PAGES_DIR / page
+    at = AppTest.from_file(str(script), default_timeout=TIMEOUT)
+    at.session_state["ckpt_path"] = None if ckpt is None else str(ckpt)
+    at.session_state["n_sequences"] = N
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at.run()
+
+
+@pytest.fixture
+def use_zoo(monkeypatch: pytest.MonkeyPatch):
+    def use(root: Path) -> Path:
+        monkeypatch.setenv("ICL_INTERP_ZOO", str(root))
+        return root
+    return use
+
+
+def decode(value):
+    """Plotly's JSON with its base64 typed arrays ({"dtype", "bdata", "shape"}) turned back into lists."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        if set(value) >= {"dtype", "bdata"}:
+            arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+            if "shape" in value:
+                arr = arr.reshape([int(n) for n in str(value["shape"]).split(",")])
+            return arr.tolist()
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value
+
+
+def charts(at) -> list[dict]:
+    """The plotly figures a page drew, as dicts (data, layout)."""
+    return [decode(json.loads(c.proto.spec)) for c in at.get("plotly_chart")]
+
+
+def chart(at, title_part: str) -> dict:
+    found = [f for f in charts(at) if title_part in json.dumps(f.get("layout", {}).get("title", ""))]
+    assert found, f"no chart titled like {title_part!r}: {[f.get('layout', {}).get('title') for f in charts(at)]}"
+    return found[0]
+
+
+def clean(at) -> None:
+    """No exception box and no error message on the page."""
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def close(a, b, tol: float = 1e-5) -> bool:
+    import math
+
+    flat_a = [x for row in a for x in (row if isinstance(row, list) else [row])]
+    flat_b = [x for row in b for x in (row if isinstance(row, list) else [row])]
+    return len(flat_a) == len(flat_b) and all(
+        (x is None and (y is None or math.isnan(y))) or (y is None and x is None) or
+        (x is not None and y is not None and abs(x - y) <= tol * (1 + abs(y))) for x, y in zip(flat_a, flat_b))
+
+
+TINY = ["mod", "mod-attnonly", "lin", "lin-noln", "poly", "kern", "cz"]
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_every_page_on_tiny_models(tiny_zoo: Path, use_zoo, name: str) -> None:
+    use_zoo(tiny_zoo)
+    for page in ["Home.py", *PAGES]:
+        at = run_page(page, tiny_zoo / name)
+        clean(at)
+
+
+def test_bad_path_shows_a_message_on_every_page(tiny_zoo: Path, use_zoo, tmp_path: Path) -> None:
+    use_zoo(tiny_zoo)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "config.json").write_text(json.dumps({"format_version": 99}))
+    for bad in (tmp_path / "missing", corrupt, tiny_zoo / "broken"):
+        for page in PAGES:
+            at = run_page(page, bad)
+            assert not at.exception, (page, [e.message for e in at.exception])
+            assert at.error, f"{page} shows no error for {bad}"
+            assert all("Traceback" not in e.value for e in at.error)
+
+
+def test_zoo_page(tiny_zoo: Path, use_zoo) -> None:
+    use_zoo(tiny_zoo)
+    at = run_page("1_Zoo.py", tiny_zoo / "mod")
+    clean(at)
+    table = at.dataframe[0].value
+    assert {"mod", "lin", "cz"} <= set(table["model"])
+    assert any("broken" in w.value for w in at.warning)
+    assert any("modular" in m.value and "p=5" in m.value for m in at.markdown)
+    assert {m.label for m in at.metric} >= {"id_acc", "ood_acc"}
+    # typing a path on the page opens it
+    at.text_input(key="_zoo_open").input(str(tiny_zoo / "lin")).run()
+    clean(at)
+    assert at.session_state["ckpt_path"] == str(tiny_zoo / "lin")
+    assert {m.label for m in at.metric} >= {"id_error", "ood_error"}
+
+
+def test_model_choice_carries_over(tiny_zoo: Path, use_zoo) -> None:
+    """The sidebar's model is session state: chosen on one page, it is the model of the next."""
+    use_zoo(tiny_zoo)
+    at = run_page("Home.py", None)
+    at.switch_page("pages/1_Zoo.py").run()
+    at.sidebar.selectbox(key="_w_model").select("poly").run()
+    assert at.session_state["ckpt_path"] == str(tiny_zoo / "poly")
+    at.switch_page("pages/3_ICL_curves.py").run()
+    clean(at)
+    assert at.sidebar.selectbox(key="_w_model").value == "poly"
+    assert any("polynomial" in m.value for m in at.markdown)
+
+
+def test_training_page_curves_and_sweep(tiny_zoo: Path, use_zoo) -> None:
+    use_zoo(tiny_zoo)
+    at = run_page("2_Training.py", tiny_zoo / "mod")
+    clean(at)
+    fig = chart(at, "training curves")
+    names = {t["name"] for t in fig["data"]}
+    logged = {k for r in read_metrics(tiny_zoo / "mod" / "metrics.jsonl") for k in r if k != "step"}
+    assert names == logged  # every numeric key, none invented
+    # the sweep: phase diagram at the deepest depth pooled over seeds, OOD vs depth and vs steps
+    phase = chart(at, "phase")
+    assert phase["data"][0]["text"] == [["ood_generalization"]]  # depth 2 has one cell: n_id 8, α 1.0
+    at.select_slider[0].set_value(1).run()
+    phase = chart(at, "phase")
+    assert phase["data"][0]["text"] == [["id_memorization", "id_generalization"], ["ood_memorization", "ood_generalization"]]
+    assert chart(at, "OOD accuracy (mean")["data"][0]["z"] == [[0.1, 0.2], [0.3, 0.8]]
+    depth = chart(at, "against depth")
+    assert any(t["name"] == "n_id=8, α=1.0" and t["y"] == [0.8, 0.9] for t in depth["data"])
+    assert len(chart(at, "against steps")["data"]) == 5
+    assert len(sweep_rows(SWEEP)) == 6 and read_sweeps(tiny_zoo) == [tiny_zoo / "phase-tiny" / "sweep.json"]
+
+
+def test_icl_curves_page_matches_evaluate(tiny_zoo: Path, use_zoo) -> None:
+    import interp
+
+    use_zoo(tiny_zoo)
+    at = run_page("3_ICL_curves.py", tiny_zoo / "lin")
+    clean(at)
+    ev = interp.evaluate(interp.load(tiny_zoo / "lin"), n=N, seed=0)
+    fig = chart(at, "vs number of examples")
+    drawn = {(t["name"], t.get("xaxis", "x")): t["y"] for t in fig["data"]}
+    assert close(drawn[("model", "x")], ev.curve("id", "model").mean)
+    assert close(drawn[("least_squares", "x2")], ev.curve("ood", "least_squares").mean)
+    scale = chart(at, "extrapolation")
+    assert {"model", "zero"} <= {t["name"] for t in scale["data"]}
+    assert any(s.get("type") == "rect" for s in scale["layout"].get("shapes", []))  # training range shaded
+    sat = interp.saturation(interp.load(tiny_zoo / "lin"), scales=[0.25, 0.5, 1, 2, 4, 8, 16], field="input", n=N, seed=0)
+    b = sat.metadata["boundary"]
+    marked = [a["text"] for a in scale["layout"].get("annotations", []) if "plateau B" in (a.get("text") or "")]
+    assert marked == ([f"plateau B = {b:.3g}"] if b is not None and b == b else [])
+    at = run_page("3_ICL_curves.py", tiny_zoo / "mod")
+    clean(at)
+    assert any("classification" in i.value for i in at.info)
+
+
+def test_attention_page_is_offline_circuitsvis(tiny_zoo: Path, use_zoo) -> None:
+    import interp
+
+    use_zoo(tiny_zoo)
+    at = run_page("4_Attention.py", tiny_zoo / "mod")
+    clean(at)
+    frames = [e for e in at.get("iframe")] + [e for e in at.get("html")]
+    html = "".join(getattr(e.proto, "srcdoc", "") or getattr(e.proto, "body", "") for e in frames)
+    assert "CircuitsVis" in html and "unpkg.com" not in html and "cdn.jsdelivr" not in html
+    assert "query" in html and "x0=" in html  # tokens labelled by role
+    ht = interp.attribute(interp.load(tiny_zoo / "mod"), method="head_types", corruption=None, n=N, seed=0)
+    fig = chart(at, "head type")
+    assert close(fig["data"][0]["z"], ht.scores[:, :, 0].tolist())
+
+
+@pytest.mark.parametrize("name, site, by", [("mod", "resid_pre", "layer_pos"), ("lin", "z", "head")])
+def test_patching_heatmap_equals_interp_patch(tiny_zoo: Path, use_zoo, name: str, site: str, by: str) -> None:
+    import interp
+
+    use_zoo(tiny_zoo)
+    metric = "prob" if name == "mod" else "mse"
+    at = run_page("5_Patching.py", tiny_zoo / name, patch_site=site, patch_by=by, metric=metric)
+    clean(at)
+    r = interp.patch(interp.load(tiny_zoo / name), site=site, by=by, corruption="params", metric=metric, n=N, seed=0)
+    fig = chart(at, f"patching {site}")
+    assert close(fig["data"][0]["z"], r.scores.tolist())
+    # the cell picker (the click fallback) shows that component's per-example spread
+    picker = at.selectbox(key="_w_patch_cell")
+    last = picker.options[-1]
+    picker.select(last).run()
+    clean(at)
+    hist = chart(at, "per-example")
+    idx = (len(r.scores) - 1, r.scores.shape[1] - 1)
+    assert close(hist["data"][0]["x"], r.per_example[:, idx[0], idx[1]].tolist())
+    downloads = at.get("download_button")
+    assert len(downloads) == 2
+
+
+def test_patching_click_selects_the_cell(tiny_zoo: Path, use_zoo) -> None:
+    """A plotly selection event on the heatmap picks the cell (what a click in the browser sends)."""
+    use_zoo(tiny_zoo)
+    at = run_page("5_Patching.py", tiny_zoo / "lin", patch_site="resid_pre", patch_by="layer_pos")
+    clean(at)
+    event = {"selection": {"points": [{"x": "x1", "y": "0", "curve_number": 0}], "point_indices": [], "box": [], "lasso": []}}
+    chart_el = at.get("plotly_chart")[0]
+    states = at._tree.get_widget_states()  # AppTest has no plotly API: send what the frontend would
+    state = states.widgets.add()
+    state.id = chart_el.proto.id
+    state.string_value = json.dumps(event)
+    at._run(widget_state=states)
+    clean(at)
+    assert at.session_state["patch_cell"] == "layer 0 · pos x1"
+
+
+def test_heads_page_matches_attribute(tiny_zoo: Path, use_zoo) -> None:
+    import interp
+
+    use_zoo(tiny_zoo)
+    at = run_page("6_Heads.py", tiny_zoo / "mod")
+    clean(at)
+    m = interp.load(tiny_zoo / "mod")
+    dla = interp.attribute(m, method="dla", corruption="params", n=N, seed=0)
+    assert close(chart(at, "direct attribution")["data"][0]["z"], dla.scores.tolist())
+    att = interp.attribute(m, method="attrib", metric="logit_diff", n=N, seed=0, compare_exact=False)
+    assert close(chart(at, "attribution patching")["data"][0]["z"], att.scores.tolist())
+    scatter = chart(at, "Pearson")
+    assert close(scatter["data"][0]["y"], att.scores.flatten().tolist())
+
+
+def test_mlp_page(tiny_zoo: Path, use_zoo) -> None:
+    import interp
+
+    use_zoo(tiny_zoo)
+    at = run_page("7_MLP_and_algorithms.py", tiny_zoo / "mod")
+    clean(at)
+    res = interp.mlp(interp.load(tiny_zoo / "mod"), layer=0, seed=0)
+    key = res["frequencies"].metadata["key_frequencies"]
+    assert any(c.value.startswith("key frequencies") and all(str(k) in c.value for k in key) for c in at.caption)
+    assert close(chart(at, "circularity")["data"][0]["z"], res["circularity"].scores.tolist())
+    alg = interp.algorithms(interp.load(tiny_zoo / "mod"), seed=0)
+    table = at.dataframe[-1].value
+    assert list(table["shots"]) == alg.metadata["shots"]
+    assert close(list(table["accuracy"]), alg.extras["accuracy"].tolist())
+    at = run_page("7_MLP_and_algorithms.py", tiny_zoo / "mod-attnonly")
+    clean(at)
+    assert any("attention-only" in i.value for i in at.info)
+    assert chart(at, "algorithm map")
+    at = run_page("7_MLP_and_algorithms.py", tiny_zoo / "lin")
+    clean(at)
+    assert any("modular" in i.value for i in at.info)
+
+
+def test_saturation_page_compares_variants(tiny_zoo: Path, use_zoo) -> None:
+    import interp
+
+    use_zoo(tiny_zoo)
+    at = run_page("8_Saturation.py", tiny_zoo / "lin")
+    clean(at)
+    sat = interp.saturation(interp.load(tiny_zoo / "lin"), scales=[0.25, 0.5, 1, 2, 4, 8, 16], n=N, seed=0)
+    b = sat.metadata["boundary"]
+    assert any(m.label == "plateau B" and m.value == f"{b:.3g}" for m in at.metric)
+    cmp = chart(at, "boundary per variant")
+    assert {"lin", "lin-noln"} <= {t["name"].split(" (")[0] for t in cmp["data"]}
+    assert chart(at, "lin-noln")  # the variant's own mechanism panel, beside the reference's
+    at = run_page("8_Saturation.py", tiny_zoo / "mod")
+    clean(at)
+    assert any("classification" in i.value for i in at.info)
+
+
+# --- the shipped zoo ------------------------------------------------------------------------------------
+
+ZOO_MODELS = [e.name for e in read_zoo(DEFAULT_ZOO) if e.error is None]
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS or ["(empty zoo)"])
+def test_every_page_on_zoo_model(name: str, use_zoo) -> None:
+    path = DEFAULT_ZOO / name
+    if not (path / "config.json").is_file() or not (path / "weights.safetensors").is_file():
+        pytest.skip(f"{name} is not (or no longer) a whole checkpoint in models/")
+    use_zoo(DEFAULT_ZOO)
+    for page in ["Home.py", *PAGES]:
+        at = run_page(page, path)
+        clean(at)

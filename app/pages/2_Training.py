@@ -97,7 +97,7 @@ def show_sweep(path: str) -> None:
     if done.empty:
         st.info("No cell has finished yet.")
     else:
-        depths = sorted(d for d in done["depth"].dropna().unique())
+        depths = sorted(int(d) for d in done["depth"].dropna().unique())
         sub = done
         if len(depths) > 1:
             depth = st.select_slider("depth (layers) for the phase diagram", options=depths, value=depths[-1])
@@ -129,11 +129,17 @@ def show_sweep(path: str) -> None:
 
 path = sidebar("Training")
 if path:
+    from interp.checkpoint import read_config
+    from interp.errors import CheckpointError
+
     folder = Path(path)
-    if not (folder / "config.json").is_file():
-        st.error(f"No checkpoint at `{path}`: config.json is missing." if folder.is_dir()
-                 else f"No checkpoint folder at `{path}`.")
-    else:
+    try:
+        read_config(folder)  # the same checks as loading, without building the model
+        ok = True
+    except CheckpointError as e:
+        st.error(f"Cannot read this checkpoint: {e}")
+        ok = False
+    if ok:
         records = read_metrics(folder / "metrics.jsonl")
         if not records:
             st.info(f"`{folder.name}` has no training metrics (metrics.jsonl is missing or empty).")

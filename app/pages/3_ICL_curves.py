@@ -39,7 +39,7 @@ def curves_figure(ev) -> go.Figure:
 def scale_figure(sr, sat) -> go.Figure:
     """Raw squared error at the query against the scale multiplier; scale ≤ 1 (training) shaded, plateau marked."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("squared error at the query", "|prediction| vs |target|"))
-    fig.add_vrect(x0=min(sr.scales), x1=1.0, fillcolor="green", opacity=0.12, line_width=0, row=1, col=1,
+    fig.add_vrect(x0=min(sr.scales), x1=1.0, fillcolor="green", opacity=0.12, line_width=0, row=1, col=1, exclude_empty_subplots=False,
                   annotation_text="training range", annotation_position="top left")
     for method, errs in sr.errors.items():
         fig.add_trace(go.Scatter(x=sr.scales, y=errs, error_y={"type": "data", "array": sr.sems[method]}, name=method,
@@ -47,7 +47,8 @@ def scale_figure(sr, sat) -> go.Figure:
     if sat is not None:
         meta = sat.metadata
         scales = [float(s) for s in sat.ticks("scale")]
-        fig.add_hrect(y0=0, y1=meta["train_range"], fillcolor="green", opacity=0.12, line_width=0, row=1, col=2)
+        fig.add_hrect(y0=0, y1=meta["train_range"], fillcolor="green", opacity=0.12, line_width=0, row=1, col=2,
+                      exclude_empty_subplots=False)
         fig.add_trace(go.Scatter(x=scales, y=sat.scores.tolist(), name=meta.get("value_name", "|prediction|"),
                                  mode="lines+markers"), row=1, col=2)
         fig.add_trace(go.Scatter(x=scales, y=sat.extras["target_quantile"].tolist(), name="|target|",

@@ -44,7 +44,7 @@ if ckpt is not None:
     embed_html(html, height=max(650, 18 * len(tokens) + 250))
 
     st.subheader("Head types")
-    r = probe("attribute", ckpt, "Scoring head types…", method="head_types", corruption=None, n=n, seed=seed)
+    r = probe("head_types", ckpt, "Scoring head types…", n=n, seed=seed)
     if r is not None:
         types = r.ticks("type")
         kind = persistent(st.selectbox, "head type", "head_type", types[0], options=types)

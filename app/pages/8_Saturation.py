@@ -38,7 +38,8 @@ def mechanism_figure(r, title: str) -> go.Figure:
     if not sites:
         fig.add_annotation(text="no layer norm", xref="x3 domain", yref="y3 domain", x=0.5, y=0.5, showarrow=False)
     for row in (1, 2, 3):
-        fig.add_vrect(x0=scales[0], x1=1.0, fillcolor="green", opacity=0.12, line_width=0, row=row, col=1)
+        fig.add_vrect(x0=scales[0], x1=1.0, fillcolor="green", opacity=0.12, line_width=0, row=row, col=1,
+                      exclude_empty_subplots=False)
         fig.update_xaxes(type="log", row=row, col=1)
     fig.update_xaxes(title_text=f"{meta['field']} × scale", row=3, col=1)
     fig.update_layout(title=title, height=700, showlegend=False)
