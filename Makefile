@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup test dashboard bench clean
+.PHONY: setup test test-e2e dashboard bench clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The dashboard in a real browser (Playwright driving Debian's Chromium); screenshots in tests/e2e/screenshots/.
+test-e2e: setup
+	$(BIN)/pip install --quiet -e '.[e2e]'
+	command -v chromium || apt-get install -y chromium
+	ICL_E2E=1 $(BIN)/python -m pytest tests/e2e
 
 dashboard: setup
 	$(BIN)/streamlit run app/Home.py --server.headless true
