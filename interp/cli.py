@@ -85,6 +85,12 @@ def build_parser() -> Parser:
     r.add_argument("--device", default="auto")
     r.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds an unfinished run")
 
+    w = sub.add_parser("sweep", help="train a grid of runs (one checkpoint per cell) and write sweep.json")
+    w.add_argument("config", type=Path, help="a sweep file: a run config (or base: FILE) plus grid, runs, summary")
+    w.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    w.add_argument("--backend", choices=["local", "ray"], default="local")
+    w.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+
     e = sub.add_parser("eval", help="ID/OOD error against the number of examples, beside the baselines")
     e.add_argument("--ckpt", required=True, type=Path)
     e.add_argument("--n", type=int, default=512, help="sequences per split")
@@ -217,6 +223,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import load_sweep, run_sweep
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    sweep = load_sweep(args.config)  # every cell's config is checked before anything trains
+    print(f"sweep {sweep.name}: {len(sweep.cells)} cells into {sweep.runs} ({args.backend})", flush=True)
+    done = iter(range(1, len(sweep.cells) + 1))
+    summary = run_sweep(args.config, args.workers, args.backend, args.address,
+                        on_done=lambda cell, outcome: print(f"[{next(done)}/{len(sweep.cells)}] {cell.name}: {outcome}", flush=True))
+    failed = [c["name"] for c in summary["cells"] if c["status"].startswith("failed")]
+    print(f"wrote {sweep.summary}" + (f"; {len(failed)} cell(s) failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
 
@@ -312,7 +333,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)])
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "info": cmd_info, "dashboard": cmd_dashboard,
+COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "eval": cmd_eval, "info": cmd_info, "dashboard": cmd_dashboard,
             **{name: cmd_probe for name in ("patch", "attribute", "mlp", "algorithms", "geometry", "saturation", "probe")}}
 
 

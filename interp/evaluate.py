@@ -192,14 +192,15 @@ def evaluate(
     generator: torch.Generator | None = None,
     baselines: bool = True,
 ) -> EvalResult:
-    """Metric vs number of in-context examples for ``model`` (and the task's baselines) on ``task`` and ``task.ood()``."""
+    """Metric vs number of in-context examples for ``model`` (and the task's baselines) on every split of
+    ``task.eval_splits()``: ID and OOD, or He et al.'s four sets for modular tasks with held-out pairs."""
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     metric, score = metric_of(task)
     curves: list[Curve] = []
     was_training = model.training
     model.eval()
     try:
-        for split, t in (("id", task), ("ood", task.ood())):  # type: ignore[attr-defined]
+        for split, t in task.eval_splits().items():
             predictors = {"model": model_predictor(model, t)} | (baselines_for(t) if baselines else {})
             scores, xs = collect(predictors, t, n_examples, n_batches, batch_size, generator, score)
             for name, s in scores.items():

@@ -147,3 +147,24 @@ def test_corruptions_change_only_what_they_name(task, gen):
     # the linear task's corrupted labels are recomputed, not copied
     if task.name == "linear":
         assert torch.allclose(new_params.targets[:, 0::2, 0], torch.einsum("bkd,bd->bk", clean.examples, new_params.params["w"]), atol=1e-5)
+
+
+def test_parallelogram_sampling_comes_in_fours_and_splits_cleanly():
+    task = ModularTask(p=29, n_tasks=64, sampling="parallelogram", split_seed=2)
+    id_set = [tuple(v) for v in task.task_vectors.tolist()]
+    ood_set = {tuple(v) for v in task.ood().task_vectors.tolist()}
+    assert len(set(id_set)) == 64 and not set(id_set) & ood_set and len(ood_set) == 29**2 - 64
+    (a, b), (a_, b2), (a2, b_) = id_set[0], id_set[1], id_set[2]
+    assert a_ == a and b_ == b and (a2, b2) in id_set  # (a, b), (a, b'), (a', b), (a', b')
+    # every pre-training task shares its a with another task and its b with another (the parallelogram's sides)
+    assert all(sum(t[0] == a for t in id_set) >= 2 and sum(t[1] == b for t in id_set) >= 2 for a, b in id_set)
+    assert id_set != [tuple(v) for v in ModularTask(p=29, n_tasks=64).task_vectors.tolist()]
+
+
+def test_modular_eval_splits_are_he_et_als_four_sets():
+    task = ModularTask(p=7, n_tasks=10, pair_fraction=0.5)
+    splits = task.eval_splits()
+    assert list(splits) == ["id_train", "id_test", "ood_train", "ood_test"]
+    assert (splits["ood_test"].split, splits["ood_test"].pairs) == ("ood", "test")
+    assert list(ModularTask(p=7, n_tasks=10).eval_splits()) == ["id", "ood"]
+    assert list(LinearTask().eval_splits()) == ["id", "ood"]

@@ -131,6 +131,10 @@ class TaskBase:
             raise ValueError(f"corruption 'shift' needs real-valued inputs; task {self.name} has tokens")
         return self.assemble(clean.examples * shift, clean.params)
 
+    def eval_splits(self) -> dict[str, "TaskBase"]:
+        """The named evaluation sets that training logs and ``evaluate`` reports: ID and the default OOD shift."""
+        return {"id": self, "ood": self.ood()}  # type: ignore[attr-defined]
+
     def replace(self, **changes: Any) -> "TaskBase":
         """A variant of this task with some fields changed (how OOD variants are made)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

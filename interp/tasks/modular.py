@@ -19,7 +19,9 @@ from .base import Batch, TaskBase, TaskKind
 @dataclass(frozen=True)
 class ModularTask(TaskBase):
     """The p² task vectors (a, b) are split by ``split_seed`` into ``n_tasks`` pre-training tasks (``split="id"``)
-    and the held-out rest (``split="ood"``). A fraction ``pair_fraction`` of the p² (x, y) pairs is used in
+    and the held-out rest (``split="ood"``). With ``sampling="parallelogram"`` (He et al.) the pre-training
+    tasks come in parallelograms: a random (a, b) brings (a, b'), (a', b) and (a', b') with it; with
+    ``"random"`` they are a uniform draw. A fraction ``pair_fraction`` of the p² (x, y) pairs is used in
     pre-training (``pairs="train"``), the rest held out (``pairs="test"``), the same for every task."""
 
     name: ClassVar[str] = "modular"
@@ -30,6 +32,7 @@ class ModularTask(TaskBase):
     split: Literal["id", "ood"] = "id"
     pair_fraction: float = 1.0
     pairs: Literal["train", "test", "all"] = "train"
+    sampling: Literal["random", "parallelogram"] = "random"
 
     def __post_init__(self) -> None:
         if self.p < 2:
@@ -44,6 +47,8 @@ class ModularTask(TaskBase):
             raise ValueError(f"pair_fraction must be in (0, 1], got {self.pair_fraction}")
         if self.pairs not in ("train", "test", "all"):
             raise ValueError(f"pairs must be 'train', 'test' or 'all', got {self.pairs!r}")
+        if self.sampling not in ("random", "parallelogram"):
+            raise ValueError(f"sampling must be 'random' or 'parallelogram', got {self.sampling!r}")
         if self.pairs == "test" and self.pair_fraction == 1.0:
             raise ValueError("pairs='test' needs pair_fraction < 1: no (x, y) pair is held out")
 
@@ -59,8 +64,21 @@ class ModularTask(TaskBase):
         """The (a, b) of this split: [n, 2] long. ID and OOD sets are disjoint and cover Z_p²."""
         g = torch.Generator().manual_seed(self.split_seed)
         order = torch.randperm(self.p**2, generator=g)
+        if self.sampling == "parallelogram":
+            order = self.parallelogram_order(g)
         chosen = order[: self.n_tasks] if self.split == "id" else order[self.n_tasks :]
         return torch.stack([chosen // self.p, chosen % self.p], dim=-1)
+
+    def parallelogram_order(self, g: torch.Generator) -> Tensor:
+        """All p² task ids, the pre-training ones first, drawn four at a time: (a, b), (a, b'), (a', b), (a', b')."""
+        seen: dict[int, None] = {}
+        while len(seen) < self.n_tasks:
+            a, a2, b, b2 = torch.randint(self.p, (4,), generator=g).tolist()
+            for ta, tb in ((a, b), (a, b2), (a2, b), (a2, b2)):
+                seen.setdefault(ta * self.p + tb)
+        first = list(seen)[: self.n_tasks]
+        chosen = set(first)
+        return torch.tensor(first + [t for t in range(self.p**2) if t not in chosen])
 
     @cached_property
     def pair_set(self) -> Tensor:
@@ -88,6 +106,13 @@ class ModularTask(TaskBase):
         loss_mask[:, 1::3] = True  # the y positions, where z is predicted
         labels = tuple(f"{r}{i}" for i in range(n_examples) for r in ("x", "y", "z"))[:-1]
         return Batch(seq[:, :-1], seq[:, 1:], loss_mask, params, examples, labels)
+
+    def eval_splits(self) -> dict[str, "TaskBase"]:
+        """He et al.'s four sets when (x, y) pairs are held out: ID or OOD tasks × train or test pairs."""
+        if self.pair_fraction == 1.0:
+            return super().eval_splits()
+        return {f"{split}_{pairs}": self.replace(split=split, pairs=pairs)
+                for split in ("id", "ood") for pairs in ("train", "test")}
 
     def ood(self) -> "ModularTask":
         """The held-out task vectors (a, b), on the same (x, y) pairs."""

@@ -1,0 +1,101 @@
+"""interp sweep: a tiny p = 5 modular grid, end to end, locally and on a local Ray instance."""
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from interp.checkpoint import load_checkpoint
+from interp.cli import main
+from interp.config import ConfigError
+from interp.sweep import load_sweep, phase, run_sweep
+
+SWEEP = """
+name: tiny
+task: {name: modular, p: 5, n_tasks: 8, pair_fraction: 0.6, sampling: parallelogram}
+model: {n_layers: 1, n_heads: 2, d_model: 16, positional: rotary, act_fn: relu}
+train: {steps: 12, n_examples: 8, eval_every: 6, eval_size: 32, batch_size: 16}
+grid:
+  model.n_layers: [1, 2]
+runs: runs/tiny
+summary: out/sweep.json
+"""
+
+
+@pytest.fixture
+def sweep_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(SWEEP)
+    return tmp_path / "tiny.yaml"
+
+
+def last_shot_accuracy(path: Path, split: str, n: int = 512, seed: int = 0) -> float:
+    """Recomputed here without interp.sweep: exact match at the last z of ``n`` sequences of ``split``."""
+    ckpt = load_checkpoint(path)
+    task = ckpt.task.eval_splits()[split]
+    batch = task.sample(n, ckpt.train["n_examples"], torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        pred = ckpt.model(batch.inputs).argmax(-1)
+    return (pred[:, -1] == batch.targets[:, -1]).float().mean().item()
+
+
+def test_sweep_trains_every_cell_and_its_summary_matches_the_checkpoints(sweep_file, tmp_path, capsys):
+    assert main(["sweep", str(sweep_file), "--workers", "2"]) == 0
+    summary = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert summary["axes"] == {"model.n_layers": [1, 2]}
+    assert [c["name"] for c in summary["cells"]] == ["n_layers=1", "n_layers=2"]
+    for cell in summary["cells"]:
+        assert cell["status"] == "done" and set(cell["final"]) == {"id_train_acc", "id_test_acc", "ood_train_acc", "ood_test_acc"}
+        ckpt = load_checkpoint(tmp_path / cell["ckpt"])
+        assert ckpt.spec.n_layers == cell["params"]["model.n_layers"] and ckpt.task.sampling == "parallelogram"
+        assert cell["final"]["ood_test_acc"] == ckpt.metrics[-1]["ood_test_acc"]
+        assert cell["ood_acc_last_shot"] == pytest.approx(last_shot_accuracy(tmp_path / cell["ckpt"], "ood_test"))
+        assert cell["best"]["ood_test_acc"] == max(m["ood_test_acc"] for m in ckpt.metrics)
+        assert cell["curve"]["step"] == [6, 12] and cell["phase"] == phase(cell["final"])
+    # run again: finished cells are skipped, and nothing changes
+    assert main(["sweep", str(sweep_file)]) == 0
+    assert capsys.readouterr().out.count(": skipped") == 2
+    # a finished cell of another config is refused, not overwritten
+    sweep_file.write_text(SWEEP.replace("steps: 12", "steps: 13"))
+    assert main(["sweep", str(sweep_file), "--workers", "1"]) == 1
+    again = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert all("another config" in c["status"] for c in again["cells"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'icl-interp[ray]')")
+def test_ray_backend_runs_the_same_cells(sweep_file, tmp_path):
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    try:
+        summary = run_sweep(sweep_file, backend="ray")
+    finally:
+        ray.shutdown()
+    assert [c["status"] for c in summary["cells"]] == ["done", "done"]
+    for cell in summary["cells"]:
+        assert cell["ood_acc_last_shot"] == pytest.approx(last_shot_accuracy(tmp_path / cell["ckpt"], "ood_test"))
+
+
+def test_bad_sweep_files_name_the_problem(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(SWEEP.replace("model.n_layers", "n_layers"))
+    with pytest.raises(ConfigError, match="must start with task., model. or train."):
+        load_sweep(tmp_path / "s.yaml")
+    (tmp_path / "s.yaml").write_text(SWEEP.replace("[1, 2]", "[1, 2]\n  task.n_tasks: [30]"))
+    with pytest.raises(ConfigError, match=r"\[n_layers=1,n_tasks=30\].*n_tasks"):
+        load_sweep(tmp_path / "s.yaml")
+
+
+@pytest.mark.parametrize("accs, expected", [
+    ((1.0, 0.1, 0.1, 0.1), "id_memorization"),
+    ((1.0, 0.9, 0.1, 0.1), "id_generalization"),
+    ((1.0, 0.3, 0.9, 0.2), "ood_memorization"),
+    ((1.0, 0.9, 0.9, 0.8), "ood_generalization"),
+    ((0.1, 0.1, 0.1, 0.1), "not_learned"),
+])
+def test_phase_names_follow_he_et_al(accs, expected):
+    keys = ("id_train_acc", "id_test_acc", "ood_train_acc", "ood_test_acc")
+    assert phase(dict(zip(keys, accs))) == expected
+    assert phase({"id_error": 0.1, "ood_error": 0.2}) is None
