@@ -1,0 +1,187 @@
+"""Measure the shipped regression models and write each one's CARD.md and card.json, the figures in
+docs/figures/, and the table in models/README.md.
+
+    python scripts/zoo_cards.py [name ...]     # default: every model in models/ with a config in configs/zoo/
+
+Every number comes from the checkpoint on a fixed seed (512 sequences unless said otherwise), so a rerun
+reproduces the cards exactly; tests/test_zoo.py checks each card's headline against a fresh evaluation.
+The modular models' cards are written by scripts/modular_cards.py.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from interp import load  # noqa: E402
+from interp.cards import HEADLINES, error_curves, kx_sweep, measure  # noqa: E402
+from interp.checkpoint import Checkpoint  # noqa: E402
+from interp.config import load_run  # noqa: E402
+from interp.evaluate import EvalResult, error_vs_scale  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS, CONFIGS, FIGURES = ROOT / "models", ROOT / "configs" / "zoo", ROOT / "docs" / "figures"
+N, SEED = 512, 0
+TOLERANCE = {"rel": 0.02, "abs": 1e-3}  # a fresh evaluation on the same seed must land this close
+
+# What each family's card sets beside our numbers (SCIENCE.md; marked there as the paper's or approximate).
+PAPER = {
+    "linear": "Garg et al.: the transformer tracks least squares, whose error is ~0 once k >= d; the error grows "
+              "when x is scaled by 2 or 3 (their standard 12-layer model, d = 20, 500k steps).",
+    "polynomial": "Naim & Asher: near-0 error inside the training distribution, also for held-out polynomial classes "
+                  "(ICL1); trained on N(0, 1) coefficients and tested at σ = 1..10 the squared error is ~0 for σ <= 2 "
+                  "and grows after (12L8H: 0.0 at σ = 1, 3.14 at σ = 5, 73.93 at σ = 10; zero predictor 128.52 at σ = 10).",
+    "linear1d": "Naim & Asher: trained on a, b, x ~ U(-5, 5), predictions saturate at ≈ ±30 (= 5·5 + 5) once f(x) "
+                "leaves the training range; layer norm and softmax are the cause.",
+    "complex-zeros": "Naim & Asher: the same training lets small models find zeros of complex polynomials from samples "
+                     "(no number given in SCIENCE.md).",
+    "kernel": "Cheng, Chen & Sra: with no MLP and no LN, each attention layer is a step of functional gradient descent; "
+              "the activation matching the data kernel wins and approaches the Bayes-optimal kernel regression.",
+}
+
+
+def family(name: str) -> str:
+    return next(f for f in ("linear1d", "linear", "poly", "complex-zeros", "kernel") if name.startswith(f)).replace("poly", "polynomial")
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    cols = list(rows[0])
+    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols), *("| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows)]
+
+
+def curve_rows(result: EvalResult, shots: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for c in result.curves:
+        at = {k: m for k, m in zip(c.shots, c.mean)}
+        rows.append({"split": c.split, "method": c.method, **{f"k={k}": at[k] for k in shots if k in at}})
+    return rows
+
+
+def pick_shots(result: EvalResult) -> list[int]:
+    shots = result.curves[0].shots
+    return sorted({shots[0], 1, 2, 3, 5, 8, 10, 15, shots[-1]} & set(shots))
+
+
+def icl_figure(name: str, result: EvalResult, path: Path, split: str = "id") -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for c in result.curves:
+        if c.split == split:
+            ax.plot(c.shots, c.mean, marker="o" if c.method == "model" else None, lw=2.5 if c.method == "model" else 1.2, label=c.method)
+    ax.set(xlabel="in-context examples k", ylabel=result.metric.replace("_", " "), title=f"{name} ({split})", yscale="log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def scale_rows(ckpt: Checkpoint, field: str, scales: list[float], normalise: bool) -> list[dict[str, Any]]:
+    res = error_vs_scale(ckpt.model, ckpt.task, scales, int(ckpt.train["n_examples"]), field=field, n_batches=2,
+                         batch_size=256, generator=torch.Generator().manual_seed(SEED), baselines=True)
+    rows = []
+    for j, s in enumerate(scales):
+        zero = res.errors["zero"][j]
+        row: dict[str, Any] = {field: s * getattr(ckpt.task, field)}
+        for m in ("model", "least_squares", "poly_ls", "zero"):
+            if m in res.errors and not (normalise and m == "zero"):
+                row[m] = res.errors[m][j] / zero if normalise else res.errors[m][j]
+        rows.append(row)
+    return rows
+
+
+def card(name: str) -> dict[str, Any]:
+    """Measure ``models/<name>`` and write its CARD.md, card.json and figures; returns card.json's content."""
+    ckpt = load(MODELS / name)
+    run = load_run(CONFIGS / f"{name}.yaml")
+    fam = family(name)
+    result = error_curves(ckpt, n=N, seed=SEED)
+    shots = pick_shots(result)
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    icl_figure(name, result, FIGURES / f"{name}-icl.png")
+    headline = "kx_boundary" if fam == "linear1d" else "id_error_last"
+    value = measure(ckpt, headline, n=N, seed=SEED)
+    n_params = sum(p.numel() for p in ckpt.model.parameters())
+    t = ckpt.train
+    lines = [
+        f"# {name}", "", run.purpose or "", "",
+        f"**Headline:** {HEADLINES[headline][0]} = **{value:.4g}** ({N} sequences, seed {SEED}).", "",
+        f"- made by: `interp train --config configs/zoo/{name}.yaml --out models/{name}`",
+        f"- training: {t.get('steps_done')} steps in {t.get('wall_s', float('nan')) / 60:.1f} min on {t.get('hardware', 'unknown')}",
+        f"- task: `{ckpt.task.describe()}`, {t['n_examples']} examples a sequence",
+        f"- model: {ckpt.spec.n_layers} layers, {ckpt.spec.n_heads} heads, d_model {ckpt.spec.d_model}, "
+        f"{'attention-only' if ckpt.spec.attn_only else 'with MLPs'}, normalization {ckpt.spec.normalization}, "
+        f"{ckpt.spec.scoring} attention, {ckpt.spec.positional} positions; {n_params:,} parameters",
+        f"- paper: {PAPER[fam]}", "",
+        f"## Error against the number of in-context examples ({result.metric.replace('_', ' ')})", "",
+        f"`interp eval --ckpt models/{name}` gives the same table. ![ICL curve](../../docs/figures/{name}-icl.png)", "",
+        *table(curve_rows(result, shots)), "",
+    ]
+    extra: dict[str, Any] = {}
+    if fam == "linear":
+        rows = scale_rows(ckpt, "x_scale", [1 / 3, 1 / 2, 1, 2, 3], normalise=True)
+        extra["x_scale"] = rows
+        lines += ["## Scaled inputs (Garg's shift test)", "",
+                  "x scaled by s in context and query; normalised error at the last shot.", "", *table(rows), ""]
+    if fam == "polynomial":
+        unseen = error_curves(ckpt, ckpt.task.replace(degrees=(4,)), n=N, seed=SEED)
+        rows = [r for r in curve_rows(unseen, pick_shots(unseen)) if r["split"] == "id" and r["method"] in ("model", "poly_ls", "least_squares")]
+        sigma = scale_rows(ckpt, "coef_scale", [float(s) for s in range(1, 11)], normalise=False)
+        extra |= {"unseen_degree4": rows, "sigma_sweep": sigma}
+        lines += ["## Unseen class: degree 4", "", "Trained on degrees 0-3; tested on degree-4 Chebyshev polynomials.", "",
+                  *table(rows), "", "## Coefficient scale σ = 1..10 (Naim & Asher's table)", "",
+                  "Raw squared error at the last shot; `zero` is the zero predictor's (the mean squared target).", "",
+                  *table(sigma), ""]
+    if fam == "linear1d":
+        kx = kx_sweep(ckpt, n=N, seed=SEED)
+        extra["kx"] = kx
+        rows = [{"k": k, "|target| q99": tq, "|prediction| q99": pq, "mean target (f > 0)": tm, "mean prediction (f > 0)": pm}
+                for k, tq, pq, tm, pm in zip(kx["k"], kx["target_q99"], kx["pred_q99"], kx["target_pos_mean"], kx["pred_pos_mean"])]
+        lines += ["## Predictions on f(x) = k·x (boundary values)", "",
+                  f"Context and query x ~ U(-5, 5) as in training; the largest |prediction| is B = {kx['boundary']:.3g}. "
+                  "Training targets reach |f| <= 30.", "", *table(rows), ""]
+    body = "\n".join(lines)
+    (MODELS / name / "CARD.md").write_text(body)
+    content = {"name": name, "family": fam, "headline": {"metric": headline, "label": HEADLINES[headline][0], "value": value,
+                                                         "n": N, "seed": SEED, "tolerance": TOLERANCE},
+               "params": n_params, "wall_s": t.get("wall_s"), "hardware": t.get("hardware"), "steps": t.get("steps_done"),
+               "curves": {f"{c.split}/{c.method}": {"shots": c.shots, "mean": c.mean} for c in result.curves}, **extra}
+    (MODELS / name / "card.json").write_text(json.dumps(content, indent=1))
+    return content
+
+
+def kx_figure(cards: dict[str, dict[str, Any]]) -> None:
+    trio = {n: c for n, c in cards.items() if n.startswith("linear1d")}
+    if not trio:
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    first = next(iter(trio.values()))["kx"]
+    ax.plot(first["k"], first["target_q99"], "k:", label="|target| (0.99 quantile)")
+    for n, c in trio.items():
+        ax.plot(c["kx"]["k"], c["kx"]["pred_q99"], marker="o", label=f"{n} (B={c['kx']['boundary']:.3g})")
+    ax.axhline(30, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="slope k of f(x) = k·x", ylabel="|prediction| at the query (0.99 quantile)", title="boundary values")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "linear1d-boundary.png", dpi=110)
+    plt.close(fig)
+
+
+def main(names: list[str]) -> None:
+    torch.set_num_threads(1)
+    names = names or sorted(p.stem for p in CONFIGS.glob("*.yaml") if (MODELS / p.stem / "config.json").is_file())
+    cards = {}
+    for name in names:
+        cards[name] = card(name)
+        print(f"{name}: {cards[name]['headline']['label']} = {cards[name]['headline']['value']:.4g}", flush=True)
+    kx_figure({n: json.loads((MODELS / n / "card.json").read_text()) for n in sorted(p.parent.name for p in MODELS.glob("linear1d*/card.json"))})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

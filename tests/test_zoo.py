@@ -1,0 +1,52 @@
+"""Every shipped checkpoint loads, reproduces its card's headline on the card's seed, and matches its config."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from interp import load
+from interp.cards import measure
+from interp.config import load_run, run_from_dict, same_run
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+SHIPPED = sorted(p.parent.name for p in MODELS.glob("*/config.json"))
+CONFIGS = {p.stem: p for p in ROOT.glob("configs/**/*.yaml")}
+
+
+def test_the_zoo_is_small_and_every_model_has_a_card():
+    assert SHIPPED, "no checkpoints in models/"
+    size = sum(f.stat().st_size for f in MODELS.rglob("*") if f.is_file())
+    assert size < 60e6, f"the zoo is {size / 1e6:.1f} MB; keep it under 60 MB"
+    listed = (MODELS / "README.md").read_text()
+    for name in SHIPPED:
+        assert (MODELS / name / "CARD.md").is_file() and (MODELS / name / "card.json").is_file(), name
+        assert f"[{name}]" in listed, f"{name} is missing from models/README.md"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_headline_matches_a_fresh_evaluation(name):
+    ckpt = load(MODELS / name)
+    card = json.loads((MODELS / name / "card.json").read_text())
+    head = card["headline"]
+    shown = re.search(r"\*\*Headline:\*\*.*= \*\*([-0-9.e+]+)\*\*", (MODELS / name / "CARD.md").read_text())
+    assert shown and float(shown.group(1)) == pytest.approx(head["value"], rel=1e-3), "CARD.md and card.json disagree"
+    fresh = measure(ckpt, head["metric"], n=head["n"], seed=head["seed"])
+    assert fresh == pytest.approx(head["value"], rel=head["tolerance"]["rel"], abs=head["tolerance"]["abs"])
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_config_reproduces_the_checkpoint_spec(name):
+    ckpt = load(MODELS / name)
+    saved = run_from_dict(json.loads((MODELS / name / "config.json").read_text()))
+    assert saved.spec == ckpt.spec and saved.task == ckpt.task
+    config = CONFIGS.get(card_config(name))
+    assert config is not None, f"no config file for {name}"
+    assert same_run(load_run(config), saved), f"{config} no longer describes models/{name}"
+
+
+def card_config(name: str) -> str:
+    """The config file a model card names (``--config configs/.../<stem>.yaml``)."""
+    made_by = re.search(r"--config configs/\S*?([^/\s]+)\.yaml", (MODELS / name / "CARD.md").read_text())
+    return made_by.group(1) if made_by else name
