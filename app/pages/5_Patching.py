@@ -72,6 +72,14 @@ if ckpt is not None:
                    f"{meta.get('n_sequences')} sequences, {meta.get('n_patched_runs')} patched runs")
         z, xs, ys, x_title, y_title, index = grid(r, layer)
         fig = heatmap(z, xs, ys, f"patching {site} ({direction}, {corruption})", x_title, y_title)
+        # Plotly heatmaps send no selection events, so an invisible marker sits on every cell to take the click.
+        fig.update_traces(hoverinfo="skip", hovertemplate=None, selector={"type": "heatmap"})
+        fig.add_trace(go.Scatter(
+            x=[x for _ in ys for x in xs], y=[y for y in ys for _ in xs], mode="markers", showlegend=False,
+            marker={"symbol": "square", "size": 16, "opacity": 0}, customdata=[v for row in z for v in row],
+            hovertemplate=f"{y_title}=%{{y}}<br>{x_title}=%{{x}}<br>value=%{{customdata:.4g}}<extra></extra>"))
+        fig.update_xaxes(range=[-0.5, len(xs) - 0.5])
+        fig.update_yaxes(range=[len(ys) - 0.5, -0.5], autorange=False)
         event = st.plotly_chart(fig, key="patch_heatmap", on_select="rerun", selection_mode="points")
 
         cells = [(i, j) for i in range(len(ys)) for j in range(len(xs))]

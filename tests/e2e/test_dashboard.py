@@ -136,6 +136,14 @@ def pick(kind: str, regression: bool = False) -> str | None:
     return found[0].name if found else None
 
 
+def model_shape(name: str) -> tuple[int, int]:
+    """(layers, positions) of a modular zoo model, from its config.json: k examples are 3k - 1 tokens."""
+    import json
+
+    config = json.loads((REPO / "models" / name / "config.json").read_text())
+    return config["model"]["n_layers"], 3 * config["train"]["n_examples"] - 1
+
+
 def test_every_page_in_chromium(page, server) -> None:
     pg = page
     pg.goto(server)
@@ -159,18 +167,22 @@ def test_every_page_in_chromium(page, server) -> None:
             # circuitsvis renders its React view inside the iframe: head selectors and the pattern grid
             frame.locator("text=/L0H0/").first.wait_for(state="visible", timeout=60_000)
         if file == "5_Patching.py":
+            DOCS_SHOT.parent.mkdir(exist_ok=True)  # the README's picture: the strongest cell's spread
+            pg.screenshot(path=str(DOCS_SHOT), full_page=False)
             # click a heatmap cell: the per-example distribution follows the clicked component
-            heat = charts.first.locator(".nsewdrag").first
+            # (default view: resid_pre, layer x position; click the first position of the last layer)
+            n_layers, n_pos = model_shape(model)
+            heat = charts.first.locator(".heatmaplayer image").first
             box = heat.bounding_box()
-            pg.mouse.click(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.75)
+            pg.mouse.move(box["x"] + box["width"] * 0.5 / n_pos, box["y"] + box["height"] * (1 - 0.5 / n_layers))
+            pg.mouse.click(box["x"] + box["width"] * 0.5 / n_pos, box["y"] + box["height"] * (1 - 0.5 / n_layers))
             settle(pg)
             no_exception(pg, label + " after a click")
+            titles = [t for t in pg.locator(".gtitle").all_text_contents() if t and "per-example" in t]
+            assert titles == [f"layer {n_layers - 1} · pos x0: per-example normalised effect"], titles
             assert pg.locator('[data-testid="stDownloadButton"]').count() == 2
         name = file.removesuffix(".py").lower()
         pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-        if file == "5_Patching.py":
-            DOCS_SHOT.parent.mkdir(exist_ok=True)
-            pg.screenshot(path=str(DOCS_SHOT), full_page=False)
 
 
 def test_regression_pages_in_chromium(page, server) -> None:
