@@ -86,10 +86,9 @@ if ckpt is not None:
         cols[0].metric("training range R", f"{m['train_range']:.3g}")
         cols[1].metric("plateau B", "—" if b is None or not math.isfinite(b) else f"{b:.3g}")
         cols[2].metric("B / R", f"{m.get('boundary_over_range', float('nan')):.3g}")
-        cols[3].metric("saturated", str(m.get("saturated")))
-        left, right = st.columns([3, 2])
-        left.plotly_chart(r.figure(), key="saturation")
-        right.plotly_chart(mechanism_figure(r, "mechanism at the query"), key="mechanism")
+        cols[3].metric("saturated", {True: "yes", False: "no"}.get(m.get("saturated"), "—"))
+        st.plotly_chart(r.figure(), key="saturation")
+        st.plotly_chart(mechanism_figure(r, "mechanism at the query: entropy, max weight, LN scale"), key="mechanism")
 
     st.subheader("Variants on the same task")
     variants = same_task(ckpt)
