@@ -225,7 +225,8 @@ def run_probe(name: str, path: str, fp: str, args_json: str) -> Any:
         return error_vs_scale(ckpt.model, ckpt.task, n_examples=ckpt.train["n_examples"],
                               generator=__import__("torch").Generator().manual_seed(args.pop("seed", 0)), **args)
     if name == "compare_saturation":
-        models = {k: _load(p, fingerprint(p)) for k, p in args.pop("models").items()}
+        # models: name -> [path, fingerprint], so a retrained variant is a new cache key too
+        models = {k: _load(p, f) for k, (p, f) in args.pop("models").items()}
         return interp.compare_saturation(models, **args)
     if name == "attention":
         return attention_pattern(ckpt, **args)

@@ -15,7 +15,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import describe, is_regression, load, persistent, probe, settings, sidebar, zoo_entries  # noqa: E402
+from common import describe, fingerprint, is_regression, load, persistent, probe, settings, sidebar, zoo_entries  # noqa: E402
 
 SCALES = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]  # kernel tasks cannot sample a GP much beyond 16x
 
@@ -103,7 +103,8 @@ if ckpt is not None:
             chosen = st.multiselect("compare with", others, default=others[:3], key="sat_compare")
         if chosen:
             models = {name: str(ckpt.path), **{v: variants[v] for v in chosen}}
-            cmp = probe("compare_saturation", ckpt, "Comparing variants…", models=models, scales=SCALES,
+            cmp = probe("compare_saturation", ckpt, "Comparing variants…", scales=SCALES,
+                        models={k: [p, fingerprint(p)] for k, p in models.items()},
                         field=field, n=n_sat, seed=seed)
             if cmp is not None:
                 st.plotly_chart(cmp.figure(), key="saturation_compare")
