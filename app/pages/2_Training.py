@@ -92,10 +92,13 @@ def show_sweep(path: str) -> None:
         st.info("This sweep has no cells yet.")
         return
     frame = pd.DataFrame(rows)
-    done = frame[frame["phase"].notna() | frame["ood_acc"].notna()]
+    done = frame[(frame["status"] == "done") | frame["phase"].notna() | frame["ood_acc"].notna()]
     st.caption(f"{len(frame)} cells, {len(done)} with results")
     if done.empty:
         st.info("No cell has finished yet.")
+    elif done["n_id"].isna().all() or done["alpha"].isna().all():
+        st.info("The phase diagram needs the axes task.n_tasks and task.pair_fraction; this sweep varies "
+                + ", ".join(sweep.get("axes") or {}) + ".")
     else:
         depths = sorted(int(d) for d in done["depth"].dropna().unique())
         sub = done
@@ -116,7 +119,7 @@ def show_sweep(path: str) -> None:
         fig = go.Figure()
         for cell in sweep.get("cells") or []:
             curve = (cell or {}).get("curve") or {}
-            key = next((k for k in ("ood_test_acc", "ood_acc") if k in curve), None)
+            key = next((k for k in ("ood_test_acc", "ood_acc", *sorted(curve)) if k in curve and k.startswith("ood_")), None)
             if key and curve.get("step"):
                 fig.add_trace(go.Scatter(x=curve["step"], y=curve[key], mode="lines", name=cell.get("name", "?")))
         if fig.data:
