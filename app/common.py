@@ -337,3 +337,19 @@ def embed_html(html: str, height: int) -> None:
         components.html(html, height=height, scrolling=True)
     else:  # pragma: no cover - newer Streamlit
         st.iframe(html, height=height)
+
+
+def without_webgl(fig):
+    """The figure with WebGL traces (Scattergl) drawn as SVG ones: a browser without a GPU renders WebGL in
+    software, seconds per chart, while a few thousand SVG markers draw in milliseconds."""
+    import plotly.graph_objects as go
+
+    data = []
+    for trace in fig.data:
+        if trace.type == "scattergl":
+            spec = trace.to_plotly_json()
+            spec.pop("type", None)
+            trace = go.Scatter(**spec)
+        data.append(trace)
+    out = go.Figure(data=data, layout=fig.layout)
+    return out

@@ -13,6 +13,11 @@ Goals (issue 7): Home's first render under 5 s; switching to an already-computed
     the median.
 AppTest runs the script as the server does but sends no websocket messages and draws nothing, so a browser adds
 its own rendering time (plotly, and circuitsvis's 1.3 MB bundle on Attention) on top of these numbers.
+(c) With Chromium at /usr/bin/chromium and Playwright installed (the `e2e` extra), the same in a real browser:
+    `streamlit run app/Home.py` is started, Home is opened (timed from the request to the end of the script run
+    with the zoo table drawn, server already up), the model is set to the first zoo model, every page is visited
+    once through the sidebar, then visited again: each second visit is timed from the click to the end of the
+    run with its charts drawn.
 Ratios are goal / measured: above 1 means the goal is met.
 """
 from __future__ import annotations
@@ -73,6 +78,66 @@ def run_page(script: Path, ckpt: Path, n: int) -> float:
     return dt
 
 
+def browser_times(n: int) -> tuple[float, dict[str, float]] | None:
+    """(Home's first render, {page: warm switch}) in Chromium, seconds; None without Chromium or Playwright."""
+    chromium = Path("/usr/bin/chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    if not chromium.exists():
+        return None
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "streamlit"), "run", str(APP / "Home.py"),
+                             "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "ICL_INTERP_ZOO": str(REPO / "models")})
+    idle = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+    try:
+        for _ in range(180):
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(chromium), args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--no-first-run"])
+            pg = browser.new_page(viewport={"width": 1500, "height": 1000})
+            pg.set_default_timeout(300_000)
+            t = time.perf_counter()
+            pg.goto(url)
+            pg.wait_for_selector('[data-testid="stDataFrame"]')
+            pg.wait_for_selector(idle)
+            home = time.perf_counter() - t
+            labels = [a.inner_text() for a in pg.locator('[data-testid="stSidebarNav"] a').all()]
+            switch: dict[str, float] = {}
+            for visit in (0, 1):
+                for label in labels:
+                    t = time.perf_counter()
+                    pg.locator('[data-testid="stSidebarNav"] a').filter(has_text=label).first.click()
+                    pg.wait_for_timeout(50)
+                    pg.wait_for_selector(idle)
+                    pg.wait_for_function("() => !document.querySelector('[data-testid=\"stSpinner\"]')")
+                    if pg.locator('[data-testid="stPlotlyChart"]').count():
+                        pg.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', state="attached")
+                    if visit:
+                        switch[label] = time.perf_counter() - t
+            browser.close()
+        return home, switch
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
 
@@ -120,6 +185,16 @@ def main() -> None:
     print(f"  ratio: {SWITCH_GOAL_S / again[worst]:.1f}x  (goal {SWITCH_GOAL_S:g} s, slowest page)")
     by_page = {p.stem: max(v for (m, q), v in again.items() if q == p.stem) for p in pages}
     print("  slowest switch per page: " + ", ".join(f"{k} {v:.3f}" for k, v in by_page.items()))
+    got = browser_times(args.n)
+    if got is None:
+        print("\nbrowser: skipped (no /usr/bin/chromium or no Playwright; `make test-e2e` installs both)")
+    else:
+        home, switch = got
+        worst = max(switch, key=switch.get)
+        print(f"\nbrowser (Chromium), Home first render, server up: {home:.2f} s  ratio: {HOME_GOAL_S / home:.1f}x")
+        print(f"browser page switch, already computed (the default model, via the sidebar): max {switch[worst]:.3f} s "
+              f"({worst}), median {statistics.median(switch.values()):.3f} s  ratio: {SWITCH_GOAL_S / switch[worst]:.1f}x")
+        print("  per page: " + ", ".join(f"{k} {v:.2f}" for k, v in switch.items()))
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
 
 

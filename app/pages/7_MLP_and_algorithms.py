@@ -63,6 +63,11 @@ if ckpt is not None:
             n_neurons = neurons.scores.shape[0]
             n_clustered = int((neurons.extras["cluster"] >= 0).sum())
             right.caption(f"{n_clustered} of {n_neurons} neurons are in a frequency cluster")
+            clusters = neurons.metadata.get("clusters") or {}
+            if clusters:
+                right.dataframe(pd.DataFrame({"frequency": list(clusters), "neurons": [len(v) for v in clusters.values()],
+                                              "members": [", ".join(map(str, v[:24])) + (" …" if len(v) > 24 else "")
+                                                          for v in clusters.values()]}), hide_index=True)
             loss = res["loss"]
             st.dataframe(loss.to_frame(), hide_index=True)
 

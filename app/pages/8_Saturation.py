@@ -15,7 +15,8 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import describe, fingerprint, is_regression, load, persistent, probe, settings, sidebar, zoo_entries  # noqa: E402
+from common import (  # noqa: E402
+    describe, fingerprint, is_regression, load, persistent, probe, settings, sidebar, without_webgl, zoo_entries)  # noqa: E402
 
 SCALES = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]  # kernel tasks cannot sample a GP much beyond 16x
 
@@ -87,7 +88,7 @@ if ckpt is not None:
         cols[1].metric("plateau B", "—" if b is None or not math.isfinite(b) else f"{b:.3g}")
         cols[2].metric("B / R", f"{m.get('boundary_over_range', float('nan')):.3g}")
         cols[3].metric("saturated", {True: "yes", False: "no"}.get(m.get("saturated"), "—"))
-        st.plotly_chart(r.figure(), key="saturation")
+        st.plotly_chart(without_webgl(r.figure()), key="saturation")
         st.plotly_chart(mechanism_figure(r, "mechanism at the query: entropy, max weight, LN scale"), key="mechanism")
 
     st.subheader("Variants on the same task")
