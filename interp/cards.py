@@ -66,7 +66,7 @@ def kx_sweep(ckpt: Checkpoint, slopes: Sequence[float] = KX_SLOPES, n: int = 256
 
 HEADLINES: dict[str, tuple[str, Callable[[Checkpoint, int, int], float]]] = {
     "id_error_last": ("ID error at the last shot (squared error / zero predictor's)", lambda c, n, s: last_shot(c, "id", n, s)),
-    "kx_boundary": ("boundary value B: the largest 0.99 quantile of |prediction| on f(x) = k·x, k <= 20",
+    "kx_boundary": ("boundary value B (largest 0.99 quantile of the prediction magnitude on f(x) = k·x, k ≤ 20)",
                     lambda c, n, s: kx_sweep(c, n=n, seed=s)["boundary"]),
     "ood_acc_last_shot": ("OOD accuracy at the last shot (held-out (a, b), held-out pairs)",
                           lambda c, n, s: last_shot(c, "ood_test" if "ood_test" in c.task.eval_splits() else "ood", n, s)),

@@ -32,6 +32,7 @@ class TrainingDiverged(ValueError):
 
 
 RESUME_TENSORS, RESUME_STATE = "resume/state.safetensors", "resume/state.json"
+LAST_WEIGHTS = "last.safetensors"  # with keep_best, the weights at the last step, beside the best ones
 
 
 @dataclass(frozen=True)
@@ -296,10 +297,12 @@ def train(
             state["wall_s"] = time.perf_counter() - started
             save_progress()
     bar.close()
+    last: dict[str, Any] = {}
     if cfg.keep_best and best_weights is not None:
+        last = {LAST_WEIGHTS: {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         model.load_state_dict(best_weights)
     train_info = cfg.to_dict() | {"best_step": state["best_step"], "steps_done": state["step"],
                                   "wall_s": round(time.perf_counter() - started, 1), "hardware": hardware(device)}
     if out is not None:
-        save_checkpoint(out, model, spec, task, train_info, metrics)
+        save_checkpoint(out, model, spec, task, train_info, metrics, last)
     return Checkpoint(model.eval(), spec, task, train_info, metrics, out)

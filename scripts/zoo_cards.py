@@ -173,6 +173,25 @@ def kx_figure(cards: dict[str, dict[str, Any]]) -> None:
     plt.close(fig)
 
 
+def zoo_readme() -> None:
+    """models/README.md: one row per shipped model (every folder with a card.json) with its headline."""
+    rows = ["# The model zoo", "",
+            "Every folder is one checkpoint (config.json, weights.safetensors, metrics.jsonl) with its CARD.md and card.json.",
+            "Regression cards are written by `python scripts/zoo_cards.py`, modular ones by `python scripts/modular_cards.py`;",
+            "`tests/test_zoo.py` re-measures every headline on the card's seed. The reproduction report is docs/REPRODUCTION.md.", "",
+            "| model | task | layers × heads × width | headline | value | training |", "|---|---|---|---|---|---|"]
+    for path in sorted(MODELS.glob("*/card.json")):
+        c = json.loads(path.read_text())
+        ckpt_cfg = json.loads((path.parent / "config.json").read_text())
+        m, h = ckpt_cfg["model"], c["headline"]
+        arch = f"{m['n_layers']} × {m['n_heads']} × {m['d_model']}" + (", attn-only" if m["attn_only"] else "")
+        arch += "" if m["normalization"] == "LN" else f", norm {m['normalization']}"
+        arch += "" if m["scoring"] == "softmax" else f", {m['scoring']} attn"
+        rows.append(f"| [{c['name']}]({c['name']}/CARD.md) | {ckpt_cfg['task']['name']} | {arch} | {h['label']} | "
+                    f"{h['value']:.4g} | {c['steps']} steps, {(c.get('wall_s') or 0) / 60:.0f} min |")
+    (MODELS / "README.md").write_text("\n".join(rows) + "\n")
+
+
 def main(names: list[str]) -> None:
     torch.set_num_threads(1)
     names = names or sorted(p.stem for p in CONFIGS.glob("*.yaml") if (MODELS / p.stem / "config.json").is_file())
@@ -180,6 +199,7 @@ def main(names: list[str]) -> None:
     for name in names:
         cards[name] = card(name)
         print(f"{name}: {cards[name]['headline']['label']} = {cards[name]['headline']['value']:.4g}", flush=True)
+    zoo_readme()
     kx_figure({n: json.loads((MODELS / n / "card.json").read_text()) for n in sorted(p.parent.name for p in MODELS.glob("linear1d*/card.json"))})
 
 

@@ -62,6 +62,12 @@ def test_keep_best_and_early_stopping(tmp_path):
 
     evals = eval_batches(task, cfg, torch.device("cpu"))
     assert math.isclose(score(ckpt.model, evals["ood"])["error"], objectives[best], rel_tol=1e-5)
+    # ... and the weights of the last step are kept beside them
+    from interp.checkpoint import load_weights, read_tensors
+
+    last = ModelSpec.for_task(task, 6, n_layers=1, d_model=16).build()
+    load_weights(last, read_tensors(tmp_path / "m" / "last.safetensors"), tmp_path / "m")
+    assert math.isclose(score(last, evals["ood"])["error"], objectives[-1], rel_tol=1e-5)
 
 
 def test_divergence_is_a_clear_error_and_leaves_no_checkpoint(tmp_path):
