@@ -8,6 +8,8 @@
       task.pair_fraction: [0.4, 0.8]
       model.n_layers: [2]
       train.seed: [0]
+      pair:                              # an axis of mappings sets several keys together (zipped axes)
+        - {task.kernel: exp, model.scoring: exp}
     runs: runs/modular-phase             # one checkpoint folder per cell
     summary: models/modular-phase/sweep.json
 
@@ -56,8 +58,10 @@ class Sweep:
 
 
 def cell_name(params: dict[str, Any]) -> str:
-    """``n_tasks=32,pair_fraction=0.6,n_layers=2,seed=0``: the last part of each dotted key, in grid order."""
-    return ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
+    """``n_tasks=32,pair_fraction=0.6,n_layers=2,seed=0``: the last part of each dotted key, in grid order; an
+    axis of mappings shows its values joined by "-" (``pair=exp-exp``)."""
+    show = lambda v: "-".join(map(str, v.values())) if isinstance(v, dict) else v  # noqa: E731
+    return ",".join(f"{k.rsplit('.', 1)[-1]}={show(v)}" for k, v in params.items())
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -81,7 +85,10 @@ def load_sweep(path: str | Path) -> Sweep:
     for values in itertools.product(*grid.values()):
         params = dict(zip(grid, values))
         label = cell_name(params) or name
-        run = run_from_dict(with_overrides(base, params) | {"name": f"{name}/{label}"}, where=f"{path} [{label}]")
+        overrides = {}
+        for key, value in params.items():  # an axis of mappings sets several keys together (zipped axes)
+            overrides |= value if isinstance(value, dict) else {key: value}
+        run = run_from_dict(with_overrides(base, overrides) | {"name": f"{name}/{label}"}, where=f"{path} [{label}]")
         cells.append(Cell(label, params, run, runs / label))
     return Sweep(name, path, dict(grid), cells, runs, root / data.get("summary", f"{runs}/sweep.json"))
 

@@ -99,3 +99,15 @@ def test_phase_names_follow_he_et_al(accs, expected):
     keys = ("id_train_acc", "id_test_acc", "ood_train_acc", "ood_test_acc")
     assert phase(dict(zip(keys, accs))) == expected
     assert phase({"id_error": 0.1, "ood_error": 0.2}) is None
+
+
+def test_an_axis_of_mappings_sets_keys_together(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(SWEEP.replace("  model.n_layers: [1, 2]", """  pair:
+    - {model.n_layers: 1, task.n_tasks: 4}
+    - {model.n_layers: 2, task.n_tasks: 12}
+  train.seed: [0, 1]"""))
+    cells = load_sweep(tmp_path / "s.yaml").cells
+    assert [c.name for c in cells] == ["pair=1-4,seed=0", "pair=1-4,seed=1", "pair=2-12,seed=0", "pair=2-12,seed=1"]
+    assert [(c.run.spec.n_layers, c.run.task.n_tasks, c.run.train.seed) for c in cells] == [(1, 4, 0), (1, 4, 1), (2, 12, 0), (2, 12, 1)]
+    assert cells[0].out == tmp_path / "runs" / "tiny" / "pair=1-4,seed=0"
