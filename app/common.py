@@ -241,8 +241,11 @@ def probe(name: str, ckpt, message: str | None = None, **args: Any) -> Any:
     try:
         with st.spinner(message or f"Running {name}…"):
             return run_probe(name, path, fp, json.dumps(args, sort_keys=True))
-    except (ValueError, KeyError, RuntimeError) as e:
+    except (ValueError, KeyError, RuntimeError) as e:  # the probe refuses these arguments for this model
         st.error(f"{name} failed: {e}")
+        return None
+    except Exception as e:  # noqa: BLE001 - a bug in a probe still gets one line on the page, not a traceback
+        st.error(f"{name} failed: {type(e).__name__}: {e}")
         return None
 
 
