@@ -433,10 +433,13 @@ def _roles(labels: tuple[str, ...], n_pos: int) -> tuple[list[str], Tensor]:
     """(role per position, example index per position) parsed from pos_labels like ("x0", "y0", "z0", ...)."""
     if len(labels) != n_pos:
         raise ValueError(f"clean.pos_labels has {len(labels)} labels for {n_pos} positions; sample it with task.sample")
-    parsed = [re.fullmatch(r"([A-Za-z_]+)(\d+)", lab) for lab in labels]
+    parsed = [re.fullmatch(r"([A-Za-z_]+?)(\d*)", lab) for lab in labels]
     if not all(parsed):
-        raise ValueError(f"clean.pos_labels must look like 'x0', 'y0', ...; got {labels[:3]}")
-    return [m.group(1) for m in parsed], torch.tensor([int(m.group(2)) for m in parsed])  # type: ignore[union-attr]
+        raise ValueError(f"clean.pos_labels must look like 'x0', 'y0', ... or a bare role like 'query'; got {labels[:3]}")
+    # a bare role (complex-zeros' final "query") belongs to an example of its own, after every numbered one
+    last = max((int(m.group(2)) for m in parsed if m and m.group(2)), default=-1)  # type: ignore[union-attr]
+    return ([m.group(1) for m in parsed],  # type: ignore[union-attr]
+            torch.tensor([int(m.group(2)) if m.group(2) else last + 1 for m in parsed]))  # type: ignore[union-attr]
 
 
 def head_type_masks(clean: Batch) -> dict[str, Tensor]:

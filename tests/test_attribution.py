@@ -364,6 +364,19 @@ def test_head_types_on_a_real_softmax_model_are_shares():
         head_types(model, LINEAR, clean, queries="z")
 
 
+def test_head_types_accept_a_bare_query_label(gen):
+    from interp.spec import ModelSpec
+    from interp.tasks import ComplexZerosTask
+
+    task = ComplexZerosTask()
+    clean = task.sample(4, 5, gen())
+    assert clean.pos_labels[-1] == "query"
+    res = head_types(ModelSpec.for_task(task, 5, n_layers=1, n_heads=2, d_model=16).build(), task, clean)
+    t = {name: i for i, name in enumerate(HEAD_TYPES)}
+    # the query is an example of its own: nothing earlier is its own x or y, and the last x0..x4 are earlier x's
+    assert res.scores.shape == (1, 2, len(HEAD_TYPES)) and not torch.isnan(res.scores[..., t["earlier_x"]]).any()
+
+
 # ------------------------------------------------------------------------------------------- front end
 
 

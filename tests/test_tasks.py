@@ -168,3 +168,10 @@ def test_modular_eval_splits_are_he_et_als_four_sets():
     assert (splits["ood_test"].split, splits["ood_test"].pairs) == ("ood", "test")
     assert list(ModularTask(p=7, n_tasks=10).eval_splits()) == ["id", "ood"]
     assert list(LinearTask().eval_splits()) == ["id", "ood"]
+
+
+def test_kernel_gram_overflow_is_a_clear_error(gen):
+    import pytest
+
+    with pytest.raises(ValueError, match="overflows at x_scale=32"):
+        KernelTask(kernel="exp", x_scale=32.0).sample(4, 5, gen())

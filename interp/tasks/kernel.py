@@ -47,7 +47,10 @@ class KernelTask(RegressionTask):
 
     def label(self, xs: Tensor, params: dict[str, Tensor]) -> Tensor:
         # eigh rather than Cholesky: the relu kernel's Gram matrix can be singular
-        evals, evecs = torch.linalg.eigh(gram(xs.double(), xs.double(), self.kernel))
+        k = gram(xs.double(), xs.double(), self.kernel)
+        if not torch.isfinite(k).all():  # exp(<u, v>) overflows float64 once x_scale² passes ~700
+            raise ValueError(f"the {self.kernel} kernel's Gram matrix overflows at x_scale={self.x_scale}; use a smaller scale")
+        evals, evecs = torch.linalg.eigh(k)
         ys = torch.einsum("bij,bj->bi", evecs, evals.clamp(min=0).sqrt() * params["eps"].double())
         return ys.float().unsqueeze(-1)
 
