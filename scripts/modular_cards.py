@@ -1,0 +1,213 @@
+"""Ship the modular-arithmetic models from the sweeps, measure them with the probes, and draw the phase diagram.
+
+    python scripts/modular_cards.py
+
+Reads runs/modular-phase/ (cells of configs/modular_phase.yaml and configs/modular_depth.yaml) and their
+summaries models/modular-phase/{sweep,depth}.json; copies the chosen cells into models/<name> with each cell's
+run config written to configs/modular/<name>.yaml; writes each CARD.md and card.json (OOD accuracy by shots,
+the heads that gather x and y, ratio matching vs modular regression by shots, circle-of-circles scores, and OOD
+accuracy with the key heads resample-ablated) and docs/modular_phase.png. Every number is on a fixed seed.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+import interp  # noqa: E402
+from interp.cards import HEADLINES, error_curves, measure  # noqa: E402
+from interp.checkpoint import Checkpoint, load_checkpoint, load_weights, read_tensors, save_checkpoint  # noqa: E402
+from interp.config import run_from_dict  # noqa: E402
+from interp.train import LAST_WEIGHTS  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS, RUNS, DOCS = ROOT / "models", ROOT / "runs" / "modular-phase", ROOT / "docs"
+N, SEED = 512, 0
+BIG = "n_tasks=36,pair_fraction=0.8"
+# zoo name -> (cell folder, weights: "best" (keep_best's) or "last", what the model is for)
+SHIPPED: dict[str, tuple[str, str, str]] = {
+    "modular-p7-d2": (f"{BIG},n_layers=2,seed=0", "best", "2 blocks, 36 of 49 pre-training tasks, 80% of (x, y) pairs: the model that should generalise out of distribution."),
+    "modular-p7-d1": (f"{BIG},n_layers=1,seed=0", "best", "The same data with 1 block: He et al. find that 1 block does not generalise OOD."),
+    "modular-p7-d2-fewtasks": ("n_tasks=8,pair_fraction=0.8,n_layers=2,seed=0", "best", "2 blocks with only 8 pre-training tasks, below the OOD transition."),
+    "modular-p7-d4": (f"{BIG},n_layers=4,seed=0", "best", "4 blocks at the step of its best OOD accuracy (He et al.: the OOD phase of deep models is transient)."),
+    "modular-p7-d4-last": (f"{BIG},n_layers=4,seed=0", "last", "modular-p7-d4 at its last training step, to compare with its best-OOD step."),
+}
+PAPER = ("He et al. (p = 29, 841 tasks, 32 examples, d_model 512, 200k steps): OOD generalisation once n_id >= 256 "
+         "(30% of tasks) with alpha >~ 0.4; 2 blocks are the minimum; OOD accuracy about 45% at 4 shots, 90% at 10, 95% at 31; "
+         "in the d = 2 model layer-0 heads attend 1 and 2 tokens back; d = 2 stays near ratio matching, d = 4 shifts "
+         "to modular regression; deeper models' OOD phase is transient.")
+
+
+def ship(name: str, cell: str, weights: str) -> Checkpoint:
+    """Copy a finished cell into models/<name> (with its last-step weights if asked) and write its run config."""
+    src = RUNS / cell
+    ckpt = load_checkpoint(src)
+    if weights == "last":
+        load_weights(ckpt.model, read_tensors(src / LAST_WEIGHTS), src / LAST_WEIGHTS)
+        train = ckpt.train | {"weights": f"last step ({ckpt.train['steps_done']})"}
+    else:
+        train = ckpt.train | {"weights": f"best OOD step ({ckpt.train['best_step']})"}
+    if (MODELS / name).exists():
+        shutil.rmtree(MODELS / name)
+    save_checkpoint(MODELS / name, ckpt.model, ckpt.spec, ckpt.task, train, ckpt.metrics)
+    run = run_from_dict(json.loads((src / "config.json").read_text()) | {"name": name, "purpose": SHIPPED[name][2]})
+    (ROOT / "configs" / "modular" / f"{name}.yaml").write_text(
+        f"# The run of sweep cell {cell}, written out by scripts/modular_cards.py.\n" + yaml.safe_dump(run.to_dict(), sort_keys=False))
+    return load_checkpoint(MODELS / name)
+
+
+def gather_heads(ckpt: Checkpoint) -> list[dict[str, Any]]:
+    """Per head, the share of attention to the previous token, to its own example's x and y (from a z position
+    they are 2 and 1 tokens back: He et al.'s layer-0 heads), to itself and to token 0 (``head_types``)."""
+    r = interp.attribute(ckpt, method="head_types", n=256, seed=SEED)
+    types = r.labels["type"]
+    rows = []
+    for layer in range(r.scores.shape[0]):
+        for head in range(r.scores.shape[1]):
+            s = dict(zip(types, r.scores[layer, head].tolist()))
+            rows.append({"layer": layer, "head": head, "prev_token": s["prev_token"], "own_x": s["own_x"],
+                         "own_y": s["own_y"], "self": s["self"], "first_token": s["first_token"]})
+    return rows
+
+
+def resample_ablated_accuracy(ckpt: Checkpoint, heads: list[tuple[int, int]], split: str = "ood_test") -> tuple[float, float]:
+    """Last-shot accuracy on ``split`` clean and with ``heads`` resample-ablated (hook_z from another sequence)."""
+    task = ckpt.task.eval_splits()[split]
+    g = torch.Generator().manual_seed(SEED)
+    batch = task.sample(N, int(ckpt.train["n_examples"]), g)
+    other = task.sample(N, int(ckpt.train["n_examples"]), g)
+    _, cache = ckpt.model.run_with_cache(other.inputs, names_filter=lambda n: n.endswith("hook_z"))
+
+    def ablate(z: torch.Tensor, hook: Any, head: int) -> torch.Tensor:
+        z[:, :, head] = cache[hook.name][:, :, head]
+        return z
+
+    fwd = [(f"blocks.{layer}.attn.hook_z", partial(ablate, head=head)) for layer, head in heads]
+    with torch.no_grad():
+        clean = ckpt.model(batch.inputs).argmax(-1)[:, -1] == batch.targets[:, -1]
+        ablated = ckpt.model.run_with_hooks(batch.inputs, fwd_hooks=fwd).argmax(-1)[:, -1] == batch.targets[:, -1]
+    return clean.float().mean().item(), ablated.float().mean().item()
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    cols = list(rows[0])
+    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols), *("| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows)]
+
+
+def card(name: str, ckpt: Checkpoint, cell: str) -> dict[str, Any]:
+    t = ckpt.train
+    value = measure(ckpt, "ood_acc_last_shot", n=N, seed=SEED)
+    curves = error_curves(ckpt, n=N, seed=SEED)
+    by_shot = {c.split: dict(zip(c.shots, c.mean)) for c in curves.curves if c.method == "model"}
+    shots = [s for s in (0, 1, 2, 4, 6, 8, 10, 12, 15) if s in by_shot["ood_test"]]
+    shot_rows = [{"split": sp, **{f"k={s}": by_shot[sp][s] for s in shots}} for sp in by_shot]
+    n_params = sum(p.numel() for p in ckpt.model.parameters())
+    lines = [
+        f"# {name}", "", SHIPPED[name][2], "",
+        f"**Headline:** {HEADLINES['ood_acc_last_shot'][0]} = **{value:.4g}** ({N} sequences, seed {SEED}).", "",
+        f"- made by: `interp sweep configs/modular_{'phase' if 'n_layers=2' in cell else 'depth'}.yaml` (cell `{cell}`); "
+        f"the same run alone: `interp train --config configs/modular/{name}.yaml --out models/{name}`",
+        f"- weights: {t.get('weights')}; training: {t.get('steps_done')} steps in {t.get('wall_s', 0) / 60:.1f} min on {t.get('hardware')}",
+        f"- task: `{ckpt.task.describe()}`, {t['n_examples']} examples a sequence",
+        f"- model: {ckpt.spec.n_layers} blocks, {ckpt.spec.n_heads} heads, d_model {ckpt.spec.d_model}, pre-LN, RoPE, ReLU MLP; {n_params:,} parameters",
+        f"- paper: {PAPER}", "",
+        "## Accuracy by number of shots (exact match on z; chance 1/7)", "", *table(shot_rows), "",
+    ]
+    content: dict[str, Any] = {"by_shot": by_shot}
+    if ckpt.spec.n_layers >= 2:
+        heads = gather_heads(ckpt)
+        layer0 = sorted((h for h in heads if h["layer"] == 0), key=lambda h: -(h["own_x"] + h["own_y"]))
+        key = [(h["layer"], h["head"]) for h in layer0[:2]]
+        clean, ablated = resample_ablated_accuracy(ckpt, key)
+        alg = interp.algorithms(ckpt, shots=[1, 2, 4, 8, 15], seed=SEED)
+        alg_rows = [{"shots": k, "accuracy": float(alg.extras["accuracy"][i]), "ratio matching share": float(alg.extras["ratio_share"][i]),
+                     "modular regression share": float(alg.extras["regression_share"][i])} for i, k in enumerate(alg.metadata["shots"])]
+        geo = [{"layer": l, "head": h, **dict(zip(r.labels["measure"], r.scores.tolist()))}
+               for l in range(ckpt.spec.n_layers) for h in range(ckpt.spec.n_heads)
+               for r in [interp.geometry(ckpt, layer=l, head=h, seed=SEED)]]
+        best_geo = max(geo, key=lambda g: g["outer x"] + g["inner y"])
+        content |= {"heads": heads, "key_heads": key, "ablation": {"clean": clean, "ablated": ablated}, "algorithms": alg_rows, "geometry": geo}
+        lines += [
+            "## Heads that gather x and y of the same example", "",
+            "Share of each head's attention to the previous token, to its own example's x and y (averaged over the "
+            "positions where they are earlier), to itself and to token 0, from `interp attribute --method head_types`.", "",
+            *table(heads), "",
+            f"Key heads (layer 0, largest own-x + own-y share): {key}. Resample-ablating them (hook_z from "
+            f"another sequence) moves the last-shot OOD accuracy from {clean:.3f} to {ablated:.3f}.", "",
+            "## Ratio matching and modular regression by shots (He et al. Fig. 5; `interp algorithms`)", "",
+            "Over the full (x, y) query grid with a fixed context: share of queries answered correctly, and of the "
+            "correct answers the share that ratio matching / modular regression predicts.", "", *table(alg_rows), "",
+            "## Circle of circles (`interp geometry`)", "",
+            f"Best head: layer {best_geo['layer']} head {best_geo['head']} (outer x {best_geo['outer x']:.3f}, inner y {best_geo['inner y']:.3f}). All heads:", "",
+            *table(geo), "",
+        ]
+    (MODELS / name / "CARD.md").write_text("\n".join(lines))
+    content = {"name": name, "family": "modular", "cell": cell,
+               "headline": {"metric": "ood_acc_last_shot", "label": HEADLINES["ood_acc_last_shot"][0], "value": value,
+                            "n": N, "seed": SEED, "tolerance": {"rel": 0.02, "abs": 1e-3}},
+               "params": n_params, "wall_s": t.get("wall_s"), "hardware": t.get("hardware"), "steps": t.get("steps_done"), **content}
+    (MODELS / name / "card.json").write_text(json.dumps(content, indent=1))
+    return content
+
+
+def phase_figure() -> None:
+    """docs/modular_phase.png: phases over n_id x alpha (Fig. 1b), OOD accuracy against depth and against steps."""
+    sweep = json.loads((MODELS / "modular-phase" / "sweep.json").read_text())
+    depth = json.loads((MODELS / "modular-phase" / "depth.json").read_text()) if (MODELS / "modular-phase" / "depth.json").is_file() else {"cells": []}
+    cells = [c for c in sweep["cells"] if c["status"] == "done"]
+    phases = ["not_learned", "id_memorization", "id_generalization", "ood_memorization", "ood_generalization"]
+    n_ids = sorted({c["params"]["task.n_tasks"] for c in cells})
+    alphas = sorted({c["params"]["task.pair_fraction"] for c in cells})
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    grid = torch.full((len(alphas), len(n_ids)), float("nan"))
+    for c in cells:
+        i, j = alphas.index(c["params"]["task.pair_fraction"]), n_ids.index(c["params"]["task.n_tasks"])
+        grid[i, j] = phases.index(c["phase"])
+        axes[0].text(j, i, f"{c['phase'].replace('_', ' ')}\nOOD {c['final']['ood_test_acc']:.2f}", ha="center", va="center", fontsize=7)
+    axes[0].imshow(grid.numpy(), cmap="viridis", vmin=0, vmax=len(phases) - 1, origin="lower", aspect="auto")
+    axes[0].set(xticks=range(len(n_ids)), xticklabels=[f"{n} ({n / 49:.0%})" for n in n_ids], yticks=range(len(alphas)),
+                yticklabels=alphas, xlabel="pre-training tasks n_id (share of p² = 49)", ylabel="pair fraction α",
+                title="phase (final weights), 2 blocks")
+    by_depth = {c["params"]["model.n_layers"]: c for c in depth["cells"] + cells
+                if c["status"] == "done" and c["params"]["task.n_tasks"] == 36 and c["params"]["task.pair_fraction"] == 0.8}
+    ds = sorted(by_depth)
+    axes[1].plot(ds, [by_depth[d]["final"]["ood_test_acc"] for d in ds], "o-", label="final")
+    axes[1].plot(ds, [by_depth[d]["best"]["ood_test_acc"] for d in ds], "s--", label="best during training")
+    axes[1].set(xlabel="blocks", ylabel="OOD accuracy (held-out tasks and pairs)", title="OOD accuracy against depth", xticks=ds)
+    axes[1].legend()
+    for d in ds:
+        curve = by_depth[d]["curve"]
+        axes[2].plot(curve["step"], curve["ood_test_acc"], label=f"{d} block(s)")
+    axes[2].set(xlabel="step", ylabel="OOD accuracy", title="OOD accuracy against steps")
+    axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(DOCS / "modular_phase.png", dpi=110)
+    plt.close(fig)
+
+
+def main(names: list[str]) -> None:
+    torch.set_num_threads(1)
+    for name in names or list(SHIPPED):
+        cell, weights, _ = SHIPPED[name]
+        if not (RUNS / cell / "config.json").is_file():
+            print(f"{name}: cell {cell} has not been trained; skipped", flush=True)
+            continue
+        c = card(name, ship(name, cell, weights), cell)
+        print(f"{name}: {c['headline']['label']} = {c['headline']['value']:.4g}", flush=True)
+    if (MODELS / "modular-phase" / "sweep.json").is_file():
+        phase_figure()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
