@@ -187,7 +187,8 @@ def compare_saturation(models: dict[str, CheckpointLike] | list[CheckpointLike],
         raise ValueError("compare_saturation needs models trained on the same task; got " + "; ".join(t.describe() for t in tasks))
     first = next(iter(ckpts.values()))
     result = compare_boundaries({k: c.model for k, c in ckpts.items()}, first.task, scales=scales, field=field, n=n,
-                                generator=torch.Generator().manual_seed(seed), n_examples=first.train["n_examples"])
+                                generator=torch.Generator().manual_seed(seed),
+                                n_examples=min(int(c.train["n_examples"]) for c in ckpts.values()))  # fits every context
     result.metadata |= {"checkpoints": {k: str(c.path) for k, c in ckpts.items()}, "seed": seed}
     return result
 

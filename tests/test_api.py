@@ -98,11 +98,12 @@ def test_cli_representation_commands_write_json(modular_ckpt, linear_ckpt, tmp_p
 
 def test_compare_saturation_needs_one_task_and_names_variants(linear_ckpt, modular_ckpt, tmp_path):
     other = tmp_path / "noln"
-    interp.train("linear", out=other, steps=10, n_examples=6, d_model=16, normalization="none", progress=False,
-                 task_args={"d_x": 2})
+    interp.train("linear", out=other, steps=10, n_examples=4, d_model=16, normalization="none", progress=False,
+                 task_args={"d_x": 2})  # a shorter context than linear_ckpt's 6 examples: the sweep uses 4
     r = interp.compare_saturation({"LN": linear_ckpt, "no LN": other}, scales=[0.5, 1, 8, 16], n=32)
     assert r.axes == ("variant",) and r.labels["variant"] == ["LN", "no LN"]
     assert r.metadata["ln_final_bound"]["no LN"] is None and r.figure().data
+    assert r.metadata["n_examples"] == 4
     with pytest.raises(ValueError, match="same task"):
         interp.compare_saturation([linear_ckpt, modular_ckpt])
 
