@@ -356,3 +356,17 @@ def without_webgl(fig):
         data.append(trace)
     out = go.Figure(data=data, layout=fig.layout)
     return out
+
+
+def corruption_and_metric(ckpt: Any, metric_label: str = "metric") -> tuple[str, str]:
+    """Sidebar selectboxes for the corruption (no input shift for token tasks) and the task's metric, shared by
+    the patching and heads pages so a choice on one carries to the other."""
+    from probes.metrics import metrics_for
+    from interp.tasks import CORRUPTIONS
+
+    token_task = ckpt.task.kind == "classification"
+    corruptions = [c for c in CORRUPTIONS if not (token_task and c == "shift")]
+    corruption = persistent(st.selectbox, "corruption", CORRUPTION, "params", options=corruptions,
+                            help="; ".join(f"{k}: {v}" for k, v in CORRUPTIONS.items()))
+    metrics = list(metrics_for(ckpt.task))
+    return corruption, persistent(st.selectbox, metric_label, METRIC, metrics[0], options=metrics)

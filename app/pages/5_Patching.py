@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import CORRUPTION, METRIC, describe, heatmap, load, persistent, probe, settings, sidebar  # noqa: E402
+from common import corruption_and_metric, describe, heatmap, load, persistent, probe, settings, sidebar  # noqa: E402
 
 SITE_HELP = {
     "resid_pre": "residual stream before the block", "resid_mid": "residual stream between attention and MLP",
@@ -39,24 +39,17 @@ def grid(r, layer: int | None):
 path = sidebar("Patching")
 ckpt = load(path)
 if ckpt is not None:
-    from probes.metrics import metrics_for
     from probes.patching import BY, SITES
-    from interp.tasks import CORRUPTIONS
 
     st.markdown(describe(ckpt))
     n, seed = settings()
-    token_task = ckpt.task.kind == "classification"
     with st.sidebar:
         st.header("Patching")
         site = persistent(st.selectbox, "site", "patch_site", "resid_pre", options=list(SITES),
                           format_func=lambda s: f"{s}: {SITE_HELP.get(s, '')}")
         by = persistent(st.selectbox, "cells", "patch_by", BY[SITES[site].layout][0], options=list(BY[SITES[site].layout]),
                         format_func=lambda b: BY_HELP.get(b, b))
-        corruptions = [c for c in CORRUPTIONS if not (token_task and c == "shift")]
-        corruption = persistent(st.selectbox, "corruption", CORRUPTION, "params", options=corruptions,
-                                help="; ".join(f"{k}: {v}" for k, v in CORRUPTIONS.items()))
-        metrics = list(metrics_for(ckpt.task))
-        metric = persistent(st.selectbox, "metric", METRIC, metrics[0], options=metrics)
+        corruption, metric = corruption_and_metric(ckpt)
         direction = persistent(st.radio, "direction", "patch_direction", "denoise", options=["denoise", "noise"],
                                horizontal=True, help="denoise: corrupted run, clean activation in; noise: the reverse")
         layer = None

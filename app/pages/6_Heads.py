@@ -10,24 +10,18 @@ import plotly.graph_objects as go
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import CORRUPTION, METRIC, describe, heatmap, load, persistent, probe, settings, sidebar  # noqa: E402
+from common import corruption_and_metric, describe, heatmap, load, persistent, probe, settings, sidebar  # noqa: E402
 
 path = sidebar("Heads")
 ckpt = load(path)
 if ckpt is not None:
     from probes.attribution import ABLATIONS
-    from probes.metrics import metrics_for
-    from interp.tasks import CORRUPTIONS
 
     st.markdown(describe(ckpt))
     n, seed = settings()
-    token_task = ckpt.task.kind == "classification"
     with st.sidebar:
         st.header("Heads")
-        corruptions = [c for c in CORRUPTIONS if not (token_task and c == "shift")]
-        corruption = persistent(st.selectbox, "corruption", CORRUPTION, "params", options=corruptions)
-        metrics = list(metrics_for(ckpt.task))
-        metric = persistent(st.selectbox, "metric (ablation, attribution patching)", METRIC, metrics[0], options=metrics)
+        corruption, metric = corruption_and_metric(ckpt, "metric (ablation, attribution patching)")
         ablation = persistent(st.selectbox, "ablation", "ablation", "mean", options=list(ABLATIONS),
                               format_func=lambda a: f"{a}: {ABLATIONS[a]}")
 
