@@ -1,6 +1,6 @@
 """Dashboard latency on the shipped zoo: first render of Home, and switching to a page already computed.
 
-    python bench/dashboard.py [--models linear-d5,modular-p7] [--n 64] [--repeats 3]
+    python bench/dashboard.py [--models linear-d5,modular-p7-d2] [--n 64] [--repeats 3]
 
 Goals (issue 7): Home's first render under 5 s; switching to an already-computed page under 1 s.
 
