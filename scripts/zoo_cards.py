@@ -189,6 +189,11 @@ def zoo_readme() -> None:
         arch += "" if m["scoring"] == "softmax" else f", {m['scoring']} attn"
         rows.append(f"| [{c['name']}]({c['name']}/CARD.md) | {ckpt_cfg['task']['name']} | {arch} | {h['label']} | "
                     f"{h['value']:.4g} | {c['steps']} steps, {(c.get('wall_s') or 0) / 60:.0f} min |")
+    sweeps = sorted(p for p in MODELS.glob("*/*.json") if not (p.parent / "config.json").exists())
+    if sweeps:
+        rows += ["", "Sweep summaries (no weights; the cells' checkpoints stay in `runs/`):", ""]
+        rows += [f"- [{p.relative_to(MODELS)}]({p.relative_to(MODELS)}): `interp sweep {json.loads(p.read_text())['config']}`"
+                 for p in sweeps]
     (MODELS / "README.md").write_text("\n".join(rows) + "\n")
 
 
