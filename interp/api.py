@@ -50,14 +50,17 @@ def train(task: str | TaskBase, out: str | Path | None = None, n_examples: int =
     return train_model(task, spec, cfg, out=out, progress=progress)
 
 
-def evaluate(m: CheckpointLike, n: int = 512, seed: int = 0) -> EvalResult:
-    """Error (or accuracy) against the number of in-context examples, ID and OOD, beside the baselines."""
+def evaluate(m: CheckpointLike, n: int = 512, seed: int = 0, task: TaskBase | None = None,
+             baselines: bool = True) -> EvalResult:
+    """Error (or accuracy) against the number of in-context examples on every evaluation split of the model's
+    task (or of ``task``, e.g. a held-out class), beside the baselines. The baselines draw no random numbers, so
+    the model's curves are the same with or without them."""
     if n < 1:
         raise ValueError(f"n must be positive, got {n}")
     ckpt = as_checkpoint(m)
     batch_size = min(n, 256)
-    return evaluate_model(ckpt.model, ckpt.task, ckpt.train["n_examples"], n_batches=-(-n // batch_size),
-                          batch_size=batch_size, generator=torch.Generator().manual_seed(seed))
+    return evaluate_model(ckpt.model, task or ckpt.task, ckpt.train["n_examples"], n_batches=-(-n // batch_size),
+                          batch_size=batch_size, generator=torch.Generator().manual_seed(seed), baselines=baselines)
 
 
 # --- probes --------------------------------------------------------------------------------------------

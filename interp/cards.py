@@ -10,30 +10,18 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .checkpoint import Checkpoint
-from .evaluate import EvalResult, evaluate, metric_of, model_predictor
+from .api import evaluate
 from .tasks import PolynomialTask, TaskBase
 
 KX_SLOPES: tuple[float, ...] = (0.5, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20)
 """Slopes k of f(x) = k·x for the boundary-value sweep; U(-5, 5) training reaches |f| <= 30 = 5·5 + 5."""
 
 
-def error_curves(ckpt: Checkpoint, task: TaskBase | None = None, n: int = 512, seed: int = 0,
-                 baselines: bool = True) -> EvalResult:
-    """Metric against the number of in-context examples for the model (and baselines) on every split of ``task``."""
-    task = task or ckpt.task
-    return evaluate(ckpt.model, task, int(ckpt.train["n_examples"]), n_batches=max(1, n // 256),
-                    batch_size=min(n, 256), generator=torch.Generator().manual_seed(seed), baselines=baselines)
-
-
 def last_shot(ckpt: Checkpoint, split: str, n: int = 512, seed: int = 0) -> float:
-    """The model's metric at the last in-context example on ``ckpt.task.eval_splits()[split]``: the
-    normalised squared error for regression, exact-match accuracy for modular arithmetic."""
-    task = ckpt.task.eval_splits()[split]
-    _, score = metric_of(task)
-    batch = task.sample(n, int(ckpt.train["n_examples"]), torch.Generator().manual_seed(seed))  # type: ignore[attr-defined]
-    with torch.no_grad():
-        per_position = score(model_predictor(ckpt.model.eval(), task)(batch), batch)  # [n, k]
-    return float(per_position[:, -1].mean())
+    """The model's metric at the last in-context example on ``split`` of ``ckpt.task.eval_splits()``: the
+    normalised squared error for regression, exact-match accuracy for modular arithmetic. It is the last point
+    of ``interp.evaluate(ckpt, n, seed)``'s model curve on that split."""
+    return evaluate(ckpt, n=n, seed=seed, baselines=False).curve(split, "model").mean[-1]
 
 
 def kx_sweep(ckpt: Checkpoint, slopes: Sequence[float] = KX_SLOPES, n: int = 256, seed: int = 0) -> dict[str, Any]:

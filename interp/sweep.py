@@ -28,7 +28,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from .checkpoint import Checkpoint, load_checkpoint
+from .cards import last_shot
+from .checkpoint import load_checkpoint
 from .config import ConfigError, RunConfig, load_run, read_config_file, run_from_dict, same_run, with_overrides
 from .train import RESUME_STATE, objective_key
 
@@ -173,19 +174,6 @@ def phase(final: dict[str, float], threshold: float = PHASE_THRESHOLD) -> str | 
     return "not_learned"
 
 
-def last_shot_score(ckpt: Checkpoint, split: str, n: int = SUMMARY_N, seed: int = SUMMARY_SEED) -> float:
-    """The model's metric at the last in-context example (the 31-shot accuracy for 32 examples) on ``split``."""
-    import torch
-
-    from .evaluate import metric_of, model_predictor
-
-    task = ckpt.task.eval_splits()[split]
-    _, score = metric_of(task)
-    batch = task.sample(n, int(ckpt.train["n_examples"]), torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        return float(score(model_predictor(ckpt.model.eval(), task)(batch), batch)[:, -1].mean())
-
-
 def summarize_cell(cell: Cell) -> dict[str, Any]:
     """One row of sweep.json: final and best of every evaluation set, the last-shot OOD score, the best step."""
     ckpt = load_checkpoint(cell.out)
@@ -199,7 +187,7 @@ def summarize_cell(cell: Cell) -> dict[str, Any]:
     return {
         "final": final,
         "best": {k: (max if higher[k] else min)(m[k] for m in metrics) for k in keys},
-        f"ood_{target.rsplit('_', 1)[1]}_last_shot": last_shot_score(ckpt, split),
+        f"ood_{target.rsplit('_', 1)[1]}_last_shot": last_shot(ckpt, split, SUMMARY_N, SUMMARY_SEED),
         "last_shot_split": split,
         "best_ood_step": best_record["step"],
         "phase": phase(final),

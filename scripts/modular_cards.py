@@ -25,7 +25,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 import interp  # noqa: E402
-from interp.cards import HEADLINES, error_curves, measure  # noqa: E402
+from interp.cards import HEADLINES, measure  # noqa: E402
 from interp.checkpoint import Checkpoint, load_checkpoint, load_weights, read_tensors, save_checkpoint  # noqa: E402
 from interp.config import run_from_dict  # noqa: E402
 from interp.train import LAST_WEIGHTS  # noqa: E402
@@ -108,7 +108,7 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
 def card(name: str, ckpt: Checkpoint, cell: str) -> dict[str, Any]:
     t = ckpt.train
     value = measure(ckpt, "ood_acc_last_shot", n=N, seed=SEED)
-    curves = error_curves(ckpt, n=N, seed=SEED)
+    curves = interp.evaluate(ckpt, n=N, seed=SEED, baselines=False)
     by_shot = {c.split: dict(zip(c.shots, c.mean)) for c in curves.curves if c.method == "model"}
     shots = [s for s in (0, 1, 2, 4, 6, 8, 10, 12, 15) if s in by_shot["ood_test"]]
     shot_rows = [{"split": sp, **{f"k={s}": by_shot[sp][s] for s in shots}} for sp in by_shot]

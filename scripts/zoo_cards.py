@@ -21,7 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from interp import load  # noqa: E402
-from interp.cards import HEADLINES, error_curves, kx_sweep, measure  # noqa: E402
+from interp.api import evaluate  # noqa: E402
+from interp.cards import HEADLINES, kx_sweep, measure  # noqa: E402
 from interp.checkpoint import Checkpoint  # noqa: E402
 from interp.config import load_run  # noqa: E402
 from interp.evaluate import EvalResult, error_vs_scale  # noqa: E402
@@ -101,7 +102,7 @@ def card(name: str) -> dict[str, Any]:
     ckpt = load(MODELS / name)
     run = load_run(CONFIGS / f"{name}.yaml")
     fam = family(name)
-    result = error_curves(ckpt, n=N, seed=SEED)
+    result = evaluate(ckpt, n=N, seed=SEED)
     shots = pick_shots(result)
     FIGURES.mkdir(parents=True, exist_ok=True)
     icl_figure(name, result, FIGURES / f"{name}-icl.png")
@@ -130,7 +131,7 @@ def card(name: str) -> dict[str, Any]:
         lines += ["## Scaled inputs (Garg's shift test)", "",
                   "x scaled by s in context and query; normalised error at the last shot.", "", *table(rows), ""]
     if fam == "polynomial":
-        unseen = error_curves(ckpt, ckpt.task.replace(degrees=(4,)), n=N, seed=SEED)
+        unseen = evaluate(ckpt, n=N, seed=SEED, task=ckpt.task.replace(degrees=(4,)))
         rows = [r for r in curve_rows(unseen, pick_shots(unseen)) if r["split"] == "id" and r["method"] in ("model", "poly_ls", "least_squares")]
         sigma = scale_rows(ckpt, "coef_scale", [float(s) for s in range(1, 11)], normalise=False)
         extra |= {"unseen_degree4": rows, "sigma_sweep": sigma}

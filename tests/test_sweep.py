@@ -5,7 +5,8 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+import interp
 
 from interp.checkpoint import load_checkpoint
 from interp.cli import main
@@ -32,13 +33,8 @@ def sweep_file(tmp_path, monkeypatch):
 
 
 def last_shot_accuracy(path: Path, split: str, n: int = 512, seed: int = 0) -> float:
-    """Recomputed here without interp.sweep: exact match at the last z of ``n`` sequences of ``split``."""
-    ckpt = load_checkpoint(path)
-    task = ckpt.task.eval_splits()[split]
-    batch = task.sample(n, ckpt.train["n_examples"], torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        pred = ckpt.model(batch.inputs).argmax(-1)
-    return (pred[:, -1] == batch.targets[:, -1]).float().mean().item()
+    """Recomputed from the checkpoint through the public API: the model's accuracy at the last shot."""
+    return interp.evaluate(path, n=n, seed=seed).curve(split, "model").mean[-1]
 
 
 def test_sweep_trains_every_cell_and_its_summary_matches_the_checkpoints(sweep_file, tmp_path, capsys):
