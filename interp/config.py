@@ -25,7 +25,7 @@ from .tasks import TaskBase, task_from_dict
 from .train import TrainConfig
 
 SECTIONS = ("task", "model", "train")
-FINISHED_KEYS = ("best_step", "steps_done", "wall_s", "hardware")  # train() adds these when a run ends
+FINISHED_KEYS = ("best_step", "steps_done", "wall_s", "hardware", "weights")  # added when a run ends (weights: which step a shipped copy holds)
 DERIVED_MODEL_KEYS = ("n_ctx", "d_in", "d_out", "d_vocab")  # set from the task, never by hand
 
 
