@@ -26,6 +26,7 @@ from interp.cards import HEADLINES, kx_sweep, measure  # noqa: E402
 from interp.checkpoint import Checkpoint  # noqa: E402
 from interp.config import load_run  # noqa: E402
 from interp.evaluate import EvalResult, error_vs_scale  # noqa: E402
+from interp.evaluate import evaluate as evaluate_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS, CONFIGS, FIGURES = ROOT / "models", ROOT / "configs" / "zoo", ROOT / "docs" / "figures"
@@ -139,6 +140,16 @@ def card(name: str) -> dict[str, Any]:
                   *table(rows), "", "## Coefficient scale σ = 1..10 (Naim & Asher's table)", "",
                   "Raw squared error at the last shot; `zero` is the zero predictor's (the mean squared target).", "",
                   *table(sigma), ""]
+    if fam == "complex-zeros":  # one scored position per sequence: sweep the number of samples instead
+        rows = []
+        for k in (1, 2, 3, 4, 6, 8, 10, int(t["n_examples"])):
+            r = evaluate_model(ckpt.model, ckpt.task, k, n_batches=2, batch_size=256, generator=torch.Generator().manual_seed(SEED))
+            rows.append({"samples k": k, **{f"{c.split} {c.method}": c.mean[-1] for c in r.curves}})
+        extra["by_samples"] = rows
+        lines += ["## Error against the number of samples", "",
+                  f"The same model read with k samples before the query (trained at k = {t['n_examples']}); normalised "
+                  "squared distance to the root nearest the query, beside a least-squares fit of the polynomial plus "
+                  "the companion-matrix eigenvalues, as numpy.roots computes them (exact from k = 3 on).", "", *table(rows), ""]
     if fam == "linear1d":
         kx = kx_sweep(ckpt, n=N, seed=SEED)
         extra["kx"] = kx
