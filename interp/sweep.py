@@ -11,6 +11,7 @@
       pair:                              # an axis of mappings sets several keys together (zipped axes)
         - {task.kernel: exp, model.scoring: exp}
     runs: runs/modular-phase             # one checkpoint folder per cell
+    phase_threshold: 0.5                 # accuracy that counts a set as solved when naming modular phases
     summary: models/modular-phase/sweep.json
 
 Cells run in worker processes, one per core by default (``backend="local"``), or as Ray tasks on a cluster
@@ -56,6 +57,7 @@ class Sweep:
     cells: list[Cell]
     runs: Path
     summary: Path
+    phase_threshold: float = PHASE_THRESHOLD
 
 
 def cell_name(params: dict[str, Any]) -> str:
@@ -69,7 +71,7 @@ def load_sweep(path: str | Path) -> Sweep:
     """Read a sweep file and expand its grid; every cell's run is checked before anything trains."""
     path = Path(path)
     data = read_config_file(path)
-    unknown = set(data) - {"name", "base", "grid", "runs", "summary", "task", "model", "train", "purpose"}
+    unknown = set(data) - {"name", "base", "grid", "runs", "summary", "phase_threshold", "task", "model", "train", "purpose"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; expected name, base, grid, runs, summary")
     if isinstance(data.get("base"), str):
@@ -91,7 +93,8 @@ def load_sweep(path: str | Path) -> Sweep:
             overrides |= value if isinstance(value, dict) else {key: value}
         run = run_from_dict(with_overrides(base, overrides) | {"name": f"{name}/{label}"}, where=f"{path} [{label}]")
         cells.append(Cell(label, params, run, runs / label))
-    return Sweep(name, path, dict(grid), cells, runs, root / data.get("summary", f"{runs}/sweep.json"))
+    return Sweep(name, path, dict(grid), cells, runs, root / data.get("summary", f"{runs}/sweep.json"),
+                 float(data.get("phase_threshold", PHASE_THRESHOLD)))
 
 
 def is_finished(out: Path) -> bool:
@@ -174,7 +177,7 @@ def phase(final: dict[str, float], threshold: float = PHASE_THRESHOLD) -> str | 
     return "not_learned"
 
 
-def summarize_cell(cell: Cell) -> dict[str, Any]:
+def summarize_cell(cell: Cell, phase_threshold: float = PHASE_THRESHOLD) -> dict[str, Any]:
     """One row of sweep.json: final and best of every evaluation set, the last-shot OOD score, the best step."""
     ckpt = load_checkpoint(cell.out)
     metrics = [m for m in ckpt.metrics if "step" in m]
@@ -190,7 +193,7 @@ def summarize_cell(cell: Cell) -> dict[str, Any]:
         f"ood_{target.rsplit('_', 1)[1]}_last_shot": last_shot(ckpt, split, SUMMARY_N, SUMMARY_SEED),
         "last_shot_split": split,
         "best_ood_step": best_record["step"],
-        "phase": phase(final),
+        "phase": phase(final, phase_threshold),
         "curve": {"step": [m["step"] for m in metrics], **{k: [m[k] for m in metrics] for k in keys}},
     }
 
@@ -202,9 +205,10 @@ def summarize(sweep: Sweep, status: dict[str, str]) -> dict[str, Any]:
         row: dict[str, Any] = {"name": cell.name, "params": cell.params, "ckpt": os.path.relpath(cell.out),
                                "status": status.get(cell.name, "not run")}
         if is_finished(cell.out) and not row["status"].startswith("failed"):
-            row |= {"status": "done"} | summarize_cell(cell)
+            row |= {"status": "done"} | summarize_cell(cell, sweep.phase_threshold)
         rows.append(row)
-    return {"name": sweep.name, "config": os.path.relpath(sweep.source), "axes": sweep.axes, "cells": rows}
+    return {"name": sweep.name, "config": os.path.relpath(sweep.source), "axes": sweep.axes,
+            "phase_threshold": sweep.phase_threshold, "cells": rows}
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:

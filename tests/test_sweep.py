@@ -40,7 +40,7 @@ def last_shot_accuracy(path: Path, split: str, n: int = 512, seed: int = 0) -> f
 def test_sweep_trains_every_cell_and_its_summary_matches_the_checkpoints(sweep_file, tmp_path, capsys):
     assert main(["sweep", str(sweep_file), "--workers", "2"]) == 0
     summary = json.loads((tmp_path / "out" / "sweep.json").read_text())
-    assert summary["axes"] == {"model.n_layers": [1, 2]}
+    assert summary["axes"] == {"model.n_layers": [1, 2]} and summary["phase_threshold"] == 0.5
     assert [c["name"] for c in summary["cells"]] == ["n_layers=1", "n_layers=2"]
     for cell in summary["cells"]:
         assert cell["status"] == "done" and set(cell["final"]) == {"id_train_acc", "id_test_acc", "ood_train_acc", "ood_test_acc"}
@@ -95,6 +95,7 @@ def test_phase_names_follow_he_et_al(accs, expected):
     keys = ("id_train_acc", "id_test_acc", "ood_train_acc", "ood_test_acc")
     assert phase(dict(zip(keys, accs))) == expected
     assert phase({"id_error": 0.1, "ood_error": 0.2}) is None
+    assert phase(dict(zip(keys, (0.9, 0.2, 0.35, 0.2))), threshold=0.3) == "ood_memorization"
 
 
 def test_an_axis_of_mappings_sets_keys_together(tmp_path, monkeypatch):
