@@ -124,7 +124,12 @@ def card(name: str, ckpt: Checkpoint, cell: str) -> dict[str, Any]:
         f"- paper: {PAPER}", "",
         "## Accuracy by number of shots (exact match on z; chance 1/7)", "", *table(shot_rows), "",
     ]
-    content: dict[str, Any] = {"by_shot": by_shot}
+    steps = [{"step": m["step"], **{k: m[k] for k in ("id_train_acc", "id_test_acc", "ood_train_acc", "ood_test_acc")}}
+             for m in ckpt.metrics if "ood_test_acc" in m][1::2]
+    lines += ["## Accuracy against training steps (averaged over shots; from metrics.jsonl)", "",
+              f"Best OOD (held-out tasks and pairs) at step {t.get('best_step')} of {t.get('steps_done')}.", "",
+              *table(steps), ""]
+    content: dict[str, Any] = {"by_shot": by_shot, "by_step": steps}
     if ckpt.spec.n_layers >= 2:
         heads = gather_heads(ckpt)
         layer0 = sorted((h for h in heads if h["layer"] == 0), key=lambda h: -(h["own_x"] + h["own_y"]))
