@@ -98,10 +98,56 @@ def scale_rows(ckpt: Checkpoint, field: str, scales: list[float], normalise: boo
     return rows
 
 
+KERNEL_CELLS = {f"kernel-{k}-{k}attn": f"kernel={k},scoring={k}" for k in ("linear", "relu", "exp")}
+"""The Cheng et al. grid's diagonal: zoo name -> cell of configs/kernel_grid.yaml (copied by ship_kernel_cells)."""
+
+
+def config_path(name: str) -> Path:
+    """The run config a zoo model was trained from: configs/zoo/<name>.yaml, or a sweep cell's written-out config."""
+    found = sorted((ROOT / "configs").glob(f"**/{name}.yaml"))
+    if not found:
+        raise FileNotFoundError(f"no run config for {name} under configs/")
+    return found[0]
+
+
+def made_by(name: str, config: Path) -> str:
+    rel = config.relative_to(ROOT)
+    alone = f"`interp train --config {rel} --out models/{name}`"
+    if name in KERNEL_CELLS:
+        return f"`interp sweep configs/kernel_grid.yaml` (cell `{KERNEL_CELLS[name]}`), copied here; the same run alone: {alone}"
+    return alone
+
+
+def ship_kernel_cells() -> list[str]:
+    """Copy the finished diagonal cells of the kernel grid into models/ and write their run configs."""
+    import shutil
+
+    import yaml
+
+    from interp.config import run_from_dict
+
+    shipped = []
+    for name, cell in KERNEL_CELLS.items():
+        src = ROOT / "runs" / "kernel-grid" / cell
+        if not (src / "config.json").is_file() or (src / "resume").exists():
+            continue
+        if (MODELS / name).exists():
+            shutil.rmtree(MODELS / name)
+        shutil.copytree(src, MODELS / name)
+        run = run_from_dict(json.loads((src / "config.json").read_text()) | {
+            "name": name, "purpose": f"Cheng et al.'s grid, diagonal cell: GP data with the {cell.split(',')[0][7:]} kernel, "
+                                     "attention-only with the matching activation, no LN, no MLP, 3 layers."})
+        (ROOT / "configs" / "kernel" / f"{name}.yaml").write_text(
+            f"# The run of kernel_grid cell {cell}, written out by scripts/zoo_cards.py.\n" + yaml.safe_dump(run.to_dict(), sort_keys=False))
+        shipped.append(name)
+    return shipped
+
+
 def card(name: str) -> dict[str, Any]:
     """Measure ``models/<name>`` and write its CARD.md, card.json and figures; returns card.json's content."""
     ckpt = load(MODELS / name)
-    run = load_run(CONFIGS / f"{name}.yaml")
+    config = config_path(name)
+    run = load_run(config)
     fam = family(name)
     result = evaluate(ckpt, n=N, seed=SEED)
     shots = pick_shots(result)
@@ -114,7 +160,7 @@ def card(name: str) -> dict[str, Any]:
     lines = [
         f"# {name}", "", run.purpose or "", "",
         f"**Headline:** {HEADLINES[headline][0]} = **{value:.4g}** ({N} sequences, seed {SEED}).", "",
-        f"- made by: `interp train --config configs/zoo/{name}.yaml --out models/{name}`",
+        f"- made by: {made_by(name, config)}",
         f"- training: {t.get('steps_done')} steps in {t.get('wall_s', float('nan')) / 60:.1f} min on {t.get('hardware', 'unknown')}",
         f"- task: `{ckpt.task.describe()}`, {t['n_examples']} examples a sequence",
         f"- model: {ckpt.spec.n_layers} layers, {ckpt.spec.n_heads} heads, d_model {ckpt.spec.d_model}, "
@@ -211,7 +257,8 @@ def zoo_readme() -> None:
 
 def main(names: list[str]) -> None:
     torch.set_num_threads(1)
-    names = names or sorted(p.stem for p in CONFIGS.glob("*.yaml") if (MODELS / p.stem / "config.json").is_file())
+    shipped_kernels = ship_kernel_cells() if not names else []
+    names = names or sorted({p.stem for p in CONFIGS.glob("*.yaml") if (MODELS / p.stem / "config.json").is_file()} | set(shipped_kernels))
     cards = {}
     for name in names:
         cards[name] = card(name)
