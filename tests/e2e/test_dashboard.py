@@ -127,12 +127,14 @@ def choose_model(pg, name: str) -> None:
 
 
 def pick(kind: str, regression: bool = False) -> str | None:
-    """A zoo model of a task kind: a modular one with an MLP if there is one, else any of that kind."""
+    """A zoo model of a task kind: a modular one with an MLP and 2+ blocks if there is one, else any of that kind."""
     entries = [e for e in read_zoo(REPO / "models") if e.error is None]
     if regression:
         found = [e for e in entries if e.task not in ("modular",)]
     else:
-        found = sorted((e for e in entries if e.task == kind), key=lambda e: bool(e.spec.get("attn_only")))
+        # one with MLPs and at least 2 blocks (the models with circuits worth a screenshot) first
+        found = sorted((e for e in entries if e.task == kind),
+                       key=lambda e: (bool(e.spec.get("attn_only")), (e.spec.get("n_layers") or 0) < 2, e.name))
     return found[0].name if found else None
 
 
