@@ -38,7 +38,7 @@ BIG = "n_tasks=36,pair_fraction=0.8"
 SHIPPED: dict[str, tuple[str, str, str]] = {
     "modular-p7-d2": (f"{BIG},n_layers=2,seed=0", "best", "2 blocks, 36 of 49 pre-training tasks, 80% of (x, y) pairs: the model that should generalise out of distribution."),
     "modular-p7-d1": (f"{BIG},n_layers=1,seed=0", "best", "The same data with 1 block: He et al. find that 1 block does not generalise OOD."),
-    "modular-p7-d2-fewtasks": ("n_tasks=8,pair_fraction=0.8,n_layers=2,seed=0", "best", "2 blocks with only 8 pre-training tasks, below the OOD transition."),
+    "modular-p7-d2-fewtasks": ("n_tasks=8,pair_fraction=0.8,n_layers=2,seed=0", "last", "2 blocks with only 8 pre-training tasks, below the OOD transition (last-step weights: the best-OOD step of a model that does not generalise is noise)."),
     "modular-p7-d4": (f"{BIG},n_layers=4,seed=0", "best", "4 blocks at the step of its best OOD accuracy (He et al.: the OOD phase of deep models is transient)."),
     "modular-p7-d4-last": (f"{BIG},n_layers=4,seed=0", "last", "modular-p7-d4 at its last training step, to compare with its best-OOD step."),
 }
