@@ -179,7 +179,8 @@ def phase_figure() -> None:
     for c in cells:
         i, j = alphas.index(c["params"]["task.pair_fraction"]), n_ids.index(c["params"]["task.n_tasks"])
         grid[i, j] = phases.index(c["phase"])
-        axes[0].text(j, i, f"{c['phase'].replace('_', ' ')}\nOOD {c['final']['ood_test_acc']:.2f}", ha="center", va="center", fontsize=7)
+        axes[0].text(j, i, f"{c['phase'].replace('_', ' ')}\nOOD {c['final']['ood_test_acc']:.2f}", ha="center", va="center",
+                     fontsize=8, color="white" if phases.index(c["phase"]) < 2 else "black")
     axes[0].imshow(grid.numpy(), cmap="viridis", vmin=0, vmax=len(phases) - 1, origin="lower", aspect="auto")
     axes[0].set(xticks=range(len(n_ids)), xticklabels=[f"{n} ({n / 49:.0%})" for n in n_ids], yticks=range(len(alphas)),
                 yticklabels=alphas, xlabel="pre-training tasks n_id (share of p² = 49)", ylabel="pair fraction α",
