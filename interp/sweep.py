@@ -1,17 +1,16 @@
 """Sweeps: one run config, a grid of overrides, one checkpoint per cell, and a ``sweep.json`` summary.
 
     name: modular-phase
-    base: configs/modular_base.yaml      # a run config file (relative to this file), or the run inline:
+    base: modular/base-p7.yaml           # a run config file (relative to this file), or the run inline:
     # task: {...}  model: {...}  train: {...}
     grid:                                # dotted keys into the run config; the cells are the product
-      task.n_tasks: [8, 32, 64]
-      task.pair_fraction: [0.4, 0.8]
-      model.n_layers: [2]
+      task.n_tasks: [36, 20, 8]
+      task.pair_fraction: [0.8, 0.5]
       train.seed: [0]
-      pair:                              # an axis of mappings sets several keys together (zipped axes)
-        - {task.kernel: exp, model.scoring: exp}
-    runs: runs/modular-phase             # one checkpoint folder per cell
-    phase_threshold: 0.5                 # accuracy that counts a set as solved when naming modular phases
+      # an axis of mappings sets several keys together (zipped axes), e.g. in configs/kernel_depth.yaml:
+      # pair: [{task.kernel: relu, model.scoring: relu}, {task.kernel: exp, model.scoring: exp}]
+    runs: runs/modular-phase             # one checkpoint folder per cell (relative to the working directory)
+    phase_threshold: 0.3                 # accuracy that counts a set as solved when naming modular phases (default 0.5)
     summary: models/modular-phase/sweep.json
 
 Cells run in worker processes, one per core by default (``backend="local"``), or as Ray tasks on a cluster
