@@ -302,7 +302,7 @@ def train(
         last = {LAST_WEIGHTS: {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         model.load_state_dict(best_weights)
     train_info = cfg.to_dict() | {"best_step": state["best_step"], "steps_done": state["step"],
-                                  "wall_s": round(time.perf_counter() - started, 1), "hardware": hardware(device)}
+                                  "wall_s": round(time.perf_counter() - started, 2), "hardware": hardware(device)}
     if out is not None:
         save_checkpoint(out, model, spec, task, train_info, metrics, last)
     return Checkpoint(model.eval(), spec, task, train_info, metrics, out)

@@ -28,7 +28,7 @@ def test_run_config_round_trips_and_matches_the_trained_checkpoint(tmp_path):
     assert same_run(run_from_dict(run.to_dict()), run)
     assert main(["train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "m")]) == 0
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert saved["train"]["steps_done"] == 6 and saved["train"]["wall_s"] > 0 and "CPU" in saved["train"]["hardware"]
+    assert saved["train"]["steps_done"] == 6 and saved["train"]["wall_s"] >= 0 and "CPU" in saved["train"]["hardware"]
     # the checkpoint's own config.json is a run config that reproduces the run
     assert same_run(run_from_dict(saved), run)
 
