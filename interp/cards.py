@@ -66,3 +66,10 @@ def measure(ckpt: Checkpoint, headline: str, n: int = 512, seed: int = 0) -> flo
     if headline not in HEADLINES:
         raise ValueError(f"unknown headline {headline!r}; known: {', '.join(HEADLINES)}")
     return HEADLINES[headline][1](ckpt, n, seed)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
+    """A card's table: one markdown line per row (header and rule first), floats to 3 significant digits."""
+    cols = list(rows[0])
+    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols), *("| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows)]

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 import interp  # noqa: E402
-from interp.cards import HEADLINES, measure  # noqa: E402
+from interp.cards import HEADLINES, markdown_table, measure  # noqa: E402
 from interp.checkpoint import Checkpoint, load_checkpoint, load_weights, read_tensors, save_checkpoint  # noqa: E402
 from interp.config import run_from_dict  # noqa: E402
 from interp.train import LAST_WEIGHTS  # noqa: E402
@@ -99,12 +99,6 @@ def resample_ablated_accuracy(ckpt: Checkpoint, heads: list[tuple[int, int]], sp
     return clean.float().mean().item(), ablated.float().mean().item()
 
 
-def table(rows: list[dict[str, Any]]) -> list[str]:
-    cols = list(rows[0])
-    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
-    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols), *("| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows)]
-
-
 def card(name: str, ckpt: Checkpoint, cell: str) -> dict[str, Any]:
     t = ckpt.train
     value = measure(ckpt, "ood_acc_last_shot", n=N, seed=SEED)
@@ -122,13 +116,13 @@ def card(name: str, ckpt: Checkpoint, cell: str) -> dict[str, Any]:
         f"- task: `{ckpt.task.describe()}`, {t['n_examples']} examples a sequence",
         f"- model: {ckpt.spec.n_layers} blocks, {ckpt.spec.n_heads} heads, d_model {ckpt.spec.d_model}, pre-LN, RoPE, ReLU MLP; {n_params:,} parameters",
         f"- paper: {PAPER}", "",
-        "## Accuracy by number of shots (exact match on z; chance 1/7)", "", *table(shot_rows), "",
+        "## Accuracy by number of shots (exact match on z; chance 1/7)", "", *markdown_table(shot_rows), "",
     ]
     steps = [{"step": m["step"], **{k: m[k] for k in ("id_train_acc", "id_test_acc", "ood_train_acc", "ood_test_acc")}}
              for m in ckpt.metrics if "ood_test_acc" in m][1::2]
     lines += ["## Accuracy against training steps (averaged over shots; from metrics.jsonl)", "",
               f"Best OOD (held-out tasks and pairs) at step {t.get('best_step')} of {t.get('steps_done')}.", "",
-              *table(steps), ""]
+              *markdown_table(steps), ""]
     content: dict[str, Any] = {"by_shot": by_shot, "by_step": steps}
     if ckpt.spec.n_layers >= 2:
         heads = gather_heads(ckpt)
@@ -147,15 +141,15 @@ def card(name: str, ckpt: Checkpoint, cell: str) -> dict[str, Any]:
             "## Heads that gather x and y of the same example", "",
             "Share of each head's attention to the previous token, to its own example's x and y (averaged over the "
             "positions where they are earlier), to itself and to token 0, from `interp attribute --method head_types`.", "",
-            *table(heads), "",
+            *markdown_table(heads), "",
             f"Key heads (layer 0, largest own-x + own-y share): {key}. Resample-ablating them (hook_z from "
             f"another sequence) moves the last-shot OOD accuracy from {clean:.3f} to {ablated:.3f}.", "",
             "## Ratio matching and modular regression by shots (He et al. Fig. 5; `interp algorithms`)", "",
             "Over the full (x, y) query grid with a fixed context: share of queries answered correctly, and of the "
-            "correct answers the share that ratio matching / modular regression predicts.", "", *table(alg_rows), "",
+            "correct answers the share that ratio matching / modular regression predicts.", "", *markdown_table(alg_rows), "",
             "## Circle of circles (`interp geometry`)", "",
             f"Best head: layer {best_geo['layer']} head {best_geo['head']} (outer x {best_geo['outer x']:.3f}, inner y {best_geo['inner y']:.3f}). All heads:", "",
-            *table(geo), "",
+            *markdown_table(geo), "",
         ]
     (MODELS / name / "CARD.md").write_text("\n".join(lines))
     content = {"name": name, "family": "modular", "cell": cell,

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 from interp import load  # noqa: E402
 from interp.api import evaluate  # noqa: E402
-from interp.cards import HEADLINES, kx_sweep, measure  # noqa: E402
+from interp.cards import HEADLINES, kx_sweep, markdown_table, measure  # noqa: E402
 from interp.checkpoint import Checkpoint  # noqa: E402
 from interp.config import load_run  # noqa: E402
 from interp.evaluate import EvalResult, error_vs_scale  # noqa: E402
@@ -51,12 +51,6 @@ PAPER = {
 
 def family(name: str) -> str:
     return next(f for f in ("linear1d", "linear", "poly", "complex-zeros", "kernel") if name.startswith(f)).replace("poly", "polynomial")
-
-
-def table(rows: list[dict[str, Any]]) -> list[str]:
-    cols = list(rows[0])
-    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
-    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols), *("| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows)]
 
 
 def curve_rows(result: EvalResult, shots: list[int]) -> list[dict[str, Any]]:
@@ -169,23 +163,23 @@ def card(name: str) -> dict[str, Any]:
         f"- paper: {PAPER[fam]}", "",
         f"## Error against the number of in-context examples ({result.metric.replace('_', ' ')})", "",
         f"`interp eval --ckpt models/{name}` gives the same table. ![ICL curve](../../docs/figures/{name}-icl.png)", "",
-        *table(curve_rows(result, shots)), "",
+        *markdown_table(curve_rows(result, shots)), "",
     ]
     extra: dict[str, Any] = {}
     if fam == "linear":
         rows = scale_rows(ckpt, "x_scale", [1 / 3, 1 / 2, 1, 2, 3], normalise=True)
         extra["x_scale"] = rows
         lines += ["## Scaled inputs (Garg's shift test)", "",
-                  "x scaled by s in context and query; normalised error at the last shot.", "", *table(rows), ""]
+                  "x scaled by s in context and query; normalised error at the last shot.", "", *markdown_table(rows), ""]
     if fam == "polynomial":
         unseen = evaluate(ckpt, n=N, seed=SEED, task=ckpt.task.replace(degrees=(4,)))
         rows = [r for r in curve_rows(unseen, pick_shots(unseen)) if r["split"] == "id" and r["method"] in ("model", "poly_ls", "least_squares")]
         sigma = scale_rows(ckpt, "coef_scale", [float(s) for s in range(1, 11)], normalise=False)
         extra |= {"unseen_degree4": rows, "sigma_sweep": sigma}
         lines += ["## Unseen class: degree 4", "", "Trained on degrees 0-3; tested on degree-4 Chebyshev polynomials.", "",
-                  *table(rows), "", "## Coefficient scale σ = 1..10 (Naim & Asher's table)", "",
+                  *markdown_table(rows), "", "## Coefficient scale σ = 1..10 (Naim & Asher's table)", "",
                   "Raw squared error at the last shot; `zero` is the zero predictor's (the mean squared target).", "",
-                  *table(sigma), ""]
+                  *markdown_table(sigma), ""]
     if fam == "complex-zeros":  # one scored position per sequence: sweep the number of samples instead
         rows = []
         for k in (1, 2, 3, 4, 6, 8, 10, int(t["n_examples"])):
@@ -195,7 +189,7 @@ def card(name: str) -> dict[str, Any]:
         lines += ["## Error against the number of samples", "",
                   f"The same model read with k samples before the query (trained at k = {t['n_examples']}); normalised "
                   "squared distance to the root nearest the query, beside a least-squares fit of the polynomial plus "
-                  "the companion-matrix eigenvalues, as numpy.roots computes them (exact from k = 3 on).", "", *table(rows), ""]
+                  "the companion-matrix eigenvalues, as numpy.roots computes them (exact from k = 3 on).", "", *markdown_table(rows), ""]
     if fam == "linear1d":
         kx = kx_sweep(ckpt, n=N, seed=SEED)
         extra["kx"] = kx
@@ -203,7 +197,7 @@ def card(name: str) -> dict[str, Any]:
                 for k, tq, pq, tm, pm in zip(kx["k"], kx["target_q99"], kx["pred_q99"], kx["target_pos_mean"], kx["pred_pos_mean"])]
         lines += ["## Predictions on f(x) = k·x (boundary values)", "",
                   f"Context and query x ~ U(-5, 5) as in training; the largest |prediction| is B = {kx['boundary']:.3g}. "
-                  "Training targets reach |f| <= 30.", "", *table(rows), ""]
+                  "Training targets reach |f| <= 30.", "", *markdown_table(rows), ""]
     body = "\n".join(lines)
     (MODELS / name / "CARD.md").write_text(body)
     content = {"name": name, "family": fam, "headline": {"metric": headline, "label": HEADLINES[headline][0], "value": value,

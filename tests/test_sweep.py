@@ -37,6 +37,17 @@ def last_shot_accuracy(path: Path, split: str, n: int = 512, seed: int = 0) -> f
     return interp.evaluate(path, n=n, seed=seed).curve(split, "model").mean[-1]
 
 
+def direct_last_shot_accuracy(path: Path, split: str, n: int = 4096, seed: int = 123) -> float:
+    """Independent of interp.evaluate: a fresh draw, the model's argmax at the last z against its target."""
+    import torch
+
+    ckpt = interp.load(path)
+    task = ckpt.task.eval_splits()[split]
+    batch = task.sample(n, ckpt.train["n_examples"], torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return (ckpt.model(batch.inputs).argmax(-1)[:, -1] == batch.targets[:, -1]).float().mean().item()
+
+
 def test_sweep_trains_every_cell_and_its_summary_matches_the_checkpoints(sweep_file, tmp_path, capsys):
     assert main(["sweep", str(sweep_file), "--workers", "2"]) == 0
     summary = json.loads((tmp_path / "out" / "sweep.json").read_text())
@@ -48,6 +59,8 @@ def test_sweep_trains_every_cell_and_its_summary_matches_the_checkpoints(sweep_f
         assert ckpt.spec.n_layers == cell["params"]["model.n_layers"] and ckpt.task.sampling == "parallelogram"
         assert cell["final"]["ood_test_acc"] == ckpt.metrics[-1]["ood_test_acc"]
         assert cell["ood_acc_last_shot"] == pytest.approx(last_shot_accuracy(tmp_path / cell["ckpt"], "ood_test"))
+        # the same quantity from an independent draw agrees within sampling error (4 s.e. of 512 sequences)
+        assert abs(cell["ood_acc_last_shot"] - direct_last_shot_accuracy(tmp_path / cell["ckpt"], "ood_test")) < 4 * 0.5 / 512**0.5
         assert cell["best"]["ood_test_acc"] == max(m["ood_test_acc"] for m in ckpt.metrics)
         assert cell["curve"]["step"] == [6, 12] and cell["phase"] == phase(cell["final"])
     # run again: finished cells are skipped, and nothing changes
