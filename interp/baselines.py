@@ -76,25 +76,34 @@ def poly_least_squares(
     return least_squares(feats, y, basis(query[..., 0], max_degree, kind) * keep)
 
 
-def kernel_regression(x: Tensor, y: Tensor, query: Tensor, kernel: str, lam: float = 1e-6) -> Tensor:
-    """GP posterior mean vᵀ(K + λI)⁻¹y with K = h(<x_i, x_j>): [batch, n, d], [batch, n, d_y], [batch, d] -> [batch, d_y]."""
-    if lam <= 0:
-        raise ValueError(f"lam must be positive, got {lam}")
-    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-    alpha = torch.linalg.solve(gram(x, x, kernel) + lam * eye, y)  # [batch, n, d_y]
-    v = gram(query[:, None], x, kernel)  # [batch, 1, n]
-    return (v @ alpha)[:, 0]
+def kernel_regression(x: Tensor, y: Tensor, query: Tensor, kernel: str) -> Tensor:
+    """The Bayes-optimal prediction for GP data, Σ_qc Σ_cc⁺ y: [batch, n, d], [batch, n, d_y], [batch, d] -> [batch, d_y].
+
+    Σ is the kernel's Gram matrix of the context and the query together, cut to its positive semi-definite
+    part as ``KernelTask`` does when it draws y. For a positive-definite kernel (linear, exp) this is the GP
+    posterior mean vᵀK⁻¹y; relu(<u, v>) is not positive definite, and there the cut is what the data follow.
+    The pseudo-inverse makes a rank-deficient Σ_cc (linear kernel, n > d) exact rather than unstable."""
+    points = torch.cat([x, query[:, None]], dim=1)
+    evals, evecs = torch.linalg.eigh(gram(points, points, kernel))
+    sigma = evecs @ torch.diag_embed(evals.clamp(min=0)) @ evecs.transpose(-1, -2)
+    coef = torch.linalg.pinv(sigma[:, :-1, :-1], hermitian=True, rtol=1e-10)  # [batch, n, n]
+    return (sigma[:, -1:, :-1] @ coef @ y)[:, 0]
 
 
 # --- regression baselines ----------------------------------------------------------------------------
 
 
 def regression_examples(batch: Batch) -> tuple[Tensor, Tensor]:
-    """The Garg-style context of a regression batch: xs [batch, k, d_in - 1] and ys [batch, k, d_out].
+    """Every example of a regression batch, the scored ones included: xs [batch, k, d_x'] and ys [batch, k, d_out].
 
-    xs keep the zero padding up to d_in - 1 channels; it changes none of the fits (all use only
-    inner products and distances). ys are the y tokens, read from the position after each x."""
+    Interleaved batches give xs with the zero padding up to d_in - 1 channels (it changes none of the fits,
+    which use only inner products and distances) and ys read from the y tokens. Paired batches give the
+    x part of each token, and the ys of the context tokens followed by the query's target."""
     d_out = batch.targets.shape[-1]
+    if batch.layout == "paired":
+        ys = batch.inputs[..., -d_out:].clone()
+        ys[:, -1] = batch.targets[:, -1]
+        return batch.inputs[..., :-d_out], ys
     x_pos = batch.loss_mask[0].nonzero()[:, 0]
     return batch.inputs[:, x_pos, :-1], batch.inputs[:, x_pos + 1, :d_out]
 
@@ -108,13 +117,17 @@ def prefix_predictions(xs: Tensor, ys: Tensor, fit: Fit) -> Tensor:
 
 
 def in_context(fit: Fit) -> Baseline:
-    """Turn a prefix fit into a baseline: batch -> [batch, pos, d_out], 0 off the loss positions."""
+    """Turn a prefix fit into a baseline: batch -> [batch, pos, d_out], 0 off the loss positions. The loss
+    positions are the last examples (all of them interleaved, the query alone when paired)."""
 
     def baseline(batch: Batch) -> Tensor:
         xs, ys = regression_examples(batch)
-        preds = prefix_predictions(xs.double(), ys.double(), fit).to(batch.targets.dtype)
+        if batch.layout == "paired":  # only the query is scored: fit the context once
+            preds = fit(xs[:, :-1].double(), ys[:, :-1].double(), xs[:, -1].double())[:, None]
+        else:
+            preds = prefix_predictions(xs.double(), ys.double(), fit)
         out = torch.zeros_like(batch.targets)
-        out[batch.loss_mask] = einops.rearrange(preds, "b k o -> (b k) o")
+        out[batch.loss_mask] = einops.rearrange(preds.to(out.dtype), "b k o -> (b k) o")
         return out
 
     return baseline

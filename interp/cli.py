@@ -22,7 +22,7 @@ DEFAULT_EXAMPLES = {"linear": 11, "polynomial": 11, "kernel": 14, "modular": 16,
 TASK_FLAGS = {"d": "d_x", "x_scale": "x_scale", "x_dist": "x_dist", "w_scale": "w_scale", "degrees": "degrees",
               "basis": "basis", "coef_scale": "coef_scale", "x_range": "x_range", "kernel": "kernel", "p": "p",
               "n_tasks": "n_tasks", "split_seed": "split_seed", "pair_fraction": "pair_fraction",
-              "degree": "degree", "root_radius": "root_radius"}
+              "degree": "degree", "root_radius": "root_radius", "layout": "layout"}
 
 
 class UsageError(Exception):
@@ -53,6 +53,7 @@ def build_parser() -> Parser:
     g.add_argument("--coef-scale", type=float)
     g.add_argument("--x-range", type=float)
     g.add_argument("--kernel", choices=["linear", "relu", "exp"])
+    g.add_argument("--layout", choices=["interleaved", "paired"], help="paired: Cheng et al.'s [x_i, y_i] tokens, then the query (kernel)")
     g.add_argument("--p", type=int, help="modulus (modular)")
     g.add_argument("--n-tasks", type=int, help="pre-training (a, b) tasks (modular)")
     g.add_argument("--split-seed", type=int)
@@ -68,6 +69,8 @@ def build_parser() -> Parser:
     m.add_argument("--norm", choices=["LN", "LNPre", "RMS", "none"], default="LN")
     m.add_argument("--pos", choices=["learned", "rotary", "none"], default="learned")
     m.add_argument("--scoring", choices=["softmax", "relu", "linear", "exp"], default="softmax")
+    m.add_argument("--mask", choices=["causal", "context"], default="causal",
+                   help="context: bidirectional, the query masked as a key (Cheng et al.; needs --layout paired)")
     m.add_argument("--act-fn", default="gelu", choices=["gelu", "relu", "silu", "gelu_new"])
     r = t.add_argument_group("training")
     r.add_argument("--steps", type=int, default=2000)
@@ -204,7 +207,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = ModelSpec.for_task(
         task, n_examples, n_layers=args.layers, n_heads=args.heads, d_model=args.d_model, d_mlp=args.d_mlp,
         attn_only=args.attn_only, normalization=args.norm, positional=args.pos, scoring=args.scoring,
-        act_fn=args.act_fn, seed=args.seed,
+        mask=args.mask, act_fn=args.act_fn, seed=args.seed,
     )
     curriculum = None
     if args.curriculum:

@@ -55,9 +55,9 @@ def shots(batch: Batch) -> list[int]:
     """The number of complete in-context examples before each loss position: [k] ints.
 
     Counted from ``pos_labels``: an example is complete once its answer token (y, or z for token tasks)
-    has been seen."""
-    answer = "z" if batch.inputs.dtype == torch.long else "y"
-    done = [label.startswith(answer) for label in batch.pos_labels]
+    has been seen, or its paired token (xy)."""
+    answers = ("z",) if batch.inputs.dtype == torch.long else ("y", "xy")
+    done = [label.rstrip("0123456789") in answers for label in batch.pos_labels]
     return [sum(done[:p]) for p in batch.loss_mask[0].nonzero()[:, 0].tolist()]
 
 

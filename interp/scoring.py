@@ -6,6 +6,9 @@ output *after* every user hook has run, and add a permanent hook on ``hook_patte
 softmax with ``h(scores) / n_keys``, where n_keys is the number of positions the query may attend to.
 So ``hook_pattern`` holds the weights that actually multiply the values, and patching or caching
 ``hook_attn_scores`` still changes or shows what the pattern is computed from.
+
+``install_context_mask`` gives Cheng et al.'s mask M for bidirectional models: every position attends to
+every position but the last (the query), whose score is set to -inf as TransformerLens's own causal mask does.
 """
 from __future__ import annotations
 
@@ -62,3 +65,16 @@ def install_scoring(model: HookedRootModule, scoring: str) -> None:
 
         attn.hook_pattern.add_hook(replace_pattern, is_permanent=True)
     model.setup()  # re-register hook names so the new HookPoints are found
+
+
+def mask_query_key(scores: Tensor, hook: HookPoint) -> Tensor:
+    """Scores with the last key (the query) masked out: [batch, head, query_pos, key_pos] -> same shape."""
+    scores = scores.clone()
+    scores[..., -1] = float("-inf")
+    return scores
+
+
+def install_context_mask(model: HookedRootModule) -> None:
+    """Let no position of ``model`` attend to the last one (in place; call after ``install_scoring``)."""
+    for block in model.blocks:
+        block.attn.hook_attn_scores.add_hook(mask_query_key, is_permanent=True)

@@ -18,13 +18,15 @@ from transformer_lens import ActivationCache, HookedTransformer, HookedTransform
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from .scoring import SCORINGS, install_scoring
+from .scoring import SCORINGS, install_context_mask, install_scoring
 from .tasks import RegressionTask, TaskBase
 
 Normalization = Literal["LN", "LNPre", "RMS", "none"]
 Positional = Literal["learned", "rotary", "none"]
+Mask = Literal["causal", "context"]
 NORMALIZATIONS = ("LN", "LNPre", "RMS", "none")
 POSITIONALS = ("learned", "rotary", "none")
+MASKS = ("causal", "context")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class ModelSpec:
     normalization: Normalization = "LN"
     positional: Positional = "learned"
     scoring: str = "softmax"
+    mask: Mask = "causal"  # "context": bidirectional, no position attends to the query (Cheng et al.'s M)
     act_fn: str = "gelu"
     n_ctx: int = 128
     d_vocab: int | None = None
@@ -51,6 +54,8 @@ class ModelSpec:
             raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
         if self.positional not in POSITIONALS:
             raise ValueError(f"positional must be one of {', '.join(POSITIONALS)}, got {self.positional!r}")
+        if self.mask not in MASKS:
+            raise ValueError(f"mask must be one of {', '.join(MASKS)}, got {self.mask!r}")
         if self.scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {', '.join(SCORINGS)}, got {self.scoring!r}")
         if self.d_model % self.n_heads:
@@ -61,6 +66,9 @@ class ModelSpec:
     @classmethod
     def for_task(cls, task: TaskBase, n_examples: int, **knobs: Any) -> "ModelSpec":
         """A spec whose input/output widths and context length fit ``task`` with ``n_examples`` examples."""
+        if knobs.get("mask") == "context" and getattr(task, "layout", None) != "paired":
+            raise ValueError("mask 'context' lets every position see every example, so it needs a task with "
+                             "layout 'paired' (one query, last)")
         io: dict[str, Any] = {"n_ctx": task.n_ctx(n_examples)}  # type: ignore[attr-defined]
         if isinstance(task, RegressionTask):
             io |= {"d_in": task.d_in, "d_out": task.d_out}
@@ -87,6 +95,7 @@ class ModelSpec:
             positional_embedding_type="rotary" if self.positional == "rotary" else "standard",
             rotary_dim=self.d_model // self.n_heads if self.positional == "rotary" else None,
             seed=self.seed,
+            attention_dir="bidirectional" if self.mask == "context" else "causal",
             default_prepend_bos=False,
             device="cpu",
         )
@@ -103,6 +112,8 @@ class ModelSpec:
             model.pos_embed.W_pos.data.zero_()
             model.pos_embed.W_pos.requires_grad_(False)
         install_scoring(model, self.scoring)
+        if self.mask == "context":
+            install_context_mask(model)
         return model
 
 

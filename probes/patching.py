@@ -182,11 +182,12 @@ def check_args(model: Model, clean: Batch, corrupted: Batch, site: str, layer: i
 
 def check_model(model: Model) -> None:
     """The shortcuts assume a causal pre-norm transformer whose cached hook_k / hook_v are what its
-    key-value cache holds; every ModelSpec model is one. Anything else is refused rather than mis-patched."""
+    key-value cache holds; every ModelSpec model is one (a bidirectional one, mask="context", is patched
+    without them). Anything else is refused rather than mis-patched."""
     cfg = model.cfg
     get = lambda name, default=None: getattr(cfg, name, default)  # noqa: E731
     unsupported = {
-        "attention_dir": get("attention_dir", "causal") != "causal",
+        "attention_dir": get("attention_dir", "causal") not in ("causal", "bidirectional"),
         "positional_embedding_type": get("positional_embedding_type") not in ("standard", "rotary"),
         "use_split_qkv_input": get("use_split_qkv_input"), "use_attn_in": get("use_attn_in"),
         "use_qk_norm": get("use_qk_norm"), "clip_qkv": get("clip_qkv") is not None,
@@ -232,7 +233,8 @@ def make_plan(model: Model, site: Site, by: str, layers: list[int], base_cache: 
     masks, layer_ids = [], []
     for l in layers:
         keep = differs(base_cache[hook_name(site, l)], source_cache[hook_name(site, l)], site.layout)
-        keep[q + 1:] = False  # rows after the query never reach it
+        if model.cfg.attention_dir == "causal":
+            keep[q + 1:] = False  # rows after the query never reach it
         if site.row_local and l == last:
             keep[:q] = False  # in the last layer a row-local patch reaches only its own row
         mask = cell_masks(site.layout, by, n_pos, model.cfg.n_heads).to(keep.device) & keep
@@ -262,6 +264,11 @@ def run_chunk(model: Model, site: Site, layer: int, start: int, q: int, mask: Te
               source_cache: ActivationCache, answers: Answers, metric: Metric) -> Tensor:
     """The metric of ``len(mask)`` patched variants that all start at ``layer`` and row ``start``: [variant, batch]."""
     n = len(mask)
+    if model.cfg.attention_dir != "causal":  # every row may see every other: whole runs, no shortcuts
+        hook = patch_hook(source_cache[hook_name(site, layer)], mask, site.layout, n)
+        out = forward_all_rows(model, base, hook_name(site, layer), layer, q, n, hook)
+        repeated = Answers(*(einops.repeat(a, "b ... -> (n b) ...", n=n) for a in (answers.clean, answers.corrupted)))
+        return einops.rearrange(metric(out, repeated), "(n b) -> n b", n=n)
     rows = mask if mask.dim() == 2 else mask.any(-1)  # [variant, pos]
     # a row-local patch changes its layer's output only at the patched rows; any other changes every later row
     stop = int(rows.any(0).nonzero().max()) if site.row_local else q
@@ -311,6 +318,24 @@ def forward_from(model: Model, base: "Stacked", name: str, layer: int, start: in
         if end < q and l + 1 < last:  # after a row-local patch the next layer changes every row up to q
             x = torch.cat([x, base.rows(f"blocks.{l + 1}.hook_resid_pre", end + 1, q + 1, n)], dim=1)
     x = x[:, -1:]
+    if model.cfg.normalization_type is not None:
+        x = model.ln_final(x)
+    return model.unembed(x)[:, 0]
+
+
+def forward_all_rows(model: Model, base: "Stacked", name: str, layer: int, q: int, n: int,
+                     hook: Callable[[Tensor, HookPoint | None], Tensor]) -> Tensor:
+    """The output at row ``q`` of ``n`` patched copies of the base run, every row computed from ``layer`` on
+    (for bidirectional models): [n * batch, d_out]."""
+    resid_pre = f"blocks.{layer}.hook_resid_pre"
+    x = base.rows(resid_pre, 0, base.cache[resid_pre].shape[1], n)
+    if name == resid_pre:
+        x = hook(x, None)
+    for l in range(layer, model.cfg.n_layers):
+        hooked = l == layer and name != resid_pre
+        with model.hooks(fwd_hooks=[(name, hook)]) if hooked else contextlib.nullcontext():
+            x = model.blocks[l](x)
+    x = x[:, q : q + 1]
     if model.cfg.normalization_type is not None:
         x = model.ln_final(x)
     return model.unembed(x)[:, 0]

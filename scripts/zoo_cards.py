@@ -92,8 +92,60 @@ def scale_rows(ckpt: Checkpoint, field: str, scales: list[float], normalise: boo
     return rows
 
 
-KERNEL_CELLS = {f"kernel-{k}-{k}attn": f"kernel={k},scoring={k}" for k in ("linear", "relu", "exp")}
+KERNELS, ACTIVATIONS = ("linear", "relu", "exp"), ("linear", "relu", "exp", "softmax")
+KERNEL_CELLS = {f"kernel-{k}-{k}attn": f"kernel={k},scoring={k}" for k in KERNELS}
 """The Cheng et al. grid's diagonal: zoo name -> cell of configs/kernel_grid.yaml (copied by ship_kernel_cells)."""
+KERNEL_N = 4096  # sequences for the kernel tables: the cells differ by a few percent
+
+
+def kernel_tables() -> dict[str, Any] | None:
+    """Cheng et al.'s table (3 layers, every data kernel x activation) and depth plot (matching pairs at 1, 3, 5
+    layers), measured on the cells in runs/kernel-grid and runs/kernel-depth beside the Bayes-optimal predictor.
+
+    Every model and the baseline see the same KERNEL_N sequences per data kernel; the value is the normalised
+    squared error at the query. A cell that did not finish (diverged) is reported with its sweep status.
+    Writes models/kernel-grid/table.json and docs/figures/kernel-depth.png; None if the grid has not been run."""
+    from interp.baselines import baselines_for
+    from interp.evaluate import squared_error_by_position
+
+    sweeps = {name: MODELS / "kernel-grid" / f"{name}.json" for name in ("sweep", "depth")}
+    if not sweeps["sweep"].is_file():
+        return None
+    cells = {c["name"]: c for name, path in sweeps.items() if path.is_file()
+             for c in json.loads(path.read_text())["cells"]}
+
+    def error(cell: str, batch: Any) -> float | str:
+        c = cells.get(cell)
+        if c is None or c["status"] != "done":
+            return "not run" if c is None else c["status"]
+        with torch.no_grad():
+            return squared_error_by_position(load(ROOT / c["ckpt"]).model(batch.inputs), batch).mean().item()
+
+    grid, depth = [], []
+    for kernel in KERNELS:
+        task = load_run(ROOT / "configs" / "kernel" / "base.yaml").task.replace(kernel=kernel)
+        batch = task.sample(KERNEL_N, 14, torch.Generator().manual_seed(SEED))
+        bayes = squared_error_by_position(baselines_for(task)["kernel_regression"](batch), batch).mean().item()
+        grid.append({"data kernel": kernel, **{f"{a} attn": error(f"kernel={kernel},scoring={a}", batch) for a in ACTIVATIONS},
+                     "Bayes (kernel regression)": bayes})
+        depth.append({"data kernel": kernel, "attention": kernel,
+                      **{f"{n} layers": error(f"kernel={kernel},scoring={kernel}" if n == 3 else
+                                              f"pair={kernel}-{kernel},n_layers={n}", batch) for n in (1, 3, 5)},
+                      "Bayes (kernel regression)": bayes})
+    tables = {"n": KERNEL_N, "seed": SEED, "n_examples": 14, "grid": grid, "depth": depth}
+    (MODELS / "kernel-grid" / "table.json").write_text(json.dumps(tables, indent=1))
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for row, color in zip(depth, ("C0", "C1", "C2")):
+        pts = [(n, row[f"{n} layers"]) for n in (1, 3, 5) if isinstance(row[f"{n} layers"], float)]
+        ax.plot(*zip(*pts), marker="o", color=color, label=f"{row['data kernel']} data, {row['attention']} attn")
+        ax.axhline(max(row["Bayes (kernel regression)"], 1e-4), color=color, ls="--", lw=0.8)
+    ax.set(xlabel="layers", ylabel="normalised squared error at the query", yscale="log", xticks=[1, 3, 5],
+           title="Cheng et al.: matching activation vs depth (dashed: Bayes)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "kernel-depth.png", dpi=110)
+    plt.close(fig)
+    return tables
 
 
 def config_path(name: str) -> Path:
@@ -129,8 +181,9 @@ def ship_kernel_cells() -> list[str]:
             shutil.rmtree(MODELS / name)
         shutil.copytree(src, MODELS / name)
         run = run_from_dict(json.loads((src / "config.json").read_text()) | {
-            "name": name, "purpose": f"Cheng et al.'s grid, diagonal cell: GP data with the {cell.split(',')[0][7:]} kernel, "
-                                     "attention-only with the matching activation, no LN, no MLP, 3 layers."})
+            "name": name, "purpose": f"Cheng et al.'s grid, diagonal cell: GP data with the {cell.split(',')[0][7:]} kernel; "
+                                     "Cheng's layer (paired tokens, query masked as a key, h(scores)/N), 3 attention-only "
+                                     "layers with the matching activation, no LN, no MLP."})
         (ROOT / "configs" / "kernel" / f"{name}.yaml").write_text(
             f"# The run of kernel_grid cell {cell}, written out by scripts/zoo_cards.py.\n" + yaml.safe_dump(run.to_dict(), sort_keys=False))
         shipped.append(name)
@@ -190,6 +243,14 @@ def card(name: str) -> dict[str, Any]:
                   f"The same model read with k samples before the query (trained at k = {t['n_examples']}); normalised "
                   "squared distance to the root nearest the query, beside a least-squares fit of the polynomial plus "
                   "the companion-matrix eigenvalues, as numpy.roots computes them (exact from k = 3 on).", "", *markdown_table(rows), ""]
+    if fam == "kernel" and (MODELS / "kernel-grid" / "table.json").is_file():
+        tables = json.loads((MODELS / "kernel-grid" / "table.json").read_text())
+        lines += ["## Cheng et al.'s table: every data kernel × attention activation, 3 layers", "",
+                  f"Normalised squared error at the query, {tables['n']} sequences of {tables['n_examples']} points per data "
+                  "kernel (the same ones for every model and the Bayes predictor); made by `python scripts/zoo_cards.py` "
+                  "from the cells of `interp sweep configs/kernel_grid.yaml`.", "", *markdown_table(tables["grid"]), "",
+                  "## The matching pairs against depth", "", "From `interp sweep configs/kernel_depth.yaml` (1 and 5 layers) "
+                  "and the grid (3). ![depth](../../docs/figures/kernel-depth.png)", "", *markdown_table(tables["depth"]), ""]
     if fam == "linear1d":
         kx = kx_sweep(ckpt, n=N, seed=SEED)
         extra["kx"] = kx
@@ -251,7 +312,11 @@ def zoo_readme() -> None:
 
 def main(names: list[str]) -> None:
     torch.set_num_threads(1)
+    FIGURES.mkdir(parents=True, exist_ok=True)
     shipped_kernels = ship_kernel_cells() if not names else []
+    if not names and (tables := kernel_tables()):
+        for table in ("grid", "depth"):
+            print(f"kernel {table}:", *markdown_table(tables[table]), sep="\n", flush=True)
     names = names or sorted({p.stem for p in CONFIGS.glob("*.yaml") if (MODELS / p.stem / "config.json").is_file()} | set(shipped_kernels))
     cards = {}
     for name in names:

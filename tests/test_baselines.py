@@ -148,6 +148,28 @@ def test_kernel_regression_with_matching_kernel_beats_linear_fits():
     assert exp_err < lin_err
 
 
+@pytest.mark.parametrize("kernel", ["linear", "relu", "exp"])
+def test_kernel_regression_is_bayes_optimal(kernel):
+    """On paired GP data the Bayes predictor's mean squared error is the mean posterior variance,
+    Σ_qq - Σ_qc Σ_cc⁺ Σ_cq, in closed form from the same (PSD-cut) Gram matrix the task draws y with."""
+    from interp.tasks.kernel import gram
+
+    task = KernelTask(d_x=5, kernel=kernel, layout="paired")
+    batch = task.sample(20000, 8, gen(7))
+    pred = baselines_for(task)["kernel_regression"](batch)
+    sq = ((pred - batch.targets)[:, -1, 0] ** 2).double()
+    evals, evecs = torch.linalg.eigh(gram(batch.examples.double(), batch.examples.double(), kernel))
+    sigma = evecs @ torch.diag_embed(evals.clamp(min=0)) @ evecs.transpose(-1, -2)
+    s_cc, s_cq = sigma[:, :-1, :-1], sigma[:, :-1, -1:]
+    post_var = sigma[:, -1, -1] - (s_cq.transpose(-1, -2) @ torch.linalg.pinv(s_cc, hermitian=True, rtol=1e-10) @ s_cq)[:, 0, 0]
+    assert abs(sq.mean() - post_var.mean()) < 4 * sq.std() / len(sq) ** 0.5 + 1e-6
+    if kernel == "linear":  # 8 points in d = 5 determine w: exact
+        assert sq.max() < 1e-6
+    # and it beats every other baseline there
+    for name, baseline in baselines_for(task).items():
+        assert ((baseline(batch) - batch.targets)[:, -1, 0] ** 2).mean() >= sq.mean() - 1e-6, name
+
+
 @pytest.mark.parametrize("task", [LinearTask(d_x=4), PolynomialTask(), KernelTask(d_x=4)], ids=lambda t: t.name)
 def test_regression_baselines_use_only_earlier_examples(task: RegressionTask):
     batch = task.sample(8, 6, gen(6))

@@ -8,7 +8,7 @@ import torch
 import transformer_lens.patching as tlp
 
 from interp.spec import ModelSpec
-from interp.tasks import LinearTask, ModularTask
+from interp.tasks import KernelTask, LinearTask, ModularTask
 from interp.train import TrainConfig, train
 from probes.metrics import Answers, at_query, resolve_metric
 from probes.patching import SITES, Stacked, patch
@@ -108,6 +108,24 @@ def test_other_architectures_equal_transformer_lens(knobs, site, by, fn, axes, o
     ref = ref.permute(*order) if order else ref
     result = patch(model, task, clean, corrupted, site=site, by=by)
     assert (result.extras["metric"] - ref).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("scoring", ["exp", "softmax"])
+@pytest.mark.parametrize("site, by, fn, axes, order", [TL_SWEEPS[i] for i in (0, 2, 4, 6, 7, 8, 9)],
+                         ids=["resid_pre", "attn_out", "z", "k", "v", "pattern", "z-head"])
+def test_cheng_layer_equals_transformer_lens(scoring, site, by, fn, axes, order):
+    """A bidirectional model (Cheng et al.'s layer: the query masked as a key) is patched with whole runs."""
+    task = KernelTask(d_x=3, kernel="exp", layout="paired")
+    spec = ModelSpec.for_task(task, 5, n_layers=2, n_heads=2, d_model=8, attn_only=True, normalization="none",
+                              positional="none", scoring=scoring, mask="context")
+    model = spec.build().eval()
+    clean, corrupted = batches(task, 5, seed=4)
+    _, clean_cache = model.run_with_cache(clean.inputs)
+    ref = tl_reference(fn, model, corrupted.inputs, clean_cache, tl_metric(task, clean, corrupted), axes)
+    ref = ref.permute(*order) if order else ref
+    result = patch(model, task, clean, corrupted, site=site, by=by, max_batch=7)
+    assert (result.extras["metric"] - ref).abs().max().item() <= TOL
+    assert ref.abs().max() > 0  # patching moves the metric somewhere
 
 
 @pytest.mark.parametrize("name", list(TASKS))

@@ -5,7 +5,7 @@ import torch
 from transformer_lens import ActivationCache, HookedTransformer
 
 from interp.spec import ModelSpec, RegressionTransformer
-from interp.tasks import LinearTask, ModularTask
+from interp.tasks import KernelTask, LinearTask, ModularTask
 
 VARIANTS = [
     {},
@@ -102,6 +102,39 @@ def test_patching_scores_moves_nonsoftmax_pattern(gen):
     model.reset_hooks()
     _, cache = model.run_with_cache(batch.inputs)
     assert not torch.allclose(cache["blocks.0.attn.hook_pattern"].sum(-1), torch.ones(2, 1, n))
+
+
+@pytest.mark.parametrize("scoring", ["softmax", "relu", "linear", "exp"])
+def test_context_mask_is_chengs_layer(scoring, gen):
+    """mask="context": Z <- Z + P Z h(Zᵀ Qᵀ K Z) M / N with M dropping the query column (softmax: over the N
+    context keys), checked against the layer written out from the raw weights."""
+    task = KernelTask(d_x=3, layout="paired")
+    n_context = 5
+    model = ModelSpec.for_task(task, n_context, n_layers=1, n_heads=1, d_model=4, attn_only=True, normalization="none",
+                               positional="none", scoring=scoring, mask="context").build()
+    batch = task.sample(2, n_context, gen())
+    out = model(batch.inputs)
+    attn = model.blocks[0].attn
+    resid = model.embed(batch.inputs)
+    q = resid @ attn.W_Q[0] + attn.b_Q[0]
+    k = resid @ attn.W_K[0] + attn.b_K[0]
+    v = resid @ attn.W_V[0] + attn.b_V[0]
+    scores = (q @ k.transpose(-1, -2) / math.sqrt(4))[..., :n_context]  # the query is no key
+    weights = scores.softmax(-1) if scoring == "softmax" else {"relu": torch.relu, "linear": lambda s: s, "exp": torch.exp}[scoring](scores) / n_context
+    expected = model.unembed(resid + weights @ v[:, :n_context] @ attn.W_O[0] + attn.b_O)
+    assert torch.allclose(out, expected, atol=1e-5)
+    # so changing the query token moves no context position
+    changed = batch.inputs.clone()
+    changed[:, -1, :3] += 1.0
+    moved = model(changed)
+    assert torch.allclose(moved[:, :-1], out[:, :-1], atol=1e-6) and not torch.allclose(moved[:, -1], out[:, -1])
+
+
+def test_context_mask_needs_the_paired_layout():
+    with pytest.raises(ValueError, match="paired"):
+        ModelSpec.for_task(KernelTask(), 4, mask="context")
+    with pytest.raises(ValueError, match="mask"):
+        ModelSpec(d_in=3, mask="sideways")
 
 
 def test_spec_validation():

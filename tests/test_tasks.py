@@ -6,6 +6,7 @@ from interp.tasks import (TASKS, ComplexZerosTask, KernelTask, LinearTask, Modul
 from interp.tasks.polynomial import basis
 
 ALL_TASKS = [LinearTask(d_x=3), PolynomialTask(), PolynomialTask(basis="chebyshev"), KernelTask(kernel="relu"),
+             KernelTask(kernel="exp", layout="paired"),
              ModularTask(p=7, n_tasks=20), ComplexZerosTask()]
 
 
@@ -74,6 +75,21 @@ def test_kernel_inputs_on_sphere_and_gp_covariance(gen):
     # linear kernel: Cov(y_i, y_j | x) = <x_i, x_j>; check E[y_0 y_1 - <x_0, x_1>] ~ 0 and E[y² ] ~ 1
     assert abs((ys[:, 0] * ys[:, 1] - (xs[:, 0] * xs[:, 1]).sum(-1)).mean()) < 0.05
     assert abs(ys.pow(2).mean() - 1) < 0.05
+
+
+def test_kernel_paired_layout(gen):
+    """Cheng et al.'s layout: n tokens [x_i, y_i], then [x_q, 0]; the query's y is the one target."""
+    task = KernelTask(kernel="linear", d_x=4, layout="paired")
+    batch = task.sample(4000, 6, gen())
+    assert batch.inputs.shape == (4000, 7, 5) and batch.pos_labels == ("xy0", "xy1", "xy2", "xy3", "xy4", "xy5", "query")
+    assert batch.loss_mask[:, -1].all() and batch.loss_mask.sum() == 4000 and torch.all(batch.inputs[:, -1, 4] == 0)
+    xs, y_q = batch.inputs[..., :4], batch.targets[:, -1, 0]
+    assert torch.equal(xs, batch.examples) and torch.allclose(xs.norm(dim=-1), torch.ones(4000, 7), atol=1e-5)
+    # linear kernel: Cov(y_i, y_q | x) = <x_i, x_q>, for context ys and the query's target alike
+    assert abs((batch.inputs[:, 0, 4] * y_q - (xs[:, 0] * xs[:, -1]).sum(-1)).mean()) < 0.05
+    assert abs(y_q.pow(2).mean() - 1) < 0.05
+    with pytest.raises(ValueError, match="layout"):
+        KernelTask(layout="stacked")
 
 
 def test_modular_splits_are_disjoint_and_targets_right(gen):

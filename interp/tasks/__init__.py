@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import CORRUPTIONS, Batch, RegressionTask, Task, TaskBase, examples_that_fit, interleave
+from .base import CORRUPTIONS, LAYOUTS, Batch, RegressionTask, Task, TaskBase, examples_that_fit, interleave
 from .complex_zeros import ComplexZerosTask
 from .kernel import KernelTask
 from .linear import LinearTask
@@ -28,6 +28,6 @@ def task_from_dict(spec: dict[str, Any]) -> TaskBase:
 
 
 __all__ = [
-    "CORRUPTIONS", "Batch", "Task", "TaskBase", "RegressionTask", "interleave", "examples_that_fit", "TASKS", "task_from_dict",
+    "CORRUPTIONS", "LAYOUTS", "Batch", "Task", "TaskBase", "RegressionTask", "interleave", "examples_that_fit", "TASKS", "task_from_dict",
     "LinearTask", "PolynomialTask", "KernelTask", "ModularTask", "ComplexZerosTask",
 ]

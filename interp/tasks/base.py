@@ -3,7 +3,10 @@
 Real-valued tasks (linear, polynomial, kernel, complex zeros) interleave x and y tokens Garg-style:
 x_1, y_1, x_2, y_2, ... Each token is a vector of width ``d_in = max(d_x, d_y) + 1``; the last channel
 flags y tokens so that models without positional embeddings can still tell the roles apart.
-Predictions are read at the x positions. Token tasks (modular) use integer tokens.
+Predictions are read at the x positions. A task with a ``layout`` field may instead ask for the
+"paired" layout of Cheng, Chen & Sra (and von Oswald et al.): one token [x_i, y_i] per in-context
+example, then one query token [x_q, 0], with the prediction read at the query only.
+Token tasks (modular) use integer tokens.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import torch
 from torch import Tensor
 
 TaskKind = Literal["regression", "classification"]
+Layout = Literal["interleaved", "paired"]
+LAYOUTS: tuple[str, ...] = ("interleaved", "paired")
 
 CORRUPTIONS: dict[str, str] = {
     "params": "same inputs, resampled task parameters (a new w, new coefficients, a new (a, b))",
@@ -35,6 +40,7 @@ class Batch:
     examples:  the raw example inputs the sequence was built from: xs [batch, k, d_x] (regression) or
                (x, y) pairs [batch, k, 2] long (modular); ``task.assemble(examples, params)`` rebuilds the batch
     pos_labels: one role label per position, e.g. ("x0", "y0", "x1", ...), shared by the batch
+    layout:    how a regression sequence is laid out: "interleaved" or "paired" (see the module docstring)
     """
 
     inputs: Tensor
@@ -43,6 +49,7 @@ class Batch:
     params: dict[str, Tensor] = field(default_factory=dict)
     examples: Tensor | None = None
     pos_labels: tuple[str, ...] = ()
+    layout: Layout = "interleaved"
 
     def to(self, device: torch.device | str) -> "Batch":
         """The same batch on ``device``."""
@@ -53,6 +60,7 @@ class Batch:
             params={k: v.to(device) for k, v in self.params.items()},
             examples=None if self.examples is None else self.examples.to(device),
             pos_labels=self.pos_labels,
+            layout=self.layout,
         )
 
     @property
@@ -153,22 +161,29 @@ class TaskBase:
 
 
 class RegressionTask(TaskBase):
-    """A real-valued task: subclasses draw xs and params and ``label`` them; this class interleaves the batch."""
+    """A real-valued task: subclasses draw xs and params and ``label`` them; this class lays out the batch,
+    interleaved unless the subclass has a ``layout`` field set to "paired"."""
 
     kind: ClassVar[TaskKind] = "regression"
     d_x: int
     d_y: int = 1
+    layout: Layout = "interleaved"
 
     @property
     def d_in(self) -> int:
-        return max(self.d_x, self.d_y) + 1
+        return self.d_x + self.d_y if self.layout == "paired" else max(self.d_x, self.d_y) + 1
 
     @property
     def d_out(self) -> int:
         return self.d_y
 
     def n_ctx(self, n_examples: int) -> int:
-        return 2 * n_examples
+        return n_examples + 1 if self.layout == "paired" else 2 * n_examples
+
+    def sample(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Batch:
+        """Interleaved: ``n_examples`` examples, each one scored. Paired: ``n_examples`` in-context examples
+        and one more draw, the query."""
+        return super().sample(batch_size, n_examples + (self.layout == "paired"), generator)
 
     def label(self, xs: Tensor, params: dict[str, Tensor]) -> Tensor:
         """f(x) for every example: xs [batch, k, d_x] -> ys [batch, k, d_y]."""
@@ -177,6 +192,8 @@ class RegressionTask(TaskBase):
     def assemble(self, examples: Tensor, params: dict[str, Tensor]) -> Batch:
         xs = examples
         ys = self.label(xs, params)
+        if self.layout == "paired":
+            return pair_up(xs, ys, params)
         batch_size, n_examples = xs.shape[:2]
         inputs = interleave(xs, ys, self.d_in)
         targets = torch.zeros(batch_size, 2 * n_examples, self.d_y)
@@ -185,6 +202,20 @@ class RegressionTask(TaskBase):
         loss_mask[:, 0::2] = True
         labels = tuple(f"{r}{i}" for i in range(n_examples) for r in ("x", "y"))
         return Batch(inputs, targets, loss_mask, params, xs, labels)
+
+
+def pair_up(xs: Tensor, ys: Tensor, params: dict[str, Tensor]) -> Batch:
+    """Cheng et al.'s layout: tokens [x_i, y_i] for the first k - 1 examples and [x_q, 0] for the last, the
+    query, which alone is scored: xs [batch, k, d_x], ys [batch, k, d_y] -> inputs [batch, k, d_x + d_y]."""
+    n_context = xs.shape[1] - 1
+    inputs = torch.cat([xs, ys], dim=-1)
+    inputs[:, -1, xs.shape[-1]:] = 0.0
+    targets = torch.zeros_like(ys)
+    targets[:, -1] = ys[:, -1]
+    loss_mask = torch.zeros(xs.shape[:2], dtype=torch.bool)
+    loss_mask[:, -1] = True
+    labels = tuple(f"xy{i}" for i in range(n_context)) + ("query",)
+    return Batch(inputs, targets, loss_mask, params, xs, labels, layout="paired")
 
 
 def examples_that_fit(task: "TaskBase", n_ctx: int, n_examples: int | None = None) -> int:

@@ -7,7 +7,7 @@ from typing import Callable, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from .base import RegressionTask
+from .base import LAYOUTS, Layout, RegressionTask
 
 KernelName = Literal["linear", "relu", "exp"]
 
@@ -25,16 +25,21 @@ def gram(u: Tensor, v: Tensor, kernel: str) -> Tensor:
 
 @dataclass(frozen=True)
 class KernelTask(RegressionTask):
-    """x uniform on the sphere of radius ``x_scale`` in d_x dims; y ~ GP(0, K) with K = h(<u, v>)."""
+    """x uniform on the sphere of radius ``x_scale`` in d_x dims; y ~ GP(0, K) with K = h(<u, v>).
+
+    ``layout="paired"`` is Cheng et al.'s: ``n_examples`` tokens [x_i, y_i], then the query [x_q, 0]."""
 
     name: ClassVar[str] = "kernel"
     d_x: int = 5
     kernel: KernelName = "exp"
     x_scale: float = 1.0
+    layout: Layout = "interleaved"
 
     def __post_init__(self) -> None:
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {sorted(KERNELS)}, got {self.kernel!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 
     def sample_params(self, batch_size: int, n_examples: int, generator: torch.Generator) -> dict[str, Tensor]:
         """The GP draw is carried by white noise ``eps`` [batch, k]; ``label`` colours it with the Gram matrix
