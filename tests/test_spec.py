@@ -130,6 +130,32 @@ def test_context_mask_is_chengs_layer(scoring, gen):
     assert torch.allclose(moved[:, :-1], out[:, :-1], atol=1e-6) and not torch.allclose(moved[:, -1], out[:, -1])
 
 
+@pytest.mark.parametrize("scoring", ["softmax", "relu", "linear", "exp"])
+def test_context_mask_layer_can_be_one_step_of_functional_gradient_descent(scoring, gen):
+    """Cheng et al.'s construction by hand: Q = K on x, P on y. From f = 0 one step of functional GD in the
+    RKHS of h gives f(x_q) = η/N Σ_i h(<x_i, x_q>) y_i (softmax: Σ_i softmax_i(<x_i, x_q>) y_i)."""
+    task = KernelTask(d_x=3, kernel="exp", layout="paired")
+    model = ModelSpec.for_task(task, 6, n_layers=1, n_heads=1, d_model=4, attn_only=True, normalization="none",
+                               positional="none", scoring=scoring, mask="context").build()
+    eta, x_part, y_part = 0.7, torch.diag(torch.tensor([1.0, 1.0, 1.0, 0.0])), torch.diag(torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    attn = model.blocks[0].attn
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.embed.linear.weight.copy_(torch.eye(4))
+        attn.W_Q[0].copy_(x_part * math.sqrt(2.0))  # TransformerLens divides scores by sqrt(d_head) = 2
+        attn.W_K[0].copy_(x_part * math.sqrt(2.0))
+        attn.W_V[0].copy_(y_part)
+        attn.W_O[0].copy_(eta * y_part)
+        model.unembed.linear.weight.copy_(y_part[3:])
+    batch = task.sample(5, 6, gen())
+    x, y = batch.examples, batch.inputs[:, :-1, 3]
+    gram = torch.einsum("bid,bd->bi", x[:, :-1], x[:, -1])
+    h = {"relu": torch.relu, "linear": lambda g: g, "exp": torch.exp}
+    step = gram.softmax(-1) * eta if scoring == "softmax" else h[scoring](gram) * eta / 6
+    assert torch.allclose(model(batch.inputs)[:, -1, 0], (step * y).sum(-1), atol=1e-5)
+
+
 def test_context_mask_needs_the_paired_layout():
     with pytest.raises(ValueError, match="paired"):
         ModelSpec.for_task(KernelTask(), 4, mask="context")

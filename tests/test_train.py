@@ -3,7 +3,7 @@ import math
 import torch
 
 from interp.spec import ModelSpec
-from interp.tasks import LinearTask, ModularTask
+from interp.tasks import KernelTask, LinearTask, ModularTask
 from interp.train import Curriculum, TrainConfig, lr_at, train, train_batch
 
 
@@ -38,6 +38,24 @@ def test_tiny_linear_model_beats_averaging_after_ten_examples(gen):
     assert model_err[:, late].mean() < 0.5 * avg_err[:, late].mean()
     assert [m["step"] for m in ckpt.metrics] == [500, 1000, 1500]
     assert ckpt.metrics[-1]["id_error"] < 0.3  # averaged over all shots; the zero predictor scores 1
+
+
+def test_cheng_layer_learns_linear_data_beyond_one_gradient_step(gen):
+    """Cheng et al.'s layer with linear attention, 3 layers, on linear-kernel GP data (d = 3, 8 points):
+    well below the best single step of gradient descent, c/N Σ y_i <x_i, x_q> with c fitted here (error ~0.2)."""
+    task = KernelTask(d_x=3, kernel="linear", layout="paired")
+    spec = ModelSpec.for_task(task, 8, n_layers=3, n_heads=1, d_model=16, attn_only=True, normalization="none",
+                              positional="none", scoring="linear", mask="context")
+    cfg = TrainConfig(steps=300, n_examples=8, batch_size=256, lr=1e-2, weight_decay=0.0, warmup_steps=10, eval_every=300)
+    ckpt = train(task, spec, cfg, progress=False)
+    batch = task.sample(4000, 8, gen(5))
+    y_q, ys, xs = batch.targets[:, -1, 0], batch.inputs[:, :-1, 3], batch.examples
+    one_step = (ys * torch.einsum("bid,bd->bi", xs[:, :-1], xs[:, -1])).mean(-1)
+    c = (one_step * y_q).sum() / one_step.pow(2).sum()
+    gd_err = (c * one_step - y_q).pow(2).mean() / y_q.pow(2).mean()
+    with torch.no_grad():
+        model_err = (ckpt.model(batch.inputs)[:, -1, 0] - y_q).pow(2).mean() / y_q.pow(2).mean()
+    assert gd_err > 0.15 and model_err < 0.25 * gd_err
 
 
 def test_tiny_modular_model_learns_its_training_tasks():
