@@ -197,6 +197,7 @@ def describe(ckpt) -> str:
     """One line: name, task, architecture."""
     s = ckpt.spec
     arch = f"{s.n_layers}L × {s.n_heads}H, d={s.d_model}, {'attn-only' if s.attn_only else 'MLP'}, {s.normalization}, {s.scoring}"
+    arch += ", bidirectional, query masked as a key" if s.mask == "context" else ""
     return f"**{Path(str(ckpt.path)).name}** · {ckpt.task.describe()} · {arch}"
 
 
