@@ -21,10 +21,21 @@ from transformer_lens.hook_points import HookPoint
 
 Scoring = Literal["softmax", "relu", "linear", "exp"]
 
+EXP_CAP = 10.0  # exp scoring is exp(min(s, EXP_CAP)): see capped_exp
+
+
+def capped_exp(scores: Tensor) -> Tensor:
+    """exp(min(scores, EXP_CAP)), elementwise. Without LN nothing bounds the residual stream, so one large
+    step makes the next layer's scores, and then exp of them, overflow to inf and the loss to NaN (3- and
+    5-layer Cheng models did, at lr 1e-2 and 3e-3). The cap only acts on weights above e^10 ≈ 22 000 times
+    a uniform one, and stops gradients there, so training can recover."""
+    return torch.exp(scores.clamp(max=EXP_CAP))
+
+
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": torch.relu,
     "linear": lambda s: s,
-    "exp": torch.exp,
+    "exp": capped_exp,
 }
 SCORINGS: tuple[str, ...] = ("softmax", *ACTIVATIONS)
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformer_lens import ActivationCache, HookedTransformer
 
+from interp.scoring import EXP_CAP
 from interp.spec import ModelSpec, RegressionTransformer
 from interp.tasks import KernelTask, LinearTask, ModularTask
 
@@ -84,6 +85,24 @@ def test_nonsoftmax_pattern_matches_hand_computation(scoring, gen):
             s = (q[:, qi, 0] * k[:, ki, 0]).sum(-1) / math.sqrt(4)
             expected[:, 0, qi, ki] = h(s) / (qi + 1)
     assert torch.allclose(cache["blocks.0.attn.hook_pattern"], expected, atol=1e-5)
+
+
+def test_exp_scoring_caps_runaway_scores(gen):
+    """exp scoring is exp(min(s, EXP_CAP)) / n_keys: a score of 1e4 (exp overflows float32 past ~88) gives a
+    finite weight e^EXP_CAP / n_keys, a score of 1 still exactly e / n_keys, and masked keys stay at 0."""
+    task = LinearTask(d_x=2)
+    model = ModelSpec.for_task(task, 3, n_layers=1, n_heads=1, d_model=4, normalization="none", scoring="exp").build()
+    batch = task.sample(2, 3, gen())
+    n = batch.inputs.shape[1]
+    big = lambda s, hook: torch.where(torch.isfinite(s), torch.full_like(s, 1e4), s)  # noqa: E731
+    one = lambda s, hook: torch.where(torch.isfinite(s), torch.ones_like(s), s)  # noqa: E731
+    causal = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1)[:, None]
+    for hook, weight in ((big, math.exp(EXP_CAP)), (one, math.e)):
+        seen = {}
+        out = model.run_with_hooks(batch.inputs, fwd_hooks=[
+            ("blocks.0.attn.hook_attn_scores", hook), ("blocks.0.attn.hook_pattern", lambda p, hook: seen.setdefault("p", p))])
+        assert torch.isfinite(out).all()
+        assert torch.allclose(seen["p"][0, 0], weight * causal, rtol=1e-5)
 
 
 def test_patching_scores_moves_nonsoftmax_pattern(gen):
