@@ -102,36 +102,30 @@ def kernel_tables() -> dict[str, Any] | None:
     """Cheng et al.'s table (3 layers, every data kernel x activation) and depth plot (matching pairs at 1, 3, 5
     layers), measured on the cells in runs/kernel-grid and runs/kernel-depth beside the Bayes-optimal predictor.
 
-    Every model and the baseline see the same KERNEL_N sequences per data kernel; the value is the normalised
-    squared error at the query. A cell that did not finish (diverged) is reported with its sweep status.
-    Writes models/kernel-grid/table.json and docs/figures/kernel-depth.png; None if the grid has not been run."""
-    from interp.baselines import baselines_for
-    from interp.evaluate import squared_error_by_position
-
-    sweeps = {name: MODELS / "kernel-grid" / f"{name}.json" for name in ("sweep", "depth")}
-    if not sweeps["sweep"].is_file():
+    Each value is the last point of ``interp.evaluate(cell, n=KERNEL_N, seed=SEED)``: the normalised squared
+    error at the query, on the same sequences for every model of a data kernel and for its Bayes predictor
+    (``kernel_regression``). A cell that did not finish (diverged) shows its sweep status. Writes
+    models/kernel-grid/table.json and docs/figures/kernel-depth.png; None if the grid has not been run."""
+    sweeps = [MODELS / "kernel-grid" / f"{name}.json" for name in ("sweep", "depth")]
+    if not sweeps[0].is_file():
         return None
-    cells = {c["name"]: c for name, path in sweeps.items() if path.is_file()
-             for c in json.loads(path.read_text())["cells"]}
+    cells = {c["name"]: c for path in sweeps if path.is_file() for c in json.loads(path.read_text())["cells"]}
+    bayes: dict[str, float] = {}
 
-    def error(cell: str, batch: Any) -> float | str:
+    def error(cell: str, kernel: str) -> float | str:
         c = cells.get(cell)
         if c is None or c["status"] != "done":
-            return "not run" if c is None else c["status"]
-        with torch.no_grad():
-            return squared_error_by_position(load(ROOT / c["ckpt"]).model(batch.inputs), batch).mean().item()
+            return "not run" if c is None else c["status"].split(" by ")[0]
+        result = evaluate(load(ROOT / c["ckpt"]), n=KERNEL_N, seed=SEED, baselines=kernel not in bayes)
+        if kernel not in bayes:
+            bayes[kernel] = result.curve("id", "kernel_regression").mean[-1]
+        return result.curve("id", "model").mean[-1]
 
-    grid, depth = [], []
-    for kernel in KERNELS:
-        task = load_run(ROOT / "configs" / "kernel" / "base.yaml").task.replace(kernel=kernel)
-        batch = task.sample(KERNEL_N, 14, torch.Generator().manual_seed(SEED))
-        bayes = squared_error_by_position(baselines_for(task)["kernel_regression"](batch), batch).mean().item()
-        grid.append({"data kernel": kernel, **{f"{a} attn": error(f"kernel={kernel},scoring={a}", batch) for a in ACTIVATIONS},
-                     "Bayes (kernel regression)": bayes})
-        depth.append({"data kernel": kernel, "attention": kernel,
-                      **{f"{n} layers": error(f"kernel={kernel},scoring={kernel}" if n == 3 else
-                                              f"pair={kernel}-{kernel},n_layers={n}", batch) for n in (1, 3, 5)},
-                      "Bayes (kernel regression)": bayes})
+    grid = [{"data kernel": k, **{f"{a} attn": error(f"kernel={k},scoring={a}", k) for a in ACTIVATIONS}} for k in KERNELS]
+    depth = [{"data kernel": k, "attention": k, **{f"{n} layers": error(
+        f"kernel={k},scoring={k}" if n == 3 else f"pair={k}-{k},n_layers={n}", k) for n in (1, 3, 5)}} for k in KERNELS]
+    for row in grid + depth:
+        row["Bayes (kernel regression)"] = bayes[row["data kernel"]]
     tables = {"n": KERNEL_N, "seed": SEED, "n_examples": 14, "grid": grid, "depth": depth}
     (MODELS / "kernel-grid" / "table.json").write_text(json.dumps(tables, indent=1))
     fig, ax = plt.subplots(figsize=(5, 3.4))
@@ -212,7 +206,7 @@ def card(name: str) -> dict[str, Any]:
         f"- task: `{ckpt.task.describe()}`, {t['n_examples']} examples a sequence",
         f"- model: {ckpt.spec.n_layers} layers, {ckpt.spec.n_heads} heads, d_model {ckpt.spec.d_model}, "
         f"{'attention-only' if ckpt.spec.attn_only else 'with MLPs'}, normalization {ckpt.spec.normalization}, "
-        f"{ckpt.spec.scoring} attention, {ckpt.spec.positional} positions; {n_params:,} parameters",
+        f"{ckpt.spec.scoring} attention, {ckpt.spec.positional} positions, {ckpt.spec.mask} mask; {n_params:,} parameters",
         f"- paper: {PAPER[fam]}", "",
         f"## Error against the number of in-context examples ({result.metric.replace('_', ' ')})", "",
         f"`interp eval --ckpt models/{name}` gives the same table. ![ICL curve](../../docs/figures/{name}-icl.png)", "",
@@ -300,13 +294,17 @@ def zoo_readme() -> None:
         arch = f"{m['n_layers']} × {m['n_heads']} × {m['d_model']}" + (", attn-only" if m["attn_only"] else "")
         arch += "" if m["normalization"] == "LN" else f", norm {m['normalization']}"
         arch += "" if m["scoring"] == "softmax" else f", {m['scoring']} attn"
+        arch += ", query-masked (Cheng)" if m.get("mask") == "context" else ""
         rows.append(f"| [{c['name']}]({c['name']}/CARD.md) | {ckpt_cfg['task']['name']} | {arch} | {h['label']} | "
                     f"{h['value']:.4g} | {c['steps']} steps, {(c.get('wall_s') or 0) / 60:.0f} min |")
-    sweeps = sorted(p for p in MODELS.glob("*/*.json") if not (p.parent / "config.json").exists())
+    sweeps = sorted(p for p in MODELS.glob("*/*.json") if not (p.parent / "config.json").exists() and p.name != "table.json")
     if sweeps:
         rows += ["", "Sweep summaries (no weights; the cells' checkpoints stay in `runs/`):", ""]
         rows += [f"- [{p.relative_to(MODELS)}]({p.relative_to(MODELS)}): `interp sweep {json.loads(p.read_text())['config']}`"
                  for p in sweeps]
+    if (MODELS / "kernel-grid" / "table.json").is_file():
+        rows.append("- [kernel-grid/table.json](kernel-grid/table.json): Cheng et al.'s table and depth rows, measured on "
+                    "those cells by `python scripts/zoo_cards.py`")
     (MODELS / "README.md").write_text("\n".join(rows) + "\n")
 
 
