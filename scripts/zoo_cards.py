@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -127,6 +128,11 @@ def kernel_tables() -> dict[str, Any] | None:
     for row in grid + depth:
         row["Bayes (kernel regression)"] = bayes[row["data kernel"]]
     tables = {"n": KERNEL_N, "seed": SEED, "n_examples": 14, "grid": grid, "depth": depth}
+    seeds = MODELS / "kernel-grid" / "seeds.json"
+    if seeds.is_file():
+        cells |= {c["name"]: c for c in json.loads(seeds.read_text())["cells"]}
+        tables["grid_seeds"] = [seed_row(row, lambda a, s, k=row["data kernel"]: error(f"kernel={k},scoring={a},seed={s}-{s}", k))
+                                for row in grid]
     (MODELS / "kernel-grid" / "table.json").write_text(json.dumps(tables, indent=1))
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for row, color in zip(depth, ("C0", "C1", "C2")):
@@ -140,6 +146,23 @@ def kernel_tables() -> dict[str, Any] | None:
     fig.savefig(FIGURES / "kernel-depth.png", dpi=110)
     plt.close(fig)
     return tables
+
+
+KERNEL_SEEDS = (1, 2)  # configs/kernel_seeds.yaml: the grid again at these weight-init and data seeds
+
+
+def seed_row(row: dict[str, Any], error: Callable[[str, int], float | str]) -> dict[str, Any]:
+    """One data kernel's row over seed 0 (``row``, from the grid) and KERNEL_SEEDS (``error(activation, seed)``):
+    per activation "mean [min, max]" of the runs that finished, and which activation is best at each seed."""
+    per = {a: [row[f"{a} attn"], *(error(a, s) for s in KERNEL_SEEDS)] for a in ACTIVATIONS}
+    out: dict[str, Any] = {"data kernel": row["data kernel"]}
+    for a, values in per.items():
+        done = [v for v in values if isinstance(v, float)]
+        failed = f" ({len(values) - len(done)} failed)" if len(done) < len(values) else ""
+        out[f"{a} attn"] = f"{np.mean(done):.3g} [{min(done):.3g}, {max(done):.3g}]{failed}" if done else "failed"
+    out["best at seeds 0, 1, 2"] = ", ".join(
+        min((v[i], a) for a, v in per.items() if isinstance(v[i], float))[1] for i in range(1 + len(KERNEL_SEEDS)))
+    return out
 
 
 def config_path(name: str) -> Path:
@@ -245,6 +268,10 @@ def card(name: str) -> dict[str, Any]:
                   "from the cells of `interp sweep configs/kernel_grid.yaml`.", "", *markdown_table(tables["grid"]), "",
                   "## The matching pairs against depth", "", "From `interp sweep configs/kernel_depth.yaml` (1 and 5 layers) "
                   "and the grid (3). ![depth](../../docs/figures/kernel-depth.png)", "", *markdown_table(tables["depth"]), ""]
+        if "grid_seeds" in tables:
+            lines += ["## The table over three seeds", "", "Mean [min, max] over seed 0 (above) and seeds 1, 2 "
+                      "(`interp sweep configs/kernel_seeds.yaml`: weight init and training data), on the same sequences.",
+                      "", *markdown_table(tables["grid_seeds"]), ""]
     if fam == "linear1d":
         kx = kx_sweep(ckpt, n=N, seed=SEED)
         extra["kx"] = kx
