@@ -230,7 +230,7 @@ def card(name: str) -> dict[str, Any]:
         f"- task: `{ckpt.task.describe()}`, {t['n_examples']} examples a sequence",
         f"- model: {ckpt.spec.n_layers} layers, {ckpt.spec.n_heads} heads, d_model {ckpt.spec.d_model}, "
         f"{'attention-only' if ckpt.spec.attn_only else 'with MLPs'}, normalization {ckpt.spec.normalization}, "
-        f"{ckpt.spec.scoring} attention, {ckpt.spec.positional} positions, {ckpt.spec.mask} mask; {n_params:,} parameters",
+        f"{ckpt.spec.scoring} attention, {ckpt.spec.positional if ckpt.spec.positional != 'none' else 'no'} positions, {ckpt.spec.mask} mask; {n_params:,} parameters",
         f"- paper: {PAPER[fam]}", "",
         f"## Error against the number of in-context examples ({result.metric.replace('_', ' ')})", "",
         f"`interp eval --ckpt models/{name}` gives the same table. ![ICL curve](../../docs/figures/{name}-icl.png)", "",
