@@ -107,10 +107,11 @@ def kernel_tables() -> dict[str, Any] | None:
     error at the query, on the same sequences for every model of a data kernel and for its Bayes predictor
     (``kernel_regression``). A cell that did not finish (diverged) shows its sweep status. Writes
     models/kernel-grid/table.json and docs/figures/kernel-depth.png; None if the grid has not been run."""
-    sweeps = [MODELS / "kernel-grid" / f"{name}.json" for name in ("sweep", "depth")]
-    if not sweeps[0].is_file():
+    summaries = {name: json.loads(path.read_text()) for name in ("sweep", "depth", "seeds")
+                 if (path := MODELS / "kernel-grid" / f"{name}.json").is_file()}
+    if "sweep" not in summaries:
         return None
-    cells = {c["name"]: c for path in sweeps if path.is_file() for c in json.loads(path.read_text())["cells"]}
+    cells = {c["name"]: c for summary in summaries.values() for c in summary["cells"]}
     bayes: dict[str, float] = {}
 
     def error(cell: str, kernel: str) -> float | str:
@@ -123,15 +124,17 @@ def kernel_tables() -> dict[str, Any] | None:
         return result.curve("id", "model").mean[-1]
 
     grid = [{"data kernel": k, **{f"{a} attn": error(f"kernel={k},scoring={a}", k) for a in ACTIVATIONS}} for k in KERNELS]
-    depth = [{"data kernel": k, "attention": k, **{f"{n} layers": error(
-        f"kernel={k},scoring={k}" if n == 3 else f"pair={k}-{k},n_layers={n}", k) for n in (1, 3, 5)}} for k in KERNELS]
+    depth = []
+    for row in grid:  # the matching pairs; 3 layers is the grid's diagonal
+        k = row["data kernel"]
+        layers = {1: error(f"pair={k}-{k},n_layers=1", k), 3: row[f"{k} attn"], 5: error(f"pair={k}-{k},n_layers=5", k)}
+        depth.append({"data kernel": k, "attention": k, **{f"{n} layers": v for n, v in layers.items()}})
     for row in grid + depth:
         row["Bayes (kernel regression)"] = bayes[row["data kernel"]]
     tables = {"n": KERNEL_N, "seed": SEED, "n_examples": 14, "grid": grid, "depth": depth}
-    seeds = MODELS / "kernel-grid" / "seeds.json"
-    if seeds.is_file():
-        cells |= {c["name"]: c for c in json.loads(seeds.read_text())["cells"]}
-        tables["grid_seeds"] = [seed_row(row, lambda a, s, k=row["data kernel"]: error(f"kernel={k},scoring={a},seed={s}-{s}", k))
+    if "seeds" in summaries:
+        seeds = [axis["model.seed"] for axis in summaries["seeds"]["axes"]["seed"]]
+        tables["grid_seeds"] = [seed_row(row, seeds, lambda a, s, k=row["data kernel"]: error(f"kernel={k},scoring={a},seed={s}-{s}", k))
                                 for row in grid]
     (MODELS / "kernel-grid" / "table.json").write_text(json.dumps(tables, indent=1))
     fig, ax = plt.subplots(figsize=(5, 3.4))
@@ -149,20 +152,18 @@ def kernel_tables() -> dict[str, Any] | None:
     return tables
 
 
-KERNEL_SEEDS = (1, 2)  # configs/kernel_seeds.yaml: the grid again at these weight-init and data seeds
-
-
-def seed_row(row: dict[str, Any], error: Callable[[str, int], float | str]) -> dict[str, Any]:
-    """One data kernel's row over seed 0 (``row``, from the grid) and KERNEL_SEEDS (``error(activation, seed)``):
-    per activation "mean [min, max]" of the runs that finished, and which activation is best at each seed."""
-    per = {a: [row[f"{a} attn"], *(error(a, s) for s in KERNEL_SEEDS)] for a in ACTIVATIONS}
+def seed_row(row: dict[str, Any], seeds: list[int], error: Callable[[str, int], float | str]) -> dict[str, Any]:
+    """One data kernel's row over seed 0 (``row``, from the grid) and ``seeds`` (``error(activation, seed)``, from
+    configs/kernel_seeds.yaml): per activation "mean [min, max]" of the runs that finished, and the best
+    activation at each seed."""
+    per = {a: [row[f"{a} attn"], *(error(a, s) for s in seeds)] for a in ACTIVATIONS}
     out: dict[str, Any] = {"data kernel": row["data kernel"]}
     for a, values in per.items():
         done = [v for v in values if isinstance(v, float)]
         failed = f" ({len(values) - len(done)} failed)" if len(done) < len(values) else ""
         out[f"{a} attn"] = f"{np.mean(done):.3g} [{min(done):.3g}, {max(done):.3g}]{failed}" if done else "failed"
-    out["best at seeds 0, 1, 2"] = ", ".join(
-        min((v[i], a) for a, v in per.items() if isinstance(v[i], float))[1] for i in range(1 + len(KERNEL_SEEDS)))
+    out[f"best at seeds {', '.join(map(str, [0, *seeds]))}"] = ", ".join(
+        min((v[i], a) for a, v in per.items() if isinstance(v[i], float))[1] for i in range(1 + len(seeds)))
     return out
 
 
