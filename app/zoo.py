@@ -172,7 +172,8 @@ def read_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def sweep_rows(sweep: dict[str, Any]) -> list[dict[str, Any]]:
-    """One flat dict per sweep cell: n_id, alpha, depth, seed, phase, status, OOD / ID accuracies, best step.
+    """One flat dict per sweep cell: n_id, alpha, depth, seed, phase, status, OOD / ID accuracies, best step, and
+    the OOD (held-out tasks and pairs) accuracy by kind of query in the last shots (``ood_regression_last``, ...).
 
     Missing keys give None, so a sweep still running (or written by an older `interp sweep`) still reads."""
     rows = []
@@ -198,5 +199,9 @@ def sweep_rows(sweep: dict[str, Any]) -> list[dict[str, Any]]:
         # the OOD accuracy a phase diagram colours by: final test accuracy, else the last-shot one
         ood = final.get("ood_test_acc", final.get("ood_acc"))
         row["ood_acc"] = ood if ood is not None else cell.get("ood_acc_last_shot")
+        # what names the phase: the checkpoint's accuracy by kind of query (last quarter of the shots, per task)
+        kinds = cell.get("kinds") or {}
+        for kind in ("copyable", "ratio", "regression"):
+            row[f"ood_{kind}_last"] = kinds.get(f"ood_test_acc_{kind}_last")
         rows.append(row)
     return rows

@@ -39,6 +39,7 @@ from transformer_lens.components import Attention, LayerNorm, TransformerBlock
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
 
+from interp.fast import remove_fast_path
 from interp.spec import ModelSpec, RegressionTransformer
 from interp.tasks import Batch, LinearTask, ModularTask, TaskBase
 from interp.train import TrainConfig, loss_fn, make_optimizer, train_step
@@ -203,10 +204,11 @@ def single_ln1(model: nn.Module) -> None:
 
 
 LADDER: list[tuple[str, list[Callable[[nn.Module], None]]]] = [
-    ("ours (TransformerLens as is)", []),
-    ("+ F.layer_norm", [fused_layernorm]),
-    ("+ SDPA attention", [fused_layernorm, sdpa_attention]),
-    ("+ ln1 once per block", [fused_layernorm, sdpa_attention, single_ln1]),
+    ("TransformerLens as is", [remove_fast_path]),
+    ("+ F.layer_norm", [remove_fast_path, fused_layernorm]),
+    ("+ SDPA attention", [remove_fast_path, fused_layernorm, sdpa_attention]),
+    ("+ ln1 once per block", [remove_fast_path, fused_layernorm, sdpa_attention, single_ln1]),
+    ("ours (interp.fast, no hooks)", []),
 ]
 
 
@@ -254,12 +256,16 @@ def on_device(model: nn.Module, device: torch.device) -> nn.Module:
     return model if device.type == "cpu" else model.to(device)
 
 
-def build_pair(spec: ModelSpec, cfg: TrainConfig, device: torch.device) -> dict[str, tuple[nn.Module, torch.optim.Optimizer]]:
-    """Our model and its reference twin (same weights), each with its AdamW from make_optimizer."""
+def build_pair(spec: ModelSpec, cfg: TrainConfig, device: torch.device,
+               tl_path: bool = False) -> dict[str, tuple[nn.Module, torch.optim.Optimizer]]:
+    """Our model and its reference twin (same weights), each with its AdamW from make_optimizer. With
+    ``tl_path``, also our model on TransformerLens's own forward (what runs once a hook is attached)."""
     ours = spec.build()
     ref = reference_like(ours)
-    ours, ref = on_device(ours, device), on_device(ref, device)
-    return {"ours": (ours, make_optimizer(ours, cfg)), "reference": (ref, make_optimizer(ref, cfg))}  # type: ignore[arg-type]
+    runs = {"ours": on_device(ours.train(), device), "reference": on_device(ref, device)}
+    if tl_path:
+        runs["TL path"] = on_device(remove_fast_path(spec.build()).train(), device)
+    return {name: (model, make_optimizer(model, cfg)) for name, model in runs.items()}  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------ profile
@@ -372,7 +378,7 @@ def profile_gap(spec: ModelSpec, task: TaskBase, bench: BenchConfig, cfg: TrainC
     check = batches[0].to(device)
     plain = on_device(spec.build(), device)
     for label, patches in LADDER:
-        model = on_device(spec.build(), device)
+        model = on_device(spec.build().train(), device)
         for patch in patches:
             patch(model)
         diff = max_diff(model, plain, check)
@@ -453,7 +459,7 @@ def main() -> None:
           f"   model {bench.n_layers}L {bench.n_heads}H d_model {bench.d_model} d_mlp {bench.d_mlp} {bench.act_fn}")
 
     load_start = os.getloadavg()[0]  # other processes on the machine skew both timings; report it
-    runs = build_pair(spec, cfg, device)
+    runs = build_pair(spec, cfg, device, tl_path=True)
     (ours, _), (ref, _) = runs["ours"], runs["reference"]
     print(f"params: ours {n_params(ours):,}   reference {n_params(ref):,}")
     if n_params(ours) != n_params(ref):
@@ -471,6 +477,7 @@ def main() -> None:
         print(f"{name:>10}: {med[name]:9.0f} tokens/s (median; min {min(r):.0f}, max {max(r):.0f})"
               f"   {1000 * batch_tokens / med[name]:.1f} ms/step")
     print(f"ratio: {med['ours'] / med['reference']:.2f}")
+    print(f"(TransformerLens's own path, taken when a hook is attached: ratio {med['TL path'] / med['reference']:.2f})")
     print(f"load average (1 min) at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f}")
 
     if args.profile:

@@ -23,9 +23,10 @@ from probes.results import Result
 CheckpointLike = Checkpoint | str | Path
 
 
-def load(path: str | Path) -> Checkpoint:
-    """Load a checkpoint folder: ``m.model`` (HookedTransformer or RegressionTransformer), ``m.task``, ``m.spec``."""
-    return load_checkpoint(path)
+def load(path: str | Path, step: int | None = None) -> Checkpoint:
+    """Load a checkpoint folder: ``m.model`` (HookedTransformer or RegressionTransformer), ``m.task``, ``m.spec``;
+    with ``step``, the model holds the weight snapshot taken at that training step."""
+    return load_checkpoint(path, step)
 
 
 def as_checkpoint(m: CheckpointLike) -> Checkpoint:
@@ -85,6 +86,7 @@ def sample_inputs(ckpt: Checkpoint, n: int, seed: int, corruption: str | None) -
 def stamp(result: Any, ckpt: Checkpoint, seed: int, **extra: Any) -> Any:
     """Add what a reader needs to reproduce ``result``: checkpoint, seed, and the given fields."""
     result.metadata |= {"checkpoint": str(ckpt.path) if ckpt.path else None, "seed": seed,
+                        **({"step": ckpt.step} if ckpt.step is not None else {}),  # a weight snapshot's step
                         **{k: v for k, v in extra.items() if v is not None}}
     return result
 

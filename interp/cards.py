@@ -11,6 +11,7 @@ import torch
 
 from .checkpoint import Checkpoint
 from .api import evaluate
+from .evaluate import EvalResult
 from .tasks import PolynomialTask, TaskBase
 
 KX_SLOPES: tuple[float, ...] = (0.5, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20)
@@ -22,6 +23,22 @@ def last_shot(ckpt: Checkpoint, split: str, n: int = 512, seed: int = 0) -> floa
     normalised squared error for regression, exact-match accuracy for modular arithmetic. It is the last point
     of ``interp.evaluate(ckpt, n, seed)``'s model curve on that split."""
     return evaluate(ckpt, n=n, seed=seed, baselines=False).curve(split, "model").mean[-1]
+
+
+def ood_regression_last(ckpt: Checkpoint, n: int = 512, seed: int = 0) -> float:
+    """The model's accuracy on regression-only queries (``interp.query_kinds``) of OOD tasks × held-out pairs in
+    the last-shot region, averaged per task (a, b) then over tasks: the number that separates modular regression
+    from copying and ratio matching. NaN when the set holds no such query."""
+    return evaluate(ckpt, n=n, seed=seed, baselines=False).kind_curve("ood_test", "regression").last
+
+
+def kind_rows(result: EvalResult, method: str = "model") -> list[dict[str, Any]]:
+    """A modular card's table from ``interp.evaluate``: per split and group of queries (every query, copyable,
+    ratio-matchable, regression-only) the accuracy over all shots and in the last-shot region, averaged per task
+    then over tasks, with the region's number of queries (NaN accuracy: none)."""
+    return [{"split": c.split, "queries": c.kind, "all shots": c.overall,
+             f"shots {c.last_shots[0]}-{c.last_shots[-1]}": c.last, "n there": c.n_last}
+            for c in result.by_kind if c.method == method]
 
 
 def kx_sweep(ckpt: Checkpoint, slopes: Sequence[float] = KX_SLOPES, n: int = 256, seed: int = 0) -> dict[str, Any]:
@@ -58,6 +75,8 @@ HEADLINES: dict[str, tuple[str, Callable[[Checkpoint, int, int], float]]] = {
                     lambda c, n, s: kx_sweep(c, n=n, seed=s)["boundary"]),
     "ood_acc_last_shot": ("OOD accuracy at the last shot (held-out (a, b), held-out pairs)",
                           lambda c, n, s: last_shot(c, "ood_test" if "ood_test" in c.task.eval_splits() else "ood", n, s)),
+    "ood_regression_acc_last": ("OOD accuracy on regression-only queries, last quarter of the shots (held-out (a, b), "
+                                "held-out pairs; averaged per task)", lambda c, n, s: ood_regression_last(c, n, s)),
 }
 
 

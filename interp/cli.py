@@ -86,6 +86,8 @@ def build_parser() -> Parser:
     r.add_argument("--patience", type=int, help="early stop after this many evaluations without OOD improvement")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="auto")
+    r.add_argument("--threads", type=int, help="torch CPU threads (default: all cores on an idle machine, 1 when "
+                   "another CPU job is running: two trainings with 2 threads each on 2 cores run several times slower)")
     r.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds an unfinished run")
 
     w = sub.add_parser("sweep", help="train a grid of runs (one checkpoint per cell) and write sweep.json")
@@ -96,16 +98,19 @@ def build_parser() -> Parser:
 
     e = sub.add_parser("eval", help="ID/OOD error against the number of examples, beside the baselines")
     e.add_argument("--ckpt", required=True, type=Path)
+    e.add_argument("--step", type=int, help="load the weight snapshot of this training step")
     e.add_argument("--n", type=int, default=512, help="sequences per split")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", type=Path, help="write the table as JSON")
 
     i = sub.add_parser("info", help="describe a checkpoint")
     i.add_argument("--ckpt", required=True, type=Path)
+    i.add_argument("--step", type=int, help="load the weight snapshot of this training step")
 
     def probe_parser(name: str, help: str, n: int = 64) -> Parser:
         q = sub.add_parser(name, help=help)
         q.add_argument("--ckpt", required=True, type=Path)
+        q.add_argument("--step", type=int, help="load the weight snapshot of this training step")
         q.add_argument("--n", type=int, default=n, help="sequences to average over")
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--out", type=Path, help="write the Result as JSON (readable by the dashboard and Result.from_json)")
@@ -170,16 +175,41 @@ def make_task(args: argparse.Namespace):
     return cls(**kwargs)
 
 
+def default_threads() -> int:
+    """All cores when nothing else is running, else 1. "Running" is read from /proc/loadavg's runnable count
+    (now, excluding this process) and the 1-minute load average (which lags, but sees a job that just slept)."""
+    cores = os.cpu_count() or 1
+    try:
+        fields = Path("/proc/loadavg").read_text().split()
+        others = int(fields[3].split("/")[0]) - 1
+        load = float(fields[0])
+    except (OSError, ValueError, IndexError):
+        others, load = 0, os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return cores if others <= 0 and load < 0.5 else 1
+
+
+def set_threads(requested: int | None) -> int:
+    """Set torch's CPU thread count from --threads (checked) or ``default_threads``; returns it."""
+    if requested is not None and requested < 1:
+        raise UsageError(f"--threads must be at least 1, got {requested}")
+    import torch
+
+    threads = requested or default_threads()
+    torch.set_num_threads(threads)
+    return threads
+
+
 def train_from_config(args: argparse.Namespace, parser_defaults: dict[str, Any]) -> int:
     """interp train --config FILE --out DIR: the file is the whole run; only --device and --no-resume apply."""
     from .config import load_run
     from .train import train
 
-    allowed = {"command", "config", "out", "device", "no_resume"}
+    allowed = {"command", "config", "out", "device", "no_resume", "threads"}
     given = [k for k, v in vars(args).items() if k not in allowed and v != parser_defaults.get(k)]
     if given:
         raise UsageError(f"--config holds the whole run; drop --{given[0].replace('_', '-')} or edit the config file")
     run = load_run(args.config)
+    set_threads(args.threads)
     cfg = dataclasses.replace(run.train, device=args.device) if args.device != "auto" else run.train
     ckpt = train(run.task, run.spec, cfg, out=args.out, resume=not args.no_resume)
     print_saved(args.out, ckpt)
@@ -204,6 +234,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .spec import ModelSpec
     from .train import Curriculum, TrainConfig, train
 
+    set_threads(args.threads)
     spec = ModelSpec.for_task(
         task, n_examples, n_layers=args.layers, n_heads=args.heads, d_model=args.d_model, d_mlp=args.d_mlp,
         attn_only=args.attn_only, normalization=args.norm, positional=args.pos, scoring=args.scoring,
@@ -242,9 +273,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, read_config
 
-    ckpt = load_checkpoint(args.ckpt)
+    ckpt = load_checkpoint(args.ckpt, args.step)
     n_params = sum(p.numel() for p in ckpt.model.parameters())
     print(f"checkpoint  {ckpt.path}")
     print(f"task        {ckpt.task.describe()}")
@@ -253,6 +284,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {k:<14}{v}")
     print(f"training    {ckpt.train.get('steps_done', '?')} of {ckpt.train.get('steps')} steps, best OOD at step {ckpt.train.get('best_step')}")
     print(f"git commit  {ckpt.git_commit or 'unknown'}")
+    snapshots = read_config(args.ckpt).get("snapshots")
+    if snapshots:
+        print(f"snapshots   {snapshots['dtype']} at steps {', '.join(map(str, snapshots['steps']))}"
+              + (f" (loaded: step {ckpt.step})" if ckpt.step is not None else ""))
     if ckpt.metrics:
         print("last eval   " + json.dumps(ckpt.metrics[-1]))
     return 0
@@ -265,7 +300,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from . import api
     from .checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(args.ckpt)
+    ckpt = load_checkpoint(args.ckpt, args.step)
     result = api.evaluate(ckpt, n=args.n, seed=args.seed)
     rows = result.to_table()
     what = "accuracy" if result.metric == "accuracy" else "squared error / zero predictor's (Garg), by number of examples k"
@@ -275,8 +310,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for row in rows:
         table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
     Console().print(table)
+    kind_rows = result.kind_table()  # modular tasks: the model by kind of query, averaged per task
+    if kind_rows:
+        region = result.by_kind[0].last_shots
+        table = Table(title="the model's accuracy by kind of query, averaged per task (a, b) then over tasks; "
+                            f"all = all shots, last = shots {region[0]}-{region[-1]}, n = its queries; nan: no such query")
+        shown = [c for c in kind_rows[0] if c != "method"]  # all rows are the model's
+        header = {"all shots": "all", "n last": "n"}  # short, so that 80 columns hold the table
+        for col in shown:
+            table.add_column(header.get(col, col), no_wrap=True)
+        for row in kind_rows:
+            table.add_row(*(f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in shown))
+        Console().print(table)
     if args.out:
-        write_json_atomically(args.out, rows)
+        write_json_atomically(args.out, rows + kind_rows)  # the by-kind rows carry a "kind"
     return 0
 
 
@@ -293,7 +340,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .report import print_result
 
-    ckpt = load_checkpoint(args.ckpt)
+    ckpt = load_checkpoint(args.ckpt, args.step)
     check_ckpt_layer(args, ckpt)
     run = {
         "patch": lambda: api.patch(ckpt, site=args.site, layer=args.layer, by=args.by, corruption=args.corrupt,

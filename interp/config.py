@@ -62,7 +62,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 def run_from_dict(d: dict[str, Any], where: str = "config") -> RunConfig:
     """Build a RunConfig from a mapping; an unknown section or field raises ConfigError naming it."""
-    unknown = set(d) - {*SECTIONS, "name", "purpose", "format_version", "git_commit"}  # a checkpoint's config.json is a run config too
+    unknown = set(d) - {*SECTIONS, "name", "purpose", "format_version", "git_commit", "snapshots"}  # a checkpoint's config.json is a run config too
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; expected task, model, train")
     if "task" not in d:

@@ -3,12 +3,17 @@
 Regression error is Garg-style normalised squared error: at each loss position the squared error
 (summed over output channels) is divided by the batch mean of the squared target there, so the zero
 predictor scores 1 on average. Modular tasks report exact-match accuracy. Every curve is measured on
-the task and on ``task.ood()``.
+the task and on ``task.ood()`` (or on He et al.'s four sets).
+
+Modular tasks also get by-kind curves (``EvalResult.by_kind``): accuracy on every query and on copyable,
+ratio-matchable and regression-only queries (``interp.query_kinds``), averaged per task (a, b) then over
+tasks as He et al.'s code does, with the number of queries behind each point. The plain curves stay pooled
+over sequences (their s.e.m. is over sequences), so the two "all queries" numbers differ by the task weights.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import einops
@@ -16,7 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from .baselines import baselines_for
-from .tasks import Batch, TaskBase
+from .query_kinds import GROUPS, classify_queries, last_region, metric_key, task_averaged, task_ids
+from .tasks import Batch, ModularTask, TaskBase
 
 Predictor = Callable[[Batch], Tensor]
 
@@ -76,13 +82,37 @@ class Curve:
 
 
 @dataclass
+class KindCurve:
+    """One method's accuracy on one group of queries (``query_kinds.GROUPS``: "all", "copyable", "ratio",
+    "regression") against the number of examples, on one split, averaged per task (a, b) then over tasks.
+
+    ``mean[j]`` is NaN where no query of the group is at ``shots[j]``; ``n_queries`` and ``n_tasks`` give the
+    support. ``overall`` pools every shot within each task, ``last`` the last-shot region ``last_shots``."""
+
+    split: str
+    method: str
+    kind: str
+    shots: list[int]
+    mean: list[float]
+    n_queries: list[int]
+    n_tasks: list[int]
+    overall: float
+    n_overall: int
+    last_shots: list[int]
+    last: float
+    n_last: int
+
+
+@dataclass
 class EvalResult:
-    """Curves for the model and its baselines on the ID and OOD task; ``metric`` names what they measure."""
+    """Curves for the model and its baselines on the ID and OOD task; ``metric`` names what they measure;
+    ``by_kind`` holds the per-task-averaged curves by kind of query (modular tasks only)."""
 
     task: str
     metric: str
     n_sequences: int
     curves: list[Curve]
+    by_kind: list[KindCurve] = field(default_factory=list)
 
     def curve(self, split: str, method: str) -> Curve:
         """The curve of ``method`` on ``split``; KeyError naming the known ones otherwise."""
@@ -105,6 +135,42 @@ class EvalResult:
             row["avg"] = sum(c.mean) / len(c.mean)
             rows.append(row)
         return rows
+
+    def kind_curve(self, split: str, kind: str, method: str = "model") -> KindCurve:
+        """The by-kind curve of ``method`` on ``split`` for ``kind`` (a ``query_kinds.GROUPS`` entry)."""
+        for c in self.by_kind:
+            if (c.split, c.method, c.kind) == (split, method, kind):
+                return c
+        known = ", ".join(sorted({f"{c.split}/{c.method}" for c in self.by_kind})) or "none (not a modular task)"
+        raise KeyError(f"no by-kind curve {split}/{method}/{kind}; known: {known}")
+
+    def kind_table(self, methods: Sequence[str] = ("model",), at: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Rows {split, method, kind, "k=<n>": accuracy, ..., "all shots", "last": the last-shot region,
+        "n last": its number of queries} of the by-kind curves, for a CLI table. NaN where there is no query."""
+        rows = []
+        for c in self.by_kind:
+            if c.method not in methods:
+                continue
+            row: dict[str, Any] = {"split": c.split, "method": c.method, "kind": c.kind}
+            for n in list(at) if at is not None else spread(c.shots):
+                row[f"k={n}"] = c.mean[c.shots.index(n)] if n in c.shots else float("nan")
+            row |= {"all shots": c.overall, "last": c.last, "n last": c.n_last}
+            rows.append(row)
+        return rows
+
+    def kind_metrics(self, method: str = "model") -> dict[str, float]:
+        """The by-kind numbers of ``method`` as a flat record with the training log's names and the query counts:
+        ``ood_test_acc_regression_last``, ``ood_test_n_regression_last``, ``id_train_acc``, ... (none for a cell
+        without queries)."""
+        out: dict[str, float] = {}
+        for c in self.by_kind:
+            if c.method != method:
+                continue
+            for last, value, n in ((False, c.overall, c.n_overall), (True, c.last, c.n_last)):
+                if n > 0:
+                    out[f"{c.split}_{metric_key(c.kind, last=last)}"] = value
+                    out[f"{c.split}_{metric_key(c.kind, last=last, count=True)}"] = n
+        return out
 
 
 @dataclass
@@ -164,16 +230,38 @@ def collect(
     batch_size: int,
     generator: torch.Generator,
     score: Callable[[Tensor, Batch], Tensor],
-) -> tuple[dict[str, Tensor], list[int]]:
-    """Per-sequence scores of every predictor on the same batches: {name: [n_batches * batch_size, k]}, and the shots."""
+    keep: Callable[[Batch], dict[str, Tensor]] | None = None,
+) -> tuple[dict[str, Tensor], list[int], dict[str, Tensor]]:
+    """Per-sequence scores of every predictor on the same batches: {name: [n_batches * batch_size, k]}, the
+    shots, and what ``keep`` reads off each batch, concatenated over batches ({} without ``keep``)."""
     if n_batches < 1:
         raise ValueError(f"n_batches must be at least 1, got {n_batches}")
     scores: dict[str, list[Tensor]] = {name: [] for name in predictors}
+    kept: dict[str, list[Tensor]] = {}
     for _ in range(n_batches):
         batch = task.sample(batch_size, n_examples, generator)  # type: ignore[attr-defined]
         for name, predict in predictors.items():
             scores[name].append(score(predict(batch), batch))
-    return {name: torch.cat(s) for name, s in scores.items()}, shots(batch)
+        for name, value in (keep(batch) if keep else {}).items():
+            kept.setdefault(name, []).append(value)
+    return {name: torch.cat(s) for name, s in scores.items()}, shots(batch), {k: torch.cat(v) for k, v in kept.items()}
+
+
+def query_info(task: ModularTask) -> Callable[[Batch], dict[str, Tensor]]:
+    """What the by-kind curves need of a modular batch: its task ids [batch] and query kinds [batch, k]."""
+    return lambda batch: {"task": task_ids(batch.params, task.p), "kind": classify_queries(batch.examples, task.p)}
+
+
+def kind_curves(split: str, method: str, xs: list[int], correct: Tensor, kept: dict[str, Tensor]) -> list[KindCurve]:
+    """The by-kind curves of one method on one split from its per-sequence correctness [n, k]."""
+    by_shot = task_averaged(correct, kept["task"], kept["kind"])
+    overall = task_averaged(correct, kept["task"], kept["kind"], range(len(xs)))
+    region = last_region(len(xs))
+    last = task_averaged(correct, kept["task"], kept["kind"], region)
+    return [KindCurve(split, method, group, list(xs), by_shot.acc[g].tolist(), by_shot.n_queries[g].tolist(),
+                      by_shot.n_tasks[g].tolist(), overall.acc[g].item(), int(overall.n_queries[g]),
+                      [xs[i] for i in region], last.acc[g].item(), int(last.n_queries[g]))
+            for g, group in enumerate(GROUPS)]
 
 
 def mean_sem(scores: Tensor) -> tuple[list[float], list[float]]:
@@ -193,21 +281,26 @@ def evaluate(
     baselines: bool = True,
 ) -> EvalResult:
     """Metric vs number of in-context examples for ``model`` (and the task's baselines) on every split of
-    ``task.eval_splits()``: ID and OOD, or He et al.'s four sets for modular tasks with held-out pairs."""
+    ``task.eval_splits()``: ID and OOD, or He et al.'s four sets for modular tasks with held-out pairs; for
+    modular tasks also the by-kind curves (``EvalResult.by_kind``) of every method."""
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     metric, score = metric_of(task)
     curves: list[Curve] = []
+    by_kind: list[KindCurve] = []
     was_training = model.training
     model.eval()
     try:
         for split, t in task.eval_splits().items():
             predictors = {"model": model_predictor(model, t)} | (baselines_for(t) if baselines else {})
-            scores, xs = collect(predictors, t, n_examples, n_batches, batch_size, generator, score)
+            keep = query_info(t) if isinstance(t, ModularTask) else None
+            scores, xs, kept = collect(predictors, t, n_examples, n_batches, batch_size, generator, score, keep)
             for name, s in scores.items():
                 curves.append(Curve(split, name, xs, *mean_sem(s)))
+                if kept:
+                    by_kind += kind_curves(split, name, xs, s, kept)
     finally:
         model.train(was_training)
-    return EvalResult(task.describe(), metric, n_batches * batch_size, curves)
+    return EvalResult(task.describe(), metric, n_batches * batch_size, curves, by_kind)
 
 
 def zero_predictor(batch: Batch) -> Tensor:
@@ -251,7 +344,7 @@ def error_vs_scale(
             t = task.replace(**{field: getattr(task, field) * s})
             predictors = {"model": model_predictor(model, t), "zero": zero_predictor}
             predictors |= baselines_for(t) if baselines else {}
-            scores, _ = collect(predictors, t, n_examples, n_batches, batch_size, generator, error_at_query)
+            scores, _, _ = collect(predictors, t, n_examples, n_batches, batch_size, generator, error_at_query)
             for name, sc in scores.items():
                 mean, sem = mean_sem(sc)
                 errors.setdefault(name, []).append(mean[0])

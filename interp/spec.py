@@ -8,6 +8,7 @@ and final norm are TransformerLens's own modules, so every standard hook name wo
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -16,8 +17,10 @@ import torch
 from torch import Tensor, nn
 from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
 from transformer_lens import HookedRootModule
+from transformer_lens.components import Unembed
 from transformer_lens.hook_points import HookPoint
 
+from .fast import install_fast_path
 from .scoring import SCORINGS, install_context_mask, install_scoring
 from .tasks import RegressionTask, TaskBase
 
@@ -27,11 +30,20 @@ Mask = Literal["causal", "context"]
 NORMALIZATIONS = ("LN", "LNPre", "RMS", "none")
 POSITIONALS = ("learned", "rotary", "none")
 MASKS = ("causal", "context")
+INITS = ("tl", "he2024")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Architecture of one model. Give ``d_vocab`` for a token model, or ``d_in``/``d_out`` for a real-valued one."""
+    """Architecture of one model. Give ``d_vocab`` for a token model, or ``d_in``/``d_out`` for a real-valued one.
+
+    He et al.'s model (their models.py) is ``positional="rotary", act_fn="relu", normalization="LN",
+    tied_embed=True, bias=False, init="he2024"``. What still differs in TransformerLens: its rotary embedding
+    rotates the two halves of a head (GPT-NeoX) where theirs (rotary_embedding_torch) rotates adjacent pairs, a
+    fixed permutation of the query/key coordinates that W_Q and W_K absorb, so the function class and (with i.i.d.
+    init and Adam) the training are the same in distribution; Q, K and V are three matrices, not one fused
+    ``to_qkv`` (the same entries, the same N(0, 0.02)); their vocabulary also holds the tokenizer's unused special
+    tokens, ours only the p residues; they train in bfloat16 mixed precision, we in float32."""
 
     n_layers: int = 2
     n_heads: int = 2
@@ -48,6 +60,9 @@ class ModelSpec:
     d_in: int | None = None
     d_out: int = 1
     seed: int = 0
+    tied_embed: bool = False  # the unembedding is embed.W_E.T (He et al.'s weight tying); token models only
+    bias: bool = True  # False: every linear bias (b_Q, b_K, b_V, b_O, b_in, b_out, b_U) fixed at 0; LN keeps its b
+    init: str = "tl"  # "tl": TransformerLens's N(0, 0.8/√d_model); "he2024": He et al.'s, see init_he2024
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
@@ -62,6 +77,11 @@ class ModelSpec:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if (self.d_vocab is None) == (self.d_in is None):
             raise ValueError("give exactly one of d_vocab (token model) or d_in (real-valued model)")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.tied_embed and self.d_vocab is None:
+            raise ValueError("tied_embed needs a token model (d_vocab): a real-valued read-in and read-out have "
+                             "different widths")
 
     @classmethod
     def for_task(cls, task: TaskBase, n_examples: int, **knobs: Any) -> "ModelSpec":
@@ -111,10 +131,82 @@ class ModelSpec:
         if self.positional == "none" and hasattr(model, "pos_embed"):
             model.pos_embed.W_pos.data.zero_()
             model.pos_embed.W_pos.requires_grad_(False)
+        if self.tied_embed:
+            tie_unembed(model)  # type: ignore[arg-type]
+        if self.init == "he2024":
+            init_he2024(model, n_layers=self.n_layers, d_model=self.d_model, seed=self.seed)
+        if not self.bias:
+            freeze_biases_at_zero(model)
         install_scoring(model, self.scoring)
         if self.mask == "context":
             install_context_mask(model)
-        return model
+        install_fast_path(model)  # fused in training mode while no hook is attached (interp.fast)
+        return model.eval()  # TransformerLens's arithmetic bit for bit until someone calls .train()
+
+
+class TiedUnembed(Unembed):
+    """TransformerLens's Unembed with no W_U of its own: ``W_U`` is ``embed.W_E.T`` [d_model, d_vocab], the same
+    storage, so both uses train W_E and the state dict holds it once (as ``embed.W_E``). The embedding is kept
+    in a tuple so that it is not registered a second time as a submodule; forward, ``hook_in``/``hook_out``,
+    ``model.W_U`` and everything that reads ``model.unembed.W_U`` work as before."""
+
+    def __init__(self, embed: nn.Module, b_U: nn.Parameter, cfg: HookedTransformerConfig):
+        nn.Module.__init__(self)
+        self.cfg = cfg
+        self.b_U = b_U
+        self.hook_in = HookPoint()  # [batch, pos, d_model]
+        self.hook_out = HookPoint()  # [batch, pos, d_vocab]
+        self._tied_to = (embed,)
+
+    @property
+    def W_U(self) -> Tensor:  # type: ignore[override]
+        """[d_model, d_vocab]: the transposed token embedding."""
+        return self._tied_to[0].W_E.T
+
+
+def tie_unembed(model: HookedTransformer) -> None:
+    """Replace ``model.unembed`` by a TiedUnembed reading ``model.embed`` (in place; b_U is kept)."""
+    model.unembed = TiedUnembed(model.embed, model.unembed.b_U, model.cfg)
+    model.setup()  # register the new hook points under their names
+
+
+def is_linear_bias(name: str) -> bool:
+    """Whether the parameter ``name`` is a linear layer's bias: TransformerLens's b_Q, b_K, b_V, b_O, b_in, b_out,
+    b_U (not a layer norm's ``b``) or a torch Linear's ``bias``."""
+    leaf = name.rsplit(".", 1)[-1]
+    return leaf.startswith("b_") or leaf == "bias"
+
+
+@torch.no_grad()
+def init_he2024(model: Model, *, n_layers: int, d_model: int, seed: int) -> None:
+    """He et al.'s init (models.py, RoPETransformer.__init__), in place: N(0, 0.02) for every weight matrix
+    (W_E, W_pos, W_Q, W_K, W_V, W_O, W_in, W_out, W_U, torch Linear weights), then W_out ÷ √(2·n_layers) (their
+    MLP ``c_proj``, the only module whose name holds 'proj'; the attention output ``o`` is not scaled) and an
+    untied read-out ÷ √d_model (their ``lm_head``, 'head'; tied, lm_head *is* wte, so W_U = W_E.T keeps 0.02).
+    Linear biases are zeroed; layer norms stay w = 1, b = 0."""
+    g = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if not param.requires_grad:  # a frozen W_pos (positional "none") stays zero
+            continue
+        if leaf.startswith("W_") or leaf == "weight":
+            param.normal_(0.0, 0.02, generator=g)
+            if leaf == "W_out":
+                param /= math.sqrt(2 * n_layers)
+            if name.startswith("unembed."):
+                param /= math.sqrt(d_model)
+        elif is_linear_bias(name):
+            param.zero_()
+
+
+@torch.no_grad()
+def freeze_biases_at_zero(model: Model) -> None:
+    """``bias=False``, in place: every linear bias is 0 and untrained (requires_grad False), which computes
+    exactly what a model without them does; layer-norm biases stay trainable, as in He et al.'s model."""
+    for name, param in model.named_parameters():
+        if is_linear_bias(name):
+            param.zero_()
+            param.requires_grad_(False)
 
 
 def to_device(model: Model, device: torch.device | str) -> Model:

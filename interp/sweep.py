@@ -10,32 +10,50 @@
       # an axis of mappings sets several keys together (zipped axes), e.g. in configs/kernel_depth.yaml:
       # pair: [{task.kernel: relu, model.scoring: relu}, {task.kernel: exp, model.scoring: exp}]
     runs: runs/modular-phase             # one checkpoint folder per cell (relative to the working directory)
-    phase_threshold: 0.3                 # accuracy that counts a set as solved when naming modular phases (default 0.5)
     summary: models/modular-phase/sweep.json
 
 Cells run in worker processes, one per core by default (``backend="local"``), or as Ray tasks on a cluster
 or a local Ray instance (``backend="ray"``). A cell whose folder holds a finished checkpoint of the same
 run is skipped and an unfinished one resumes, so running a sweep again continues it.
+
+A modular cell's phase is named from which kinds of query (``interp.query_kinds``) its checkpoint answers, by
+the rule in ``phase`` (``PHASE_RULE``); the old ``phase_threshold`` key is ignored with a warning.
 """
 from __future__ import annotations
 
 import itertools
 import json
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from .cards import last_shot
+from .api import evaluate
 from .checkpoint import load_checkpoint
 from .config import ConfigError, RunConfig, load_run, read_config_file, run_from_dict, same_run, with_overrides
+from .query_kinds import metric_key
+from .tasks import ModularTask
 from .train import RESUME_STATE, objective_key
 
 Backend = Literal["local", "ray"]
-PHASE_THRESHOLD = 0.5  # accuracy above which a set counts as solved when naming a modular cell's phase
-SUMMARY_N, SUMMARY_SEED = 512, 0  # sequences and seed of the last-shot evaluation in the summary
+SUMMARY_N, SUMMARY_SEED = 512, 0  # sequences and seed of the checkpoint evaluation in the summary
+PHASE_LEVEL = 1 / 3  # normalised accuracy (acc - 1/p) / (1 - 1/p) at which a set of queries counts as answered
+PHASE_MIN_QUERIES = 30  # fewer regression-only queries than this in a set's last-shot region leave the phase open
+PHASES = ("ood_generalization", "ood_memorization", "id_generalization", "ratio_matching_only", "id_memorization",
+          "not_learned")  # in the order the rule tries them
+PHASE_RULE = (
+    "From the cell's checkpoint on 512 sequences per set (seed 0), in the last-shot region (the last quarter of the "
+    "shots), accuracy averaged per task (a, b) then over tasks. A group of queries is answered when its normalised "
+    "accuracy (acc - 1/p) / (1 - 1/p) is at least 1/3 (p = 7: 0.43; p = 29: 0.36). R(set) is the accuracy on "
+    "regression-only queries (no copy or ratio match answers them) of one of He et al.'s four sets. The first that "
+    "holds: ood_generalization if R(ood_test) is answered; ood_memorization if R(ood_train); id_generalization if "
+    "R(id_test); ratio_matching_only (copying / ratio matching only) if copyable or ratio-matchable queries of OOD "
+    "tasks (ood_train or ood_test) are answered; id_memorization if R(id_train); else not_learned. No phase (null) "
+    "when a set has fewer than 30 regression-only queries there, or the task holds no (x, y) pairs out."
+)
 
 
 @dataclass(frozen=True)
@@ -56,7 +74,6 @@ class Sweep:
     cells: list[Cell]
     runs: Path
     summary: Path
-    phase_threshold: float = PHASE_THRESHOLD
 
 
 def cell_name(params: dict[str, Any]) -> str:
@@ -70,6 +87,8 @@ def load_sweep(path: str | Path) -> Sweep:
     """Read a sweep file and expand its grid; every cell's run is checked before anything trains."""
     path = Path(path)
     data = read_config_file(path)
+    if "phase_threshold" in data:  # sweep files from before phases were named by kind of query
+        warnings.warn(f"{path}: phase_threshold is ignored; phases are named by the rule in interp.sweep.phase", stacklevel=2)
     unknown = set(data) - {"name", "base", "grid", "runs", "summary", "phase_threshold", "task", "model", "train", "purpose"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; expected name, base, grid, runs, summary")
@@ -92,8 +111,7 @@ def load_sweep(path: str | Path) -> Sweep:
             overrides |= value if isinstance(value, dict) else {key: value}
         run = run_from_dict(with_overrides(base, overrides) | {"name": f"{name}/{label}"}, where=f"{path} [{label}]")
         cells.append(Cell(label, params, run, runs / label))
-    return Sweep(name, path, dict(grid), cells, runs, root / data.get("summary", f"{runs}/sweep.json"),
-                 float(data.get("phase_threshold", PHASE_THRESHOLD)))
+    return Sweep(name, path, dict(grid), cells, runs, root / data.get("summary", f"{runs}/sweep.json"))
 
 
 def is_finished(out: Path) -> bool:
@@ -160,40 +178,76 @@ def run_cells(cells: list[Cell], workers: int | None = None, backend: Backend = 
 # --- the summary ----------------------------------------------------------------------------------------
 
 
-def phase(final: dict[str, float], threshold: float = PHASE_THRESHOLD) -> str | None:
-    """He et al.'s phase of a modular cell from its four final accuracies, or None without the four sets."""
-    keys = ("id_train_acc", "id_test_acc", "ood_train_acc", "ood_test_acc")
-    if not all(k in final for k in keys):
+def phase(metrics: dict[str, float], p: int) -> str | None:
+    """He et al.'s phase of a modular cell, named from which kinds of query it answers (``PHASE_RULE``).
+
+    ``metrics`` is a flat record with the training log's names, read in the last-shot region:
+    ``{set}_acc_regression_last`` for the four sets id_train, id_test, ood_train, ood_test, and
+    ``{set}_acc_copyable_last`` / ``{set}_acc_ratio_last`` for the OOD ones (``EvalResult.kind_metrics``). Where
+    a query count ``{set}_n_<kind>_last`` is given, a value on fewer than PHASE_MIN_QUERIES queries is not read.
+    With chance 1/p, a group is *answered* when (acc - 1/p) / (1 - 1/p) >= PHASE_LEVEL (1/3); R(set) is the
+    regression-only accuracy of a set. The first that holds names the phase:
+
+    1. ``ood_generalization``: R(ood_test) answered (OOD tasks on held-out pairs, beyond copying and ratios);
+    2. ``ood_memorization``: R(ood_train) answered (OOD tasks, but only on the trained pairs);
+    3. ``id_generalization``: R(id_test) answered (the pre-training tasks on held-out pairs);
+    4. ``ratio_matching_only``: copyable or ratio-matchable queries of OOD tasks (ood_train or ood_test) answered,
+       their regression-only ones not (copying / ratio matching only);
+    5. ``id_memorization``: R(id_train) answered (the pre-training tasks on the trained pairs only);
+    6. ``not_learned``.
+
+    None without the four regression-only values (a task with no held-out pairs, a regression task, or too few
+    such queries to read)."""
+
+    def value(split: str, kind: str) -> float | None:
+        n = metrics.get(f"{split}_{metric_key(kind, last=True, count=True)}")
+        if n is not None and n < PHASE_MIN_QUERIES:
+            return None
+        return metrics.get(f"{split}_{metric_key(kind, last=True)}")
+
+    def answered(acc: float | None) -> bool:
+        return acc is not None and (acc - 1 / p) / (1 - 1 / p) >= PHASE_LEVEL
+
+    regression = {s: value(s, "regression") for s in ("id_train", "id_test", "ood_train", "ood_test")}
+    if any(v is None for v in regression.values()):
         return None
-    if final["ood_test_acc"] >= threshold:
+    if answered(regression["ood_test"]):
         return "ood_generalization"
-    if final["ood_train_acc"] >= threshold:
+    if answered(regression["ood_train"]):
         return "ood_memorization"
-    if final["id_test_acc"] >= threshold:
+    if answered(regression["id_test"]):
         return "id_generalization"
-    if final["id_train_acc"] >= threshold:
+    if any(answered(value(s, kind)) for s in ("ood_train", "ood_test") for kind in ("copyable", "ratio")):
+        return "ratio_matching_only"
+    if answered(regression["id_train"]):
         return "id_memorization"
     return "not_learned"
 
 
-def summarize_cell(cell: Cell, phase_threshold: float = PHASE_THRESHOLD) -> dict[str, Any]:
-    """One row of sweep.json: final and best of every evaluation set, the last-shot OOD score, the best step."""
+def summarize_cell(cell: Cell) -> dict[str, Any]:
+    """One row of sweep.json: final and best of every evaluation set in the log, the last-shot OOD score, the
+    best step, and, measured on the cell's checkpoint (the best-OOD weights when keep_best is on), the
+    per-kind accuracies (``kinds``, modular tasks) and the phase they name."""
     ckpt = load_checkpoint(cell.out)
     metrics = [m for m in ckpt.metrics if "step" in m]
-    keys = [k for k in metrics[-1] if k.endswith(("_acc", "_error")) and not k.startswith("train")]
-    higher = {k: k.endswith("_acc") for k in keys}
+    keys = [k for k in metrics[-1] if ("_acc" in k or k.endswith("_error")) and not k.startswith("train")]
+    higher = {k: "_acc" in k for k in keys}
     target = objective_key(metrics[-1])
     best_record = (max if higher[target] else min)(metrics, key=lambda m: m[target])
     final = {k: metrics[-1][k] for k in keys}
-    split = target.rsplit("_", 1)[0]
+    measure = "acc" if "_acc" in target else "error"
+    split = target[: target.index(f"_{measure}")]  # ood, ood_test
+    ev = evaluate(ckpt, n=SUMMARY_N, seed=SUMMARY_SEED, baselines=False)
+    kinds = ev.kind_metrics()
     return {
         "final": final,
-        "best": {k: (max if higher[k] else min)(m[k] for m in metrics) for k in keys},
-        f"ood_{target.rsplit('_', 1)[1]}_last_shot": last_shot(ckpt, split, SUMMARY_N, SUMMARY_SEED),
+        "best": {k: (max if higher[k] else min)(m[k] for m in metrics if k in m) for k in keys},
+        f"ood_{measure}_last_shot": ev.curve(split, "model").mean[-1],
         "last_shot_split": split,
         "best_ood_step": best_record["step"],
-        "phase": phase(final, phase_threshold),
-        "curve": {"step": [m["step"] for m in metrics], **{k: [m[k] for m in metrics] for k in keys}},
+        "kinds": kinds,
+        "phase": phase(kinds, ckpt.task.p) if isinstance(ckpt.task, ModularTask) else None,
+        "curve": {"step": [m["step"] for m in metrics], **{k: [m.get(k) for m in metrics] for k in keys}},
     }
 
 
@@ -204,10 +258,10 @@ def summarize(sweep: Sweep, status: dict[str, str]) -> dict[str, Any]:
         row: dict[str, Any] = {"name": cell.name, "params": cell.params, "ckpt": os.path.relpath(cell.out),
                                "status": status.get(cell.name, "not run")}
         if is_finished(cell.out) and not row["status"].startswith("failed"):
-            row |= {"status": "done"} | summarize_cell(cell, sweep.phase_threshold)
+            row |= {"status": "done"} | summarize_cell(cell)
         rows.append(row)
     return {"name": sweep.name, "config": os.path.relpath(sweep.source), "axes": sweep.axes,
-            "phase_threshold": sweep.phase_threshold, "cells": rows}
+            "phase_rule": PHASE_RULE, "cells": rows}
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save as tensors_to_bytes
@@ -24,6 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, Checkpoint, read_config, read_metrics, read_tensors, save_checkpoint, load_weights
+from .checkpoint import SNAPSHOT_DTYPES, snapshot_file
 from .spec import Model, ModelSpec, to_device
 from .tasks import Batch, RegressionTask, TaskBase, task_from_dict
 
@@ -68,7 +70,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
+    grad_clip: float | None = 1.0  # max gradient norm; 0 or None: no clipping (He et al.'s --clip=0.0)
     eval_every: int = 100
     eval_size: int = 512
     checkpoint_every: int = 500
@@ -77,6 +79,23 @@ class TrainConfig:
     curriculum: Curriculum | None = None
     seed: int = 0
     device: str = "auto"
+    snapshots: int = 20  # weight snapshots on a log-spaced step schedule (plus the best-OOD step); 0: none
+    snapshot_dtype: str = "float32"  # float32 | float16 | bfloat16: the parameters' dtype in a snapshot file
+    decay_norms_and_biases: bool = True  # False: He et al.'s groups, no weight decay on norms, biases, 1-D params
+    warmup_start: float = 0.0  # warm-up from warmup_start·lr to lr (He et al.: 0.01); 0: lr·(step + 1)/warmup_steps
+    balanced_batches: bool = False  # every pre-training task batch_size / n_tasks times, on the same pairs
+
+    def __post_init__(self) -> None:
+        if isinstance(self.snapshots, bool) or not isinstance(self.snapshots, int) or self.snapshots < 0:
+            raise ValueError(f"The 'snapshots' parameter of TrainConfig must be an int >= 0. Got {self.snapshots!r} instead.")
+        if self.snapshot_dtype not in SNAPSHOT_DTYPES:
+            raise ValueError(f"The 'snapshot_dtype' parameter of TrainConfig must be one of {', '.join(SNAPSHOT_DTYPES)}. "
+                             f"Got {self.snapshot_dtype!r} instead.")
+        if self.grad_clip is not None and not self.grad_clip >= 0:
+            raise ValueError(f"The 'grad_clip' parameter of TrainConfig must be >= 0 (0 or None: no clipping). "
+                             f"Got {self.grad_clip!r} instead.")
+        if not 0.0 <= self.warmup_start <= 1.0:
+            raise ValueError(f"The 'warmup_start' parameter of TrainConfig must be in [0, 1]. Got {self.warmup_start!r} instead.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -106,9 +125,13 @@ def hardware(device: torch.device) -> str:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to ``min_lr_ratio * lr`` at ``steps``."""
+    """Linear warm-up to ``lr``, then cosine decay to ``min_lr_ratio * lr`` at ``steps``. The warm-up is
+    lr·(step + 1)/warmup_steps, or with ``warmup_start`` s > 0 He et al.'s lr·(s + (1 - s)·step/warmup_steps),
+    which is s·lr at step 0 and reaches lr at step warmup_steps."""
     if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+        if cfg.warmup_start == 0.0:  # the original schedule, kept exactly so earlier runs resume identically
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        return cfg.lr * (cfg.warmup_start + (1 - cfg.warmup_start) * step / cfg.warmup_steps)
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
@@ -124,19 +147,33 @@ def loss_fn(out: Tensor, batch: Batch) -> Tensor:
 @torch.no_grad()
 def score(model: Model, batch: Batch) -> dict[str, float]:
     """loss plus ``error`` (squared error at the loss positions over the zero predictor's, Garg-style) for
-    regression, or ``acc`` (exact match on the loss positions) for classification."""
+    regression, or ``acc`` (exact match on the loss positions) for classification.
+
+    For modular arithmetic (a batch with task parameters a, b) ``acc`` is averaged per task (a, b) and then over
+    tasks, as He et al.'s code does, ``acc_last`` is the same over the last-shot region (the last quarter of the
+    shots), and each kind of query has both too: ``acc_copyable``, ``acc_ratio``, ``acc_regression`` and their
+    ``_last`` versions (``interp.query_kinds``), each only when the set holds a query of that kind there."""
     out = model(batch.inputs)
     result = {"loss": loss_fn(out, batch).item()}
     mask = batch.loss_mask
     if batch.targets.is_floating_point():
         sq = (out[mask] - batch.targets[mask]).pow(2).sum(-1)
         result["error"] = (sq.mean() / batch.targets[mask].pow(2).sum(-1).mean()).item()
+    elif {"a", "b"} <= set(batch.params) and batch.examples is not None:
+        from .query_kinds import classify_queries, correct_by_example, kind_metrics, task_ids
+
+        p = out.shape[-1]  # the vocabulary is Z_p
+        correct = correct_by_example(out.argmax(-1), batch.targets, mask)
+        tasks, kinds = task_ids(batch.params, p).to(out.device), classify_queries(batch.examples.to(out.device), p)
+        result |= kind_metrics(correct, tasks, kinds)
     else:
         result["acc"] = (out[mask].argmax(-1) == batch.targets[mask]).float().mean().item()
     return result
 
 
-OBJECTIVE_KEYS = ("ood_error", "ood_test_acc", "ood_acc")  # the first one a record has is what keep-best watches
+# The first one a record has is what keep-best watches: for modular runs with held-out pairs, regression-only
+# accuracy on OOD tasks × held-out pairs (the queries no copy or ratio match answers; absent without such queries).
+OBJECTIVE_KEYS = ("ood_test_acc_regression", "ood_error", "ood_test_acc", "ood_acc")
 
 
 def objective_key(record: dict[str, Any]) -> str:
@@ -159,29 +196,52 @@ def eval_batches(task: TaskBase, cfg: TrainConfig, device: torch.device) -> dict
 
 
 def train_batch(task: TaskBase, cfg: TrainConfig, step: int, g: torch.Generator) -> Batch:
-    """The training batch at ``step``, with the curriculum applied."""
+    """The training batch at ``step``, with the curriculum applied; with ``balanced_batches`` the task's
+    ``sample_balanced`` (every task equally often, on the same pairs)."""
     n_examples = cfg.n_examples
     if cfg.curriculum is not None:
         n_examples = cfg.curriculum.n_examples(step, cfg.n_examples)
         if isinstance(task, RegressionTask) and hasattr(task, "active_dims"):
             task = task.replace(active_dims=cfg.curriculum.active_dims(step, task.d_x))
+    if cfg.balanced_batches:
+        if not hasattr(task, "sample_balanced"):
+            raise ValueError(f"balanced_batches needs a task with a finite set of pre-training tasks; "
+                             f"{task.name!r} has no sample_balanced")
+        return task.sample_balanced(cfg.batch_size, n_examples, g)  # type: ignore[attr-defined]
     return task.sample(cfg.batch_size, n_examples, g)  # type: ignore[attr-defined]
 
 
+def decays(name: str, param: Tensor) -> bool:
+    """He et al.'s rule (scheduler.py, param_groups_weight_decay) in TransformerLens names: no weight decay on a
+    parameter with ndim <= 1 (LN ``.w``/``.b``, ``b_O``, ``b_in``, ``b_out``, ``b_U``), a torch bias (name ending
+    ``.bias``) or a TransformerLens bias (last name part ``b`` or ``b_*``, which catches the 2-D ``b_Q``, ``b_K``,
+    ``b_V`` [n_heads, d_head] that ndim alone would miss). Everything else decays, embeddings included
+    (their run_icl.sh has --dont_decay_embd=False)."""
+    leaf = name.rsplit(".", 1)[-1]
+    return not (param.ndim <= 1 or name.endswith(".bias") or leaf == "b" or leaf.startswith("b_"))
+
+
 def make_optimizer(model: Model, cfg: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
-    )
+    """AdamW over the trainable parameters: one group decayed by ``weight_decay``, or with
+    ``decay_norms_and_biases=False`` He et al.'s two groups, [no decay (see ``decays``), decay]."""
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if cfg.decay_norms_and_biases:
+        return torch.optim.AdamW([p for _, p in params], lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    groups = [{"params": [p for name, p in params if not decays(name, p)], "weight_decay": 0.0},
+              {"params": [p for name, p in params if decays(name, p)], "weight_decay": cfg.weight_decay}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
 
 
-def train_step(model: Model, optimizer: torch.optim.Optimizer, batch: Batch, lr: float, grad_clip: float) -> Tensor:
-    """One AdamW step on ``batch``; returns the (detached) loss."""
+def train_step(model: Model, optimizer: torch.optim.Optimizer, batch: Batch, lr: float, grad_clip: float | None) -> Tensor:
+    """One AdamW step on ``batch``, the gradient norm clipped to ``grad_clip`` unless it is 0 or None (a max
+    norm of 0 would zero every gradient); returns the (detached) loss."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     loss = loss_fn(model(batch.inputs), batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss.detach()
 
@@ -212,6 +272,24 @@ def load_resume(path: Path, model: Model, optimizer: torch.optim.Optimizer, g: t
     optimizer.load_state_dict(opt)
     g.set_state(tensors["rng"])
     return json.loads((path / RESUME_STATE).read_text())
+
+
+def snapshot_steps(cfg: TrainConfig) -> list[int]:
+    """The steps that keep a weight snapshot: ``cfg.snapshots`` log-spaced integers from 1 to ``cfg.steps`` (He et
+    al.'s np.logspace(0, log10(steps), num, dtype=int)), deduplicated, sorted, the last step always among them."""
+    if cfg.snapshots == 0:
+        return []
+    points = np.logspace(0, np.log10(cfg.steps), num=cfg.snapshots, dtype=int)
+    points[-1] = cfg.steps  # the float power can land one below it
+    return sorted({int(s) for s in points})
+
+
+def snapshot_tensors(model: Model, dtype: str) -> dict[str, Tensor]:
+    """A CPU copy of the model's state dict with the parameters in ``dtype``; buffers (masks, the IGNORE value,
+    rotary tables) stay as they are, since -1e5 does not fit in float16."""
+    params = {name for name, _ in model.named_parameters()}
+    return {k: v.detach().to("cpu", SNAPSHOT_DTYPES[dtype] if k in params else v.dtype, copy=True)
+            for k, v in model.state_dict().items()}
 
 
 def train(
@@ -249,6 +327,29 @@ def train(
         if cfg.keep_best and state["best_step"] is not None:
             best_weights = read_tensors(out / "weights.safetensors")
 
+    # Weight snapshots: state["snapshots"] lists every step that has one, in the folder or in ``pending`` (taken
+    # since the last save, written by the next one, lost with it in a kill and taken again after the resume).
+    snapshotting = out is not None and cfg.snapshots > 0
+    scheduled = set(snapshot_steps(cfg))
+    state.setdefault("snapshots", [])
+    pending: dict[int, dict[str, Tensor]] = {}
+
+    def take_snapshot(step: int) -> None:
+        if snapshotting and step not in state["snapshots"]:
+            pending[step] = snapshot_tensors(model, cfg.snapshot_dtype)
+            state["snapshots"] = sorted([*state["snapshots"], step])
+
+    def snapshot_save() -> tuple[dict[str, Any], dict[str, Any]]:
+        """The snapshot part of a save: new files, and save_checkpoint's ``keep`` and ``snapshots`` arguments."""
+        if not snapshotting:
+            return {}, {}
+        steps = state["snapshots"]
+        entry = {"steps": steps, "dtype": cfg.snapshot_dtype,
+                 "best_ood_step": state["best_step"] if state["best_step"] in steps else None,
+                 "files": {str(s): snapshot_file(s) for s in steps}}
+        keep = [snapshot_file(s) for s in steps if s not in pending]
+        return {snapshot_file(s): t for s, t in pending.items()}, {"keep": keep, "snapshots": entry}
+
     def save_progress() -> None:
         """Checkpoint an unfinished run: config.json holds ``cfg`` unchanged (resume checks it), the weights
         file the best weights when keeping them (resume reads them back), resume/ the latest state."""
@@ -256,7 +357,10 @@ def train(
         if cfg.keep_best and best_weights is not None:
             weights_model = spec.build()
             weights_model.load_state_dict(best_weights)
-        save_checkpoint(out, weights_model, spec, task, cfg.to_dict(), metrics, resume_files(model, optimizer, g, state))
+        new, kwargs = snapshot_save()
+        save_checkpoint(out, weights_model, spec, task, cfg.to_dict(), metrics,
+                        resume_files(model, optimizer, g, state) | new, **kwargs)
+        pending.clear()
 
     started = time.perf_counter() - state.get("wall_s", 0.0)  # training time survives a resume
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress or None, desc=task.describe()[:40])  # type: ignore[attr-defined]
@@ -279,17 +383,24 @@ def train(
             metrics.append(record)
             objective = ood_objective(record)
             if state["best"] is None or objective < state["best"]:
+                superseded = state["best_step"]
                 state |= {"best": objective, "best_step": step, "since_best": 0}
                 if cfg.keep_best:
                     best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                take_snapshot(step)  # the best-OOD weights, kept or not
+                if superseded is not None and superseded not in scheduled and superseded in state["snapshots"]:
+                    state["snapshots"] = [s for s in state["snapshots"] if s != superseded]
+                    pending.pop(superseded, None)
             else:
                 state["since_best"] += 1
             key = objective_key(record)
             id_key = "id_" + key.split("_", 1)[1].replace("test_", "train_")
-            postfix = {"loss": f"{record['train_loss']:.4g}", "id": f"{record[id_key]:.3g}", "ood": f"{record[key]:.3g}"}
+            postfix = {"loss": f"{record['train_loss']:.4g}", "id": f"{record.get(id_key, float('nan')):.3g}", "ood": f"{record[key]:.3g}"}
             bar.set_postfix(postfix)
             if cfg.patience is not None and state["since_best"] >= cfg.patience:
                 break
+        if step in scheduled:
+            take_snapshot(step)
         if stop_after is not None and step >= stop_after:
             bar.close()
             return Checkpoint(model.eval(), spec, task, cfg.to_dict(), metrics, out)
@@ -297,6 +408,7 @@ def train(
             state["wall_s"] = time.perf_counter() - started
             save_progress()
     bar.close()
+    take_snapshot(state["step"])  # the last step, also when stopped early
     last: dict[str, Any] = {}
     if cfg.keep_best and best_weights is not None:
         last = {LAST_WEIGHTS: {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
@@ -304,5 +416,6 @@ def train(
     train_info = cfg.to_dict() | {"best_step": state["best_step"], "steps_done": state["step"],
                                   "wall_s": round(time.perf_counter() - started, 2), "hardware": hardware(device)}
     if out is not None:
-        save_checkpoint(out, model, spec, task, train_info, metrics, last)
+        new, kwargs = snapshot_save()
+        save_checkpoint(out, model, spec, task, train_info, metrics, last | new, **kwargs)
     return Checkpoint(model.eval(), spec, task, train_info, metrics, out)

@@ -2,11 +2,14 @@
 
     python scripts/modular_cards.py
 
-Reads runs/modular-phase/ (cells of configs/modular_phase.yaml and configs/modular_depth.yaml) and their
-summaries models/modular-phase/{sweep,depth}.json; copies the chosen cells into models/<name> with each cell's
-run config written to configs/modular/<name>.yaml; writes each CARD.md and card.json (OOD accuracy by shots,
-the heads that gather x and y, ratio matching vs modular regression by shots, circle-of-circles scores, and OOD
-accuracy with the key heads resample-ablated) and docs/modular_phase.png. Every number is on a fixed seed.
+    python scripts/modular_cards.py modular-p11-d2 modular-p11-d1     # only these
+
+Reads the sweep cells under runs/ (p = 11: runs/modular-phase-p11/, cells of configs/modular_phase_p11.yaml,
+configs/modular_p11_main.yaml and configs/modular_depth_p11.yaml; p = 7: runs/modular-phase/) and their summaries
+models/modular-phase*/{sweep,depth}.json; copies the chosen cells, with their weight snapshots, into models/<name>
+with each cell's run config written to configs/modular/<name>.yaml; writes each CARD.md and card.json (OOD accuracy by shots,
+accuracy by kind of query with the phase it names (interp.sweep.phase), the heads that gather x and y, ratio matching vs modular regression by shots, circle-of-circles scores, and OOD
+accuracy with the key heads resample-ablated) and docs/modular_phase*.png. Every number is on a fixed seed.
 """
 from __future__ import annotations
 
@@ -25,32 +28,47 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 import interp  # noqa: E402
-from interp.cards import HEADLINES, markdown_table, measure  # noqa: E402
-from interp.checkpoint import Checkpoint, load_checkpoint, load_weights, read_tensors, save_checkpoint  # noqa: E402
+from interp.cards import HEADLINES, kind_rows, markdown_table, measure  # noqa: E402
+from interp.checkpoint import Checkpoint, load_checkpoint, load_weights, read_config, read_tensors, save_checkpoint  # noqa: E402
 from interp.config import run_from_dict  # noqa: E402
+from interp.sweep import PHASE_RULE, PHASES, phase  # noqa: E402
 from interp.train import LAST_WEIGHTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS, RUNS, DOCS = ROOT / "models", ROOT / "runs" / "modular-phase", ROOT / "docs"
+RUNS_P11 = ROOT / "runs" / "modular-phase-p11"
 N, SEED = 512, 0
 BIG = "n_tasks=36,pair_fraction=0.8"
+BIG11 = "n_tasks=64,pair_fraction=0.8"
 # zoo name -> (cell folder, weights: "best" (keep_best's) or "last", what the model is for)
 SHIPPED: dict[str, tuple[str, str, str]] = {
+    "modular-p11-d2": (f"{BIG11},n_layers=2,seed=0", "best", "p = 11 with He et al.'s official recipe at CPU scale: 2 blocks, 64 of 121 pre-training tasks (parallelograms), 80% of (x, y) pairs, 32 examples: the model that should generalise out of distribution."),
+    "modular-p11-d1": (f"{BIG11},n_layers=1,seed=0", "best", "The p = 11 data with 1 block: He et al. find that 1 block does not generalise OOD."),
+    "modular-p11-d2-fewtasks": ("n_tasks=16,pair_fraction=0.8,n_layers=2,seed=0", "last", "p = 11, 2 blocks with only 16 pre-training tasks, below the OOD transition (last-step weights)."),
+    "modular-p11-d4": (f"{BIG11},n_layers=4,seed=0", "best", "p = 11, 4 blocks at the step of its best OOD accuracy (He et al.: the OOD phase of deep models is transient)."),
+    "modular-p11-d4-last": (f"{BIG11},n_layers=4,seed=0", "last", "modular-p11-d4 at its last training step, to compare with its best-OOD step."),
     "modular-p7-d2": (f"{BIG},n_layers=2,seed=0", "best", "2 blocks, 36 of 49 pre-training tasks, 80% of (x, y) pairs: the model that should generalise out of distribution."),
     "modular-p7-d1": (f"{BIG},n_layers=1,seed=0", "best", "The same data with 1 block: He et al. find that 1 block does not generalise OOD."),
     "modular-p7-d2-fewtasks": ("n_tasks=8,pair_fraction=0.8,n_layers=2,seed=0", "last", "2 blocks with only 8 pre-training tasks, below the OOD transition (last-step weights: the best-OOD step of a model that does not generalise is noise)."),
     "modular-p7-d4": (f"{BIG},n_layers=4,seed=0", "best", "4 blocks at the step of its best OOD accuracy (He et al.: the OOD phase of deep models is transient)."),
     "modular-p7-d4-last": (f"{BIG},n_layers=4,seed=0", "last", "modular-p7-d4 at its last training step, to compare with its best-OOD step."),
 }
+PAPER_SHOTS = {0: 0.03, 4: 0.45, 6: 0.70, 10: 0.90, 31: 0.95}  # He et al. Fig. 1c, read by eye (SCIENCE.md)
 PAPER = ("He et al. (p = 29, 841 tasks, 32 examples, d_model 512, 200k steps): OOD generalisation once n_id >= 256 "
          "(30% of tasks) with alpha >~ 0.4; 2 blocks are the minimum; OOD accuracy about 45% at 4 shots, 90% at 10, 95% at 31; "
          "in the d = 2 model layer-0 heads attend 1 and 2 tokens back; d = 2 stays near ratio matching, d = 4 shifts "
          "to modular regression; deeper models' OOD phase is transient.")
 
 
+def runs_of(name: str) -> Path:
+    """The sweep folder that holds the cells of zoo model ``name``."""
+    return RUNS_P11 if name.startswith("modular-p11") else RUNS
+
+
 def ship(name: str, cell: str, weights: str) -> Checkpoint:
-    """Copy a finished cell into models/<name> (with its last-step weights if asked) and write its run config."""
-    src = RUNS / cell
+    """Copy a finished cell into models/<name> (with its last-step weights if asked, and its weight snapshots)
+    and write its run config."""
+    src = runs_of(name) / cell
     ckpt = load_checkpoint(src)
     if weights == "last":
         load_weights(ckpt.model, read_tensors(src / LAST_WEIGHTS), src / LAST_WEIGHTS)
@@ -59,7 +77,9 @@ def ship(name: str, cell: str, weights: str) -> Checkpoint:
         train = ckpt.train | {"weights": f"best OOD step ({ckpt.train['best_step']})"}
     if (MODELS / name).exists():
         shutil.rmtree(MODELS / name)
-    save_checkpoint(MODELS / name, ckpt.model, ckpt.spec, ckpt.task, train, ckpt.metrics)
+    snapshots = read_config(src).get("snapshots")
+    files = {f: (src / f).read_bytes() for f in (snapshots or {}).get("files", {}).values()}
+    save_checkpoint(MODELS / name, ckpt.model, ckpt.spec, ckpt.task, train, ckpt.metrics, files, snapshots=snapshots)
     run = run_from_dict(json.loads((src / "config.json").read_text()) | {"name": name, "purpose": SHIPPED[name][2]})
     (ROOT / "configs" / "modular" / f"{name}.yaml").write_text(
         f"# The run of sweep cell {cell}, written out by scripts/modular_cards.py.\n" + yaml.safe_dump(run.to_dict(), sort_keys=False))
@@ -104,32 +124,46 @@ def card(name: str, ckpt: Checkpoint, cell: str) -> dict[str, Any]:
     value = measure(ckpt, "ood_acc_last_shot", n=N, seed=SEED)
     curves = interp.evaluate(ckpt, n=N, seed=SEED, baselines=False)
     by_shot = {c.split: dict(zip(c.shots, c.mean)) for c in curves.curves if c.method == "model"}
-    shots = [s for s in (0, 1, 2, 4, 6, 8, 10, 12, 15) if s in by_shot["ood_test"]]
+    shots = [s for s in (0, 1, 2, 4, 6, 8, 10, 12, 15, 20, 25, 31) if s in by_shot["ood_test"]]
     shot_rows = [{"split": sp, **{f"k={s}": by_shot[sp][s] for s in shots}} for sp in by_shot]
+    reg = curves.kind_curve("ood_test", "regression")
+    regression = dict(zip(reg.shots, reg.mean))
+    if regression:
+        shot_rows.append({"split": "ood_test, regression-only", **{f"k={s}": regression.get(s, float("nan")) for s in shots}})
+    shot_rows.append({"split": "paper: OOD (p = 29, d = 2, Fig. 1c)", **{f"k={s}": PAPER_SHOTS.get(s, float("nan")) for s in shots}})
     n_params = sum(p.numel() for p in ckpt.model.parameters())
     lines = [
         f"# {name}", "", SHIPPED[name][2], "",
         f"**Headline:** {HEADLINES['ood_acc_last_shot'][0]} = **{value:.4g}** ({N} sequences, seed {SEED}).", "",
-        f"- made by: `interp sweep configs/modular_{'phase' if 'n_layers=2' in cell else 'depth'}.yaml` (cell `{cell}`); "
+        f"- made by: `interp sweep configs/modular_{'phase' if 'n_layers=2' in cell else 'depth'}{'_p11' if name.startswith('modular-p11') else ''}.yaml` (cell `{cell}`); "
         f"the same run alone: `interp train --config configs/modular/{name}.yaml --out models/{name}`",
         f"- weights: {t.get('weights')}; training: {t.get('steps_done')} steps in {t.get('wall_s', 0) / 60:.1f} min on {t.get('hardware')}",
         f"- task: `{ckpt.task.describe()}`, {t['n_examples']} examples a sequence",
         f"- model: {ckpt.spec.n_layers} blocks, {ckpt.spec.n_heads} heads, d_model {ckpt.spec.d_model}, pre-LN, RoPE, ReLU MLP; {n_params:,} parameters",
         f"- paper: {PAPER}", "",
-        "## Accuracy by number of shots (exact match on z; chance 1/7)", "", *markdown_table(shot_rows), "",
+        f"## Accuracy by number of shots (exact match on z; chance 1/{ckpt.task.p})", "", *markdown_table(shot_rows), "",
+    ]
+    by_kind = kind_rows(curves)
+    named = phase(curves.kind_metrics(), ckpt.task.p)
+    lines += [
+        "## Accuracy by kind of query (`interp.query_kinds`; averaged per task (a, b), then over tasks)", "",
+        "Copyable: the (x, y) pair appeared earlier; ratio-matchable: a multiple c·(x_j, y_j) mod p of an earlier "
+        "example; regression-only: neither, with at least 2 examples before it (only modular regression answers it).", "",
+        *markdown_table(by_kind), "",
+        f"Phase of these weights: **{named}**. Rule: {PHASE_RULE}", "",
     ]
     steps = [{"step": m["step"], **{k: m[k] for k in ("id_train_acc", "id_test_acc", "ood_train_acc", "ood_test_acc")}}
              for m in ckpt.metrics if "ood_test_acc" in m][1::2]
     lines += ["## Accuracy against training steps (averaged over shots; from metrics.jsonl)", "",
               f"Best OOD (held-out tasks and pairs) at step {t.get('best_step')} of {t.get('steps_done')}.", "",
               *markdown_table(steps), ""]
-    content: dict[str, Any] = {"by_shot": by_shot, "by_step": steps}
+    content: dict[str, Any] = {"by_shot": by_shot, "by_kind": by_kind, "phase": named, "by_step": steps}
     if ckpt.spec.n_layers >= 2:
         heads = gather_heads(ckpt)
         layer0 = sorted((h for h in heads if h["layer"] == 0), key=lambda h: -(h["own_x"] + h["own_y"]))
         key = [(h["layer"], h["head"]) for h in layer0[:2]]
         clean, ablated = resample_ablated_accuracy(ckpt, key)
-        alg = interp.algorithms(ckpt, shots=[1, 2, 4, 8, 15], seed=SEED)
+        alg = interp.algorithms(ckpt, shots=[k for k in (1, 2, 4, 8, 13, 15, 31) if k < int(t["n_examples"])], seed=SEED)
         alg_rows = [{"shots": k, "accuracy": float(alg.extras["accuracy"][i]), "ratio matching share": float(alg.extras["ratio_share"][i]),
                      "modular regression share": float(alg.extras["regression_share"][i])} for i, k in enumerate(alg.metadata["shots"])]
         geo = [{"layer": l, "head": h, **dict(zip(r.labels["measure"], r.scores.tolist()))}
@@ -160,27 +194,34 @@ def card(name: str, ckpt: Checkpoint, cell: str) -> dict[str, Any]:
     return content
 
 
-def phase_figure() -> None:
+def phase_figure(folder: str = "modular-phase", p: int = 7, n_big: int = 36, png: str = "modular_phase.png") -> None:
     """docs/modular_phase.png: phases over n_id x alpha (Fig. 1b), OOD accuracy against depth and against steps."""
-    sweep = json.loads((MODELS / "modular-phase" / "sweep.json").read_text())
-    depth = json.loads((MODELS / "modular-phase" / "depth.json").read_text()) if (MODELS / "modular-phase" / "depth.json").is_file() else {"cells": []}
+    summaries = MODELS / folder
+    sweep = json.loads((summaries / "sweep.json").read_text()) if (summaries / "sweep.json").is_file() else {"cells": []}
+    for extra in ("main.json",):  # a cell trained alone into the same runs folder (configs/modular_p11_main.yaml)
+        if (summaries / extra).is_file():
+            known = {c["name"] for c in sweep["cells"] if c["status"] == "done"}
+            sweep["cells"] += [c for c in json.loads((summaries / extra).read_text())["cells"] if c["name"] not in known]
+    depth = json.loads((summaries / "depth.json").read_text()) if (summaries / "depth.json").is_file() else {"cells": []}
     cells = [c for c in sweep["cells"] if c["status"] == "done"]
-    phases = ["not_learned", "id_memorization", "id_generalization", "ood_memorization", "ood_generalization"]
+    phases = list(reversed(PHASES))  # not_learned first: the colour scale runs from nothing to OOD generalisation
     n_ids = sorted({c["params"]["task.n_tasks"] for c in cells})
     alphas = sorted({c["params"]["task.pair_fraction"] for c in cells})
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     grid = torch.full((len(alphas), len(n_ids)), float("nan"))
     for c in cells:
         i, j = alphas.index(c["params"]["task.pair_fraction"]), n_ids.index(c["params"]["task.n_tasks"])
-        grid[i, j] = phases.index(c["phase"])
-        axes[0].text(j, i, f"{c['phase'].replace('_', ' ')}\nOOD {c['final']['ood_test_acc']:.2f}", ha="center", va="center",
-                     fontsize=8, color="white" if phases.index(c["phase"]) < 2 else "black")
+        name = c.get("phase") or "no phase"  # too few regression-only queries to name one, or an old summary
+        grid[i, j] = phases.index(name) if name in phases else float("nan")
+        regression = (c.get("kinds") or {}).get("ood_test_acc_regression_last", float("nan"))
+        axes[0].text(j, i, f"{name.replace('_', ' ')}\nOOD {c['final']['ood_test_acc']:.2f}, regr.-only {regression:.2f}",
+                     ha="center", va="center", fontsize=8, color="white" if name in phases[:2] else "black")
     axes[0].imshow(grid.numpy(), cmap="viridis", vmin=0, vmax=len(phases) - 1, origin="lower", aspect="auto")
-    axes[0].set(xticks=range(len(n_ids)), xticklabels=[f"{n} ({n / 49:.0%})" for n in n_ids], yticks=range(len(alphas)),
-                yticklabels=alphas, xlabel="pre-training tasks n_id (share of p² = 49)", ylabel="pair fraction α",
-                title="phase (final weights), 2 blocks")
+    axes[0].set(xticks=range(len(n_ids)), xticklabels=[f"{n} ({n / p**2:.0%})" for n in n_ids], yticks=range(len(alphas)),
+                yticklabels=alphas, xlabel=f"pre-training tasks n_id (share of p² = {p**2})", ylabel="pair fraction α",
+                title="phase (each cell's checkpoint), 2 blocks")
     by_depth = {c["params"]["model.n_layers"]: c for c in depth["cells"] + cells
-                if c["status"] == "done" and c["params"]["task.n_tasks"] == 36 and c["params"]["task.pair_fraction"] == 0.8}
+                if c["status"] == "done" and c["params"]["task.n_tasks"] == n_big and c["params"]["task.pair_fraction"] == 0.8}
     ds = sorted(by_depth)
     axes[1].plot(ds, [by_depth[d]["final"]["ood_test_acc"] for d in ds], "o-", label="final")
     axes[1].plot(ds, [by_depth[d]["best"]["ood_test_acc"] for d in ds], "s--", label="best during training")
@@ -192,7 +233,7 @@ def phase_figure() -> None:
     axes[2].set(xlabel="step", ylabel="OOD accuracy", title="OOD accuracy against steps")
     axes[2].legend()
     fig.tight_layout()
-    fig.savefig(DOCS / "modular_phase.png", dpi=110)
+    fig.savefig(DOCS / png, dpi=110)
     plt.close(fig)
 
 
@@ -200,13 +241,15 @@ def main(names: list[str]) -> None:
     torch.set_num_threads(1)
     for name in names or list(SHIPPED):
         cell, weights, _ = SHIPPED[name]
-        if not (RUNS / cell / "config.json").is_file():
+        if not (runs_of(name) / cell / "config.json").is_file():
             print(f"{name}: cell {cell} has not been trained; skipped", flush=True)
             continue
         c = card(name, ship(name, cell, weights), cell)
         print(f"{name}: {c['headline']['label']} = {c['headline']['value']:.4g}", flush=True)
     if (MODELS / "modular-phase" / "sweep.json").is_file():
         phase_figure()
+    if any((MODELS / "modular-phase-p11" / f).is_file() for f in ("sweep.json", "main.json")):
+        phase_figure("modular-phase-p11", p=11, n_big=64, png="modular_phase_p11.png")
 
 
 if __name__ == "__main__":

@@ -125,6 +125,7 @@ SWEEP = {
          "params": {"task.n_tasks": n, "task.pair_fraction": a, "model.n_layers": d, "train.seed": 0},
          "status": "done", "phase": phase, "ood_acc_last_shot": acc,
          "final": {"id_train_acc": 1.0, "id_test_acc": 0.9, "ood_train_acc": acc, "ood_test_acc": acc},
+         "kinds": {"ood_test_acc_regression_last": acc / 2, "ood_test_n_regression_last": 40},
          "curve": {"step": [0, 10, 20], "ood_test_acc": [0.1, acc / 2, acc]}}
         for (n, a, d, phase, acc) in [
             (4, 0.6, 1, "id_memorization", 0.1), (4, 1.0, 1, "id_generalization", 0.2),
@@ -298,6 +299,7 @@ def test_training_page_curves_and_sweep(tiny_zoo: Path, use_zoo) -> None:
     phase = chart(at, "phase")
     assert phase["data"][0]["text"] == [["id_memorization", "id_generalization"], ["ood_memorization", "ood_generalization"]]
     assert chart(at, "OOD accuracy (mean")["data"][0]["z"] == [[0.1, 0.2], [0.3, 0.8]]
+    assert chart(at, "regression-only")["data"][0]["z"] == [[0.05, 0.1], [0.15, 0.4]]  # the checkpoints' kinds
     depth = chart(at, "against depth")
     assert any(t["name"] == "n_id=8, α=1.0" and t["y"] == [0.8, 0.9] for t in depth["data"])
     assert len(chart(at, "against steps")["data"]) == 5
@@ -325,6 +327,13 @@ def test_icl_curves_page_matches_evaluate(tiny_zoo: Path, use_zoo) -> None:
     at = run_page("3_ICL_curves.py", tiny_zoo / "mod")
     clean(at)
     assert any("classification" in i.value for i in at.info)
+    # modular: the model's accuracy by kind of query, per split, as interp.evaluate computes it (gaps: no query)
+    ev = interp.evaluate(interp.load(tiny_zoo / "mod"), n=N, seed=0)
+    kinds = chart(at, "by kind of query")
+    drawn = {(t["name"], t.get("xaxis", "x")): t["y"] for t in kinds["data"]}
+    assert len(drawn) == 2 * 4  # ID and OOD (no pairs held out) x every query and the three kinds
+    assert close(drawn[("regression-only", "x2")], ev.kind_curve("ood", "regression").mean)
+    assert close(drawn[("all queries", "x")], ev.kind_curve("id", "all").mean)
 
 
 def test_attention_page_is_offline_circuitsvis(tiny_zoo: Path, use_zoo) -> None:

@@ -1,12 +1,16 @@
 """Card measurements against closed forms."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from interp.cards import kx_sweep, markdown_table
+from interp.api import evaluate
+from interp.baselines import mod_p_solver
+from interp.cards import kind_rows, kx_sweep, markdown_table, ood_regression_last
 from interp.checkpoint import Checkpoint
 from interp.spec import ModelSpec
-from interp.tasks import PolynomialTask
+from interp.sweep import phase
+from interp.tasks import Batch, ModularTask, PolynomialTask
 
 TASK = PolynomialTask(degrees=(1,), coef_dist="uniform", coef_scale=5.0, x_range=5.0)
 
@@ -31,6 +35,57 @@ def test_kx_sweep_reads_a_constant_model_and_the_target_in_closed_form():
     assert r["target_pos_mean"] == pytest.approx([2.5 * k for k in (1, 4, 20)], rel=0.05)
     with pytest.raises(ValueError, match="polynomial task"):
         kx_sweep(Checkpoint(Constant(0.0), ckpt.spec, TASK.replace(degrees=(0,)), {"n_examples": 10}))
+
+
+MODULAR = ModularTask(p=7, n_tasks=36, pair_fraction=0.8)
+
+
+class Rule(nn.Module):
+    """A closed-form modular "model": one-hot logits [batch, pos, p] on the token ``rule(inputs)`` picks."""
+
+    def __init__(self, rule):
+        super().__init__()
+        self.rule = rule
+        self.unused = nn.Parameter(torch.zeros(()))  # evaluate finds the device from the parameters
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(self.rule(inputs).clamp(min=0), MODULAR.p).float()
+
+
+def copier(inputs: torch.Tensor) -> torch.Tensor:
+    """At each y position: the z of an earlier example with the same (x, y), else 0."""
+    out = torch.zeros_like(inputs)
+    k = (inputs.shape[1] + 1) // 3
+    for i in range(k):
+        for j in range(i):
+            same = (inputs[:, 3 * j] == inputs[:, 3 * i]) & (inputs[:, 3 * j + 1] == inputs[:, 3 * i + 1])
+            out[:, 3 * i + 1] = torch.where(same, inputs[:, 3 * j + 2], out[:, 3 * i + 1])
+    return out
+
+
+def solver(inputs: torch.Tensor) -> torch.Tensor:
+    """interp.baselines' exact mod-p solver on the tokens alone (it reads only z_0..z_{i-1} at example i)."""
+    mask = torch.zeros(inputs.shape, dtype=torch.bool)
+    mask[:, 1::3] = True
+    targets = torch.zeros_like(inputs)
+    targets[:, 1:-1:3] = inputs[:, 2::3]  # z_i, known for every example but the last
+    return mod_p_solver(MODULAR.p)(Batch(inputs, targets, mask))
+
+
+@pytest.mark.parametrize("rule, expected", [(solver, "ood_generalization"), (copier, "ratio_matching_only"),
+                                            (lambda x: torch.zeros_like(x), "not_learned")])
+def test_kinds_and_phase_of_closed_form_models(rule, expected):
+    ckpt = Checkpoint(Rule(rule), ModelSpec.for_task(MODULAR, 16), MODULAR, {"n_examples": 16})
+    result = evaluate(ckpt, n=512, seed=0, baselines=False)
+    rows = {(r["split"], r["queries"]): r for r in kind_rows(result)}
+    assert len(rows) == 4 * 4 and rows[("ood_test", "all")]["n there"] == 512 * 4  # shots 12-15 of 512 sequences
+    if rule is copier:  # every copyable query right, and nothing else beyond the queries whose answer is 0
+        assert all(rows[(s, "copyable")]["shots 12-15"] == 1.0 for s in MODULAR.eval_splits())
+        assert rows[("ood_test", "regression")]["shots 12-15"] < 0.3
+    if rule is solver:  # the context determines every copyable and ratio-matchable query, and at 12+ shots the rest
+        assert all(r["all shots"] == 1.0 for (s, kind), r in rows.items() if kind in ("copyable", "ratio"))
+        assert ood_regression_last(ckpt, n=512, seed=0) == rows[("ood_test", "regression")]["shots 12-15"] > 0.99
+    assert phase(result.kind_metrics(), MODULAR.p) == expected
 
 
 def test_markdown_table():

@@ -19,7 +19,7 @@ def test_save_load_round_trip_is_bit_identical(task, tmp_path, gen):
     batch = task.sample(4, 5, gen())
     assert torch.equal(ckpt.model(batch.inputs), loaded.model(batch.inputs))
     assert loaded.spec == spec and loaded.task == task and loaded.metrics == ckpt.metrics
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "metrics.jsonl", "weights.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "metrics.jsonl", "snapshots", "weights.safetensors"]
     assert json.loads((tmp_path / "m" / "config.json").read_text())["format_version"] == 1
 
 

@@ -37,6 +37,7 @@ def test_every_task_trains_from_the_cli(task, tmp_path):
         (["train", "--task", "modular", "--p", "5", "--n-tasks", "25", "--out", "x"], "n_tasks"),
         (["train", "--task", "linear", "--d-model", "10", "--heads", "3", "--out", "x"], "divisible"),
         (["frobnicate"], "invalid choice"),
+        (["train", "--task", "linear", "--threads", "0", "--out", "x"], "--threads must be at least 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path):
@@ -53,3 +54,20 @@ def test_corrupt_checkpoint_is_one_line_and_exit_2(tmp_path):
     (out / "weights.safetensors").write_bytes(b"not a safetensors file")
     proc = subprocess.run(INTERP + ["info", "--ckpt", str(out)], capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "corrupt" in proc.stderr
+
+
+def test_threads_flag_and_default(tmp_path, monkeypatch):
+    """--threads sets torch's thread count (recorded on the card); the default is every core on an idle
+    machine and 1 when /proc/loadavg shows another runnable process."""
+    import torch
+
+    import interp.cli as cli
+
+    out = tmp_path / "m"
+    assert main(["train", "--task", "linear", "--steps", "2", "--d-model", "16", "--threads", "1", "--out", str(out)]) == 0
+    assert "1 torch thread(s)" in json.loads((out / "config.json").read_text())["train"]["hardware"]
+    assert torch.get_num_threads() == 1
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 4)
+    for loadavg, expected in (("0.10 0.2 0.3 1/120 999", 4), ("0.10 0.2 0.3 2/120 999", 1), ("1.50 0.2 0.3 1/120 999", 1)):
+        monkeypatch.setattr(cli, "Path", lambda p, text=loadavg: type("F", (), {"read_text": lambda self: text})())
+        assert cli.default_threads() == expected, loadavg

@@ -11,7 +11,8 @@ import interp
 from interp.checkpoint import load_checkpoint
 from interp.cli import main
 from interp.config import ConfigError
-from interp.sweep import load_sweep, phase, run_sweep
+from interp.sweep import PHASE_RULE, load_sweep, phase, run_sweep
+from interp.train import objective_key
 
 SWEEP = """
 name: tiny
@@ -51,18 +52,26 @@ def direct_last_shot_accuracy(path: Path, split: str, n: int = 4096, seed: int =
 def test_sweep_trains_every_cell_and_its_summary_matches_the_checkpoints(sweep_file, tmp_path, capsys):
     assert main(["sweep", str(sweep_file), "--workers", "2"]) == 0
     summary = json.loads((tmp_path / "out" / "sweep.json").read_text())
-    assert summary["axes"] == {"model.n_layers": [1, 2]} and summary["phase_threshold"] == 0.5
+    assert summary["axes"] == {"model.n_layers": [1, 2]} and summary["phase_rule"] == PHASE_RULE
     assert [c["name"] for c in summary["cells"]] == ["n_layers=1", "n_layers=2"]
     for cell in summary["cells"]:
-        assert cell["status"] == "done" and set(cell["final"]) == {"id_train_acc", "id_test_acc", "ood_train_acc", "ood_test_acc"}
+        sets = {"id_train_acc", "id_test_acc", "ood_train_acc", "ood_test_acc"}
+        assert cell["status"] == "done" and sets | {s + "_last" for s in sets} <= set(cell["final"])
+        assert all(k.split("_acc")[0] in {s[:-4] for s in sets} for k in cell["final"])  # only evaluation sets
         ckpt = load_checkpoint(tmp_path / cell["ckpt"])
         assert ckpt.spec.n_layers == cell["params"]["model.n_layers"] and ckpt.task.sampling == "parallelogram"
-        assert cell["final"]["ood_test_acc"] == ckpt.metrics[-1]["ood_test_acc"]
+        assert cell["final"] == {k: v for k, v in ckpt.metrics[-1].items() if "_acc" in k}
+        # the kinds and the phase are the checkpoint's, on the summary's sequences
+        kinds = interp.evaluate(tmp_path / cell["ckpt"], n=512, seed=0, baselines=False).kind_metrics()
+        assert cell["kinds"] == pytest.approx(kinds) and cell["kinds"]["ood_test_n_last"] == 512 * 2
+        assert cell["phase"] == phase(kinds, p=5)
         assert cell["ood_acc_last_shot"] == pytest.approx(last_shot_accuracy(tmp_path / cell["ckpt"], "ood_test"))
         # the same quantity from an independent draw agrees within sampling error (4 s.e. of 512 sequences)
         assert abs(cell["ood_acc_last_shot"] - direct_last_shot_accuracy(tmp_path / cell["ckpt"], "ood_test")) < 4 * 0.5 / 512**0.5
         assert cell["best"]["ood_test_acc"] == max(m["ood_test_acc"] for m in ckpt.metrics)
-        assert cell["curve"]["step"] == [6, 12] and cell["phase"] == phase(cell["final"])
+        assert cell["curve"]["step"] == [6, 12] and cell["curve"]["ood_test_acc"] == [m["ood_test_acc"] for m in ckpt.metrics]
+        target = objective_key(ckpt.metrics[-1])  # regression-only OOD accuracy when the log has it
+        assert cell["best_ood_step"] == max(ckpt.metrics, key=lambda m: m[target])["step"]
     # run again: finished cells are skipped, and nothing changes
     assert main(["sweep", str(sweep_file)]) == 0
     assert capsys.readouterr().out.count(": skipped") == 2
@@ -97,18 +106,29 @@ def test_bad_sweep_files_name_the_problem(tmp_path, monkeypatch):
         load_sweep(tmp_path / "s.yaml")
 
 
-@pytest.mark.parametrize("accs, expected", [
-    ((1.0, 0.1, 0.1, 0.1), "id_memorization"),
-    ((1.0, 0.9, 0.1, 0.1), "id_generalization"),
-    ((1.0, 0.3, 0.9, 0.2), "ood_memorization"),
-    ((1.0, 0.9, 0.9, 0.8), "ood_generalization"),
-    ((0.1, 0.1, 0.1, 0.1), "not_learned"),
+@pytest.mark.parametrize("regression, copy_ood, expected", [
+    ((1.0, 0.1, 0.1, 0.1), 0.2, "id_memorization"),
+    ((1.0, 0.9, 0.1, 0.1), 0.2, "id_generalization"),
+    ((1.0, 0.3, 0.9, 0.2), 0.9, "ood_memorization"),
+    ((1.0, 0.9, 0.9, 0.8), 1.0, "ood_generalization"),
+    # the old rule called this OOD generalisation (all-query OOD accuracy 0.6 > 0.5), but only copies are answered
+    ((1.0, 0.2, 0.1, 0.15), 0.7, "ratio_matching_only"),
+    ((0.1, 0.1, 0.1, 0.1), 0.1, "not_learned"),
 ])
-def test_phase_names_follow_he_et_al(accs, expected):
-    keys = ("id_train_acc", "id_test_acc", "ood_train_acc", "ood_test_acc")
-    assert phase(dict(zip(keys, accs))) == expected
-    assert phase({"id_error": 0.1, "ood_error": 0.2}) is None
-    assert phase(dict(zip(keys, (0.9, 0.2, 0.35, 0.2))), threshold=0.3) == "ood_memorization"
+def test_phase_names_follow_he_et_al(regression, copy_ood, expected):
+    sets = ("id_train", "id_test", "ood_train", "ood_test")
+    record = {f"{s}_acc_regression_last": r for s, r in zip(sets, regression)}
+    record |= {f"{s}_acc_copyable_last": copy_ood for s in ("ood_train", "ood_test")}
+    record |= {f"{s}_acc_last": 0.6 for s in sets}  # all-query accuracy does not name phases any more
+    assert phase(record, p=11) == expected
+    assert phase({"id_error": 0.1, "ood_error": 0.2}, p=11) is None
+
+
+def test_old_sweep_files_with_phase_threshold_still_load(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(SWEEP + "phase_threshold: 0.3\n")
+    with pytest.warns(UserWarning, match="phase_threshold is ignored"):
+        assert len(load_sweep(tmp_path / "s.yaml").cells) == 2
 
 
 def test_an_axis_of_mappings_sets_keys_together(tmp_path, monkeypatch):

@@ -165,8 +165,8 @@ def test_corruptions_change_only_what_they_name(task, gen):
         assert torch.allclose(new_params.targets[:, 0::2, 0], torch.einsum("bkd,bd->bk", clean.examples, new_params.params["w"]), atol=1e-5)
 
 
-def test_parallelogram_sampling_comes_in_fours_and_splits_cleanly():
-    task = ModularTask(p=29, n_tasks=64, sampling="parallelogram", split_seed=2)
+def test_legacy_parallelogram_sampling_comes_in_fours_and_splits_cleanly():
+    task = ModularTask(p=29, n_tasks=64, sampling="parallelogram-legacy", split_seed=2)
     id_set = [tuple(v) for v in task.task_vectors.tolist()]
     ood_set = {tuple(v) for v in task.ood().task_vectors.tolist()}
     assert len(set(id_set)) == 64 and not set(id_set) & ood_set and len(ood_set) == 29**2 - 64

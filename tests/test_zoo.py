@@ -62,3 +62,22 @@ def test_kernel_table_diagonal_matches_the_shipped_cell(name):
     row = next(r for r in table["grid"] if r["data kernel"] == kernel)
     assert ckpt.spec.scoring == kernel and ckpt.spec.n_layers == 3
     assert last_shot(ckpt, "id", n=table["n"], seed=table["seed"]) == pytest.approx(row[f"{kernel} attn"], rel=0.02, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith("modular-p11")])
+def test_modular_zoo_keeps_its_weight_snapshots(name):
+    """The p = 11 modular zoo keeps its training history (about 20 log-spaced snapshots plus the best-OOD step),
+    and a snapshot loads: the last one equals the shipped last-step weights cast to the snapshot's dtype."""
+    config = json.loads((MODELS / name / "config.json").read_text())
+    snaps = config["snapshots"]
+    assert len(snaps["steps"]) >= 15 and snaps["best_ood_step"] in snaps["steps"]
+    assert all((MODELS / name / f).is_file() for f in snaps["files"].values())
+    first = load(MODELS / name, step=snaps["steps"][0])
+    assert first.step == snaps["steps"][0]
+    best = load(MODELS / name, step=snaps["best_ood_step"])
+    if config["train"]["weights"].startswith("best"):
+        import torch
+
+        shipped = load(MODELS / name).model.state_dict()
+        for key, value in best.model.state_dict().items():
+            assert torch.equal(value, shipped[key].to(getattr(torch, snaps["dtype"])).to(value.dtype)), key

@@ -15,8 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import load_sweeps, sidebar  # noqa: E402
 from zoo import read_metrics, read_sweep, sweep_rows, zoo_dir  # noqa: E402
 
-PHASES = ["id_memorization", "id_generalization", "ood_memorization", "ood_generalization"]
-PHASE_COLORS = ["#d9d9d9", "#fdae61", "#abd9e9", "#1a9641"]
+# interp.sweep.PHASES from the bottom up (not_learned stays uncoloured); ratio_matching_only: OOD queries
+# answered only by copying or ratio matching
+PHASES = ["id_memorization", "ratio_matching_only", "id_generalization", "ood_memorization", "ood_generalization"]
+PHASE_COLORS = ["#d9d9d9", "#fee08b", "#fdae61", "#abd9e9", "#1a9641"]
 
 
 def metric_groups(records: list[dict]) -> dict[str, list[str]]:
@@ -60,10 +62,11 @@ def phase_figures(frame: pd.DataFrame) -> tuple[go.Figure, go.Figure]:
     x = [str(a) for a in phase.columns]
     y = [str(n) for n in phase.index]
     codes = phase.map(lambda p: PHASES.index(p) if p in PHASES else None)
-    scale = [[v, PHASE_COLORS[i]] for i in range(4) for v in (i / 4, (i + 1) / 4)]
-    fig_phase = go.Figure(go.Heatmap(z=codes.values.tolist(), x=x, y=y, zmin=0, zmax=4, colorscale=scale,
+    n = len(PHASES)
+    scale = [[v, PHASE_COLORS[i]] for i in range(n) for v in (i / n, (i + 1) / n)]
+    fig_phase = go.Figure(go.Heatmap(z=codes.values.tolist(), x=x, y=y, zmin=0, zmax=n, colorscale=scale,
                                      text=phase.values.tolist(), texttemplate="%{text}",
-                                     colorbar={"tickvals": [0.5, 1.5, 2.5, 3.5], "ticktext": PHASES}))
+                                     colorbar={"tickvals": [i + 0.5 for i in range(n)], "ticktext": PHASES}))
     fig_phase.update_layout(title="phase (majority over seeds)", xaxis_title="α (pair fraction)",
                             yaxis_title="n_id (pre-training tasks)")
     fig_acc = go.Figure(go.Heatmap(z=acc.values.tolist(), x=x, y=y, colorscale="Viridis", zmin=0, zmax=1,
@@ -109,6 +112,18 @@ def show_sweep(path: str) -> None:
         fig_phase, fig_acc = phase_figures(sub)
         left.plotly_chart(fig_phase, key="phase_diagram")
         right.plotly_chart(fig_acc, key="phase_ood")
+        if sweep.get("phase_rule"):
+            st.caption("Phase rule: " + sweep["phase_rule"])
+        if "ood_regression_last" in sub and sub["ood_regression_last"].notna().any():
+            grid = sub.groupby(["n_id", "alpha"], dropna=False)["ood_regression_last"].mean().unstack("alpha")
+            fig = go.Figure(go.Heatmap(z=grid.values.tolist(), x=[str(a) for a in grid.columns],
+                                       y=[str(n) for n in grid.index], colorscale="Viridis", zmin=0, zmax=1,
+                                       texttemplate="%{z:.2f}"))
+            fig.update_layout(title="OOD regression-only accuracy, last quarter of the shots (mean over seeds)",
+                              xaxis_title="α (pair fraction)", yaxis_title="n_id (pre-training tasks)")
+            fig.update_xaxes(type="category")
+            fig.update_yaxes(type="category")
+            left.plotly_chart(fig, key="phase_regression")
         if done["depth"].notna().any():
             by_depth = done.groupby(["depth", "n_id", "alpha"], dropna=False)["ood_acc"].mean().reset_index()
             fig = go.Figure()

@@ -36,6 +36,32 @@ def curves_figure(ev) -> go.Figure:
     return fig
 
 
+KIND_COLORS = {"all": "black", "copyable": "#2b83ba", "ratio": "#fdae61", "regression": "#d7191c"}
+
+
+def kinds_figure(ev) -> go.Figure:
+    """Modular tasks: one panel per split (He et al.'s four), the model's accuracy on every query and on copyable,
+    ratio-matchable and regression-only ones, averaged per task then over tasks; the hover gives the support."""
+    from interp.query_kinds import GROUP_NAMES, GROUPS
+
+    labels = dict(zip(GROUPS, GROUP_NAMES))
+    curves = [c for c in ev.by_kind if c.method == "model"]
+    splits = list(dict.fromkeys(c.split for c in curves))
+    fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[s.upper() for s in splits], shared_yaxes=True)
+    for c in curves:
+        fig.add_trace(go.Scatter(x=c.shots, y=c.mean, name=labels[c.kind], mode="lines+markers",
+                                 legendgroup=c.kind, showlegend=c.split == splits[0],
+                                 customdata=list(zip(c.n_queries, c.n_tasks)),
+                                 hovertemplate="k=%{x}: %{y:.3f} (%{customdata[0]} queries, %{customdata[1]} tasks)",
+                                 line={"color": KIND_COLORS[c.kind], "width": 3 if c.kind == "all" else 1.5}),
+                      row=1, col=splits.index(c.split) + 1)
+    for col in range(1, len(splits) + 1):
+        fig.update_xaxes(title_text="in-context examples", row=1, col=col)
+    fig.update_yaxes(title_text="accuracy (per task, then over tasks)", range=[0, 1.05], row=1, col=1)
+    fig.update_layout(title=f"accuracy by kind of query · {ev.n_sequences} sequences", height=430)
+    return fig
+
+
 def scale_figure(sr, sat) -> go.Figure:
     """Raw squared error at the query against the scale multiplier; scale ≤ 1 (training) shaded, plateau marked."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("squared error at the query", "|prediction| vs |target|"))
@@ -76,6 +102,14 @@ if ckpt is not None:
         st.plotly_chart(curves_figure(ev), key="icl_curves")
         with st.expander("table"):
             st.dataframe(ev.to_table(), hide_index=True)
+        if getattr(ev, "by_kind", None):
+            st.subheader("By kind of query")
+            st.caption("Copyable: the (x, y) pair appeared earlier; ratio-matchable: a multiple c·(x_j, y_j) mod p of "
+                       "an earlier example; regression-only: neither, with at least 2 examples before it, so only "
+                       "modular regression answers it. Gaps: no query of that kind at that shot.")
+            st.plotly_chart(kinds_figure(ev), key="icl_kinds")
+            with st.expander("by-kind table (model and baselines; last = the last quarter of the shots)"):
+                st.dataframe(ev.kind_table(methods=sorted({c.method for c in ev.by_kind})), hide_index=True)
 
     st.subheader("Extrapolation")
     if not is_regression(ckpt):

@@ -15,13 +15,19 @@ from torch import Tensor
 
 from .base import Batch, TaskBase, TaskKind
 
+SAMPLINGS = ("random", "parallelogram", "parallelogram-legacy")
+
 
 @dataclass(frozen=True)
 class ModularTask(TaskBase):
     """The p² task vectors (a, b) are split by ``split_seed`` into ``n_tasks`` pre-training tasks (``split="id"``)
-    and the held-out rest (``split="ood"``). With ``sampling="parallelogram"`` (He et al.) the pre-training
-    tasks come in parallelograms: a random (a, b) brings (a, b'), (a', b) and (a', b') with it; with
-    ``"random"`` they are a uniform draw. A fraction ``pair_fraction`` of the p² (x, y) pairs is used in
+    and the held-out rest (``split="ood"``). With ``sampling="parallelogram"`` (He et al.'s
+    ``parallelogram_tasks_with_shared_components``) ``n_tasks / 4`` distinct (a, b) are drawn and each brings
+    (a, y), (x, b) and (x, y) with it, x ∉ {a, b}, y ∉ {a, b, x}, redrawn while a corner is already chosen;
+    ``"parallelogram-legacy"`` is this repo's earlier rule (four random corners at a time, duplicates merged),
+    kept because the shipped p = 7 models were trained on it; with ``"random"`` they are a uniform draw.
+    ``sample_balanced`` gives every task the same number of sequences on the same pairs (He et al.'s batches).
+    A fraction ``pair_fraction`` of the p² (x, y) pairs is used in
     pre-training (``pairs="train"``), the rest held out (``pairs="test"``), the same for every task."""
 
     name: ClassVar[str] = "modular"
@@ -32,7 +38,7 @@ class ModularTask(TaskBase):
     split: Literal["id", "ood"] = "id"
     pair_fraction: float = 1.0
     pairs: Literal["train", "test", "all"] = "train"
-    sampling: Literal["random", "parallelogram"] = "random"
+    sampling: Literal["random", "parallelogram", "parallelogram-legacy"] = "random"
 
     def __post_init__(self) -> None:
         if self.p < 2:
@@ -47,8 +53,11 @@ class ModularTask(TaskBase):
             raise ValueError(f"pair_fraction must be in (0, 1], got {self.pair_fraction}")
         if self.pairs not in ("train", "test", "all"):
             raise ValueError(f"pairs must be 'train', 'test' or 'all', got {self.pairs!r}")
-        if self.sampling not in ("random", "parallelogram"):
-            raise ValueError(f"sampling must be 'random' or 'parallelogram', got {self.sampling!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
+        if self.sampling == "parallelogram" and self.n_tasks % 4:
+            raise ValueError(f"n_tasks must be a multiple of 4 with sampling 'parallelogram' (four corners per "
+                             f"parallelogram), got {self.n_tasks}")
         if self.pairs == "test" and self.pair_fraction == 1.0:
             raise ValueError("pairs='test' needs pair_fraction < 1: no (x, y) pair is held out")
 
@@ -65,12 +74,45 @@ class ModularTask(TaskBase):
         g = torch.Generator().manual_seed(self.split_seed)
         order = torch.randperm(self.p**2, generator=g)
         if self.sampling == "parallelogram":
-            order = self.parallelogram_order(g)
+            order = self.parallelogram_order(order, g)
+        elif self.sampling == "parallelogram-legacy":
+            order = self.legacy_parallelogram_order(g)
         chosen = order[: self.n_tasks] if self.split == "id" else order[self.n_tasks :]
         return torch.stack([chosen // self.p, chosen % self.p], dim=-1)
 
-    def parallelogram_order(self, g: torch.Generator) -> Tensor:
-        """All p² task ids, the pre-training ones first, drawn four at a time: (a, b), (a, b'), (a', b), (a', b')."""
+    def parallelogram_order(self, order: Tensor, g: torch.Generator) -> Tensor:
+        """All p² task ids (a·p + b), the pre-training ones first, as He et al.'s task_utils.py draws them: the
+        first n_tasks / 4 of the permutation ``order`` are the seeds (random.sample); then for each seed (a, b)
+        in turn x ∉ {a, b} and y ∉ {a, b, x} are drawn (random.choice) until none of (a, y), (x, b), (x, y) is
+        chosen yet, and those three are appended. The held-out rest follows in a random order (get_ood_lists)."""
+        p, n_seeds = self.p, self.n_tasks // 4
+        chosen = order[:n_seeds].tolist()
+        taken = set(chosen)
+
+        def choice(options: list[int]) -> int:
+            return options[int(torch.randint(len(options), (1,), generator=g))]
+
+        for a, b in [divmod(t, p) for t in chosen[:n_seeds]]:
+            xs = [i for i in range(p) if i not in (a, b)]
+            fits = lambda x, y: not {a * p + y, x * p + b, x * p + y} & taken  # noqa: E731
+            if not any(fits(x, y) for x in xs for y in range(p) if y not in (a, b, x)):  # the official loop never ends
+                raise ValueError(f"n_tasks = {self.n_tasks} is too many parallelograms for p = {self.p} with "
+                                 f"split_seed {self.split_seed}: no free corners are left for ({a}, {b}); "
+                                 "use fewer tasks or another split_seed")
+            while True:
+                x = choice(xs)
+                y = choice([i for i in range(p) if i not in (a, b, x)])
+                if fits(x, y):
+                    break
+            corners = [a * p + y, x * p + b, x * p + y]
+            chosen += corners
+            taken.update(corners)
+        rest = torch.tensor([t for t in range(p**2) if t not in taken], dtype=torch.long)
+        return torch.cat([torch.tensor(chosen, dtype=torch.long), rest[torch.randperm(len(rest), generator=g)]])
+
+    def legacy_parallelogram_order(self, g: torch.Generator) -> Tensor:
+        """The earlier rule (``sampling="parallelogram-legacy"``): all p² task ids, the pre-training ones first,
+        drawn four at a time as (a, b), (a, b'), (a', b), (a', b') with repeats merged."""
         seen: dict[int, None] = {}
         while len(seen) < self.n_tasks:
             a, a2, b, b2 = torch.randint(self.p, (4,), generator=g).tolist()
@@ -92,6 +134,18 @@ class ModularTask(TaskBase):
     def sample_params(self, batch_size: int, n_examples: int, generator: torch.Generator) -> dict[str, Tensor]:
         ab = self.task_vectors[torch.randint(len(self.task_vectors), (batch_size,), generator=generator)]
         return {"a": ab[:, 0], "b": ab[:, 1]}
+
+    def sample_balanced(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Batch:
+        """He et al.'s training batch: batch_size / n tasks sequences of each of the n tasks of this split, task
+        by task, and the j-th sequence of every task on the same (x, y) pairs in the same order. [batch, 3k - 1]."""
+        n = len(self.task_vectors)
+        if batch_size % n:
+            raise ValueError(f"batch_size ({batch_size}) must be a multiple of the number of tasks ({n}) for "
+                             "balanced batches")
+        per_task = batch_size // n
+        examples = self.sample_examples(per_task, n_examples, generator).repeat(n, 1, 1)  # [n * per_task, k, 2]
+        ab = self.task_vectors.repeat_interleave(per_task, dim=0)
+        return self.assemble(examples, {"a": ab[:, 0], "b": ab[:, 1]})
 
     def sample_examples(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Tensor:
         """(x, y) pairs: [batch, k, 2] long."""
