@@ -292,6 +292,19 @@ def snapshot_tensors(model: Model, dtype: str) -> dict[str, Tensor]:
             for k, v in model.state_dict().items()}
 
 
+def with_new_defaults(saved: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any]:
+    """The saved config's model, task and train sections, with fields added to the code since it was saved
+    filled in at their defaults (which leave training unchanged), so that an older unfinished run resumes."""
+    out = {k: dict(saved.get(k) or {}) for k in mine}
+    defaults = {"model": {f.name: f.default for f in dataclasses.fields(ModelSpec)},
+                "train": {f.name: f.default for f in dataclasses.fields(TrainConfig)}}
+    for section, fields in defaults.items():
+        for name, default in fields.items():
+            if name not in out[section] and name in mine[section] and default is not dataclasses.MISSING:
+                out[section][name] = json.loads(json.dumps(default))
+    return out
+
+
 def train(
     task: TaskBase,
     spec: ModelSpec,
@@ -320,7 +333,7 @@ def train(
     if out is not None and resume and (out / RESUME_STATE).is_file():
         saved = read_config(out)
         mine = {"model": spec.to_dict(), "task": task.to_dict(), "train": cfg.to_dict()}  # type: ignore[attr-defined]
-        if json.loads(json.dumps(mine)) != {k: saved[k] for k in mine}:
+        if json.loads(json.dumps(mine)) != with_new_defaults(saved, mine):
             raise CheckpointError(f"{out} holds an unfinished run with a different config; use another --out or delete it")
         state = load_resume(out, model, optimizer, g)
         metrics = read_metrics(out / "metrics.jsonl")

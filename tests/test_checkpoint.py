@@ -105,6 +105,26 @@ def test_resume_refuses_a_different_config(tmp_path):
         train(task, spec, SMALL.__class__(**(SMALL.to_dict() | {"lr": 0.5})), out=tmp_path / "m", progress=False)
 
 
+def test_an_unfinished_run_saved_before_new_fields_existed_resumes(tmp_path):
+    """A config.json written before fields were added (with defaults that change nothing) still resumes; one
+    that differs in a field it does hold is still refused."""
+    task = LinearTask(d_x=2)
+    spec = ModelSpec.for_task(task, 5, n_layers=1, d_model=8)
+    train(task, spec, SMALL, out=tmp_path / "m", progress=False, stop_after=15)
+    path = tmp_path / "m" / "config.json"
+    config = json.loads(path.read_text())
+    for key in ("warmup_start", "balanced_batches", "decay_norms_and_biases"):
+        del config["train"][key]
+    for key in ("tied_embed", "bias", "init"):
+        del config["model"][key]
+    path.write_text(json.dumps(config))
+    resumed = train(task, spec, SMALL, out=tmp_path / "m", progress=False)
+    assert resumed.train["steps_done"] == SMALL.steps
+    train(task, spec, SMALL, out=tmp_path / "n", progress=False, stop_after=15)
+    with pytest.raises(CheckpointError, match="different config"):
+        train(task, spec, SMALL.__class__(**(SMALL.to_dict() | {"warmup_start": 0.5})), out=tmp_path / "n", progress=False)
+
+
 def test_training_refuses_to_overwrite_a_finished_checkpoint(tmp_path):
     task = LinearTask(d_x=2)
     spec = ModelSpec.for_task(task, 5, n_layers=1, d_model=8)
