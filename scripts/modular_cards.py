@@ -101,11 +101,22 @@ def gather_heads(ckpt: Checkpoint) -> list[dict[str, Any]]:
 
 
 def resample_ablated_accuracy(ckpt: Checkpoint, heads: list[tuple[int, int]], split: str = "ood_test") -> tuple[float, float]:
-    """Last-shot accuracy on ``split`` clean and with ``heads`` resample-ablated (hook_z from another sequence)."""
+    """Last-shot accuracy on ``split`` clean and with ``heads`` resample-ablated (hook_z from another sequence).
+    ``resample_ablated_by_kind`` gives the same by kind of query."""
+    by_kind = resample_ablated_by_kind(ckpt, heads, split)
+    return by_kind["all"]
+
+
+def resample_ablated_by_kind(ckpt: Checkpoint, heads: list[tuple[int, int]], split: str = "ood_test") -> dict[str, tuple[float, float]]:
+    """(clean, ablated) accuracy on ``split`` over the last-shot region (the last quarter of the shots), on all
+    queries and on each kind (``interp.query_kinds``), pooled over sequences, with ``heads`` resample-ablated."""
+    from interp.query_kinds import COPYABLE, RATIO, REGRESSION, classify_queries
+
     task = ckpt.task.eval_splits()[split]
     g = torch.Generator().manual_seed(SEED)
-    batch = task.sample(N, int(ckpt.train["n_examples"]), g)
-    other = task.sample(N, int(ckpt.train["n_examples"]), g)
+    k = int(ckpt.train["n_examples"])
+    batch = task.sample(N, k, g)
+    other = task.sample(N, k, g)
     _, cache = ckpt.model.run_with_cache(other.inputs, names_filter=lambda n: n.endswith("hook_z"))
 
     def ablate(z: torch.Tensor, hook: Any, head: int) -> torch.Tensor:
@@ -113,10 +124,19 @@ def resample_ablated_accuracy(ckpt: Checkpoint, heads: list[tuple[int, int]], sp
         return z
 
     fwd = [(f"blocks.{layer}.attn.hook_z", partial(ablate, head=head)) for layer, head in heads]
+    mask = batch.loss_mask
     with torch.no_grad():
-        clean = ckpt.model(batch.inputs).argmax(-1)[:, -1] == batch.targets[:, -1]
-        ablated = ckpt.model.run_with_hooks(batch.inputs, fwd_hooks=fwd).argmax(-1)[:, -1] == batch.targets[:, -1]
-    return clean.float().mean().item(), ablated.float().mean().item()
+        clean = (ckpt.model(batch.inputs).argmax(-1) == batch.targets)[mask].view(N, k)
+        ablated = (ckpt.model.run_with_hooks(batch.inputs, fwd_hooks=fwd).argmax(-1) == batch.targets)[mask].view(N, k)
+    kinds = classify_queries(batch.examples, ckpt.task.p)
+    last = torch.zeros(N, k, dtype=torch.bool)
+    last[:, k - max(1, k // 4):] = True
+    out = {}
+    for name, sel in (("all", last), ("copyable", last & (kinds == COPYABLE)), ("ratio", last & (kinds == RATIO)),
+                      ("regression", last & (kinds == REGRESSION))):
+        if sel.any():
+            out[name] = (clean[sel].float().mean().item(), ablated[sel].float().mean().item())
+    return out
 
 
 def card(name: str, ckpt: Checkpoint, cell: str) -> dict[str, Any]:
@@ -162,7 +182,9 @@ def card(name: str, ckpt: Checkpoint, cell: str) -> dict[str, Any]:
         heads = gather_heads(ckpt)
         layer0 = sorted((h for h in heads if h["layer"] == 0), key=lambda h: -(h["own_x"] + h["own_y"]))
         key = [(h["layer"], h["head"]) for h in layer0[:2]]
-        clean, ablated = resample_ablated_accuracy(ckpt, key)
+        ablation = resample_ablated_by_kind(ckpt, key)
+        clean, ablated = ablation["all"]
+        freqs = interp.mlp(ckpt, layer=0, seed=SEED)["frequencies"].metadata["key_frequencies"]
         alg = interp.algorithms(ckpt, shots=[k for k in (1, 2, 4, 8, 13, 15, 31) if k < int(t["n_examples"])], seed=SEED)
         alg_rows = [{"shots": k, "accuracy": float(alg.extras["accuracy"][i]), "ratio matching share": float(alg.extras["ratio_share"][i]),
                      "modular regression share": float(alg.extras["regression_share"][i])} for i, k in enumerate(alg.metadata["shots"])]
@@ -170,14 +192,18 @@ def card(name: str, ckpt: Checkpoint, cell: str) -> dict[str, Any]:
                for l in range(ckpt.spec.n_layers) for h in range(ckpt.spec.n_heads)
                for r in [interp.geometry(ckpt, layer=l, head=h, seed=SEED)]]
         best_geo = max(geo, key=lambda g: g["outer x"] + g["inner y"])
-        content |= {"heads": heads, "key_heads": key, "ablation": {"clean": clean, "ablated": ablated}, "algorithms": alg_rows, "geometry": geo}
+        content |= {"heads": heads, "key_heads": key, "ablation": {kind: {"clean": c, "ablated": a} for kind, (c, a) in ablation.items()}, "key_frequencies": freqs, "algorithms": alg_rows, "geometry": geo}
         lines += [
             "## Heads that gather x and y of the same example", "",
             "Share of each head's attention to the previous token, to its own example's x and y (averaged over the "
             "positions where they are earlier), to itself and to token 0, from `interp attribute --method head_types`.", "",
             *markdown_table(heads), "",
             f"Key heads (layer 0, largest own-x + own-y share): {key}. Resample-ablating them (hook_z from "
-            f"another sequence) moves the last-shot OOD accuracy from {clean:.3f} to {ablated:.3f}.", "",
+            f"another sequence) moves the OOD accuracy (held-out tasks and pairs, last quarter of the shots, pooled over "
+            f"sequences) from {clean:.3f} to {ablated:.3f}; by kind of query: "
+            + "; ".join(f"{kind} {c:.3f} -> {a:.3f}" for kind, (c, a) in ablation.items() if kind != "all") + ".", "",
+            f"Key frequencies of the embedding (`interp mlp --layer 0`, Fourier power of W_E standing at least 4x above the rest): "
+            f"{freqs or 'none'} of the {(ckpt.task.p - 1) // 2} frequencies of Z_{ckpt.task.p}.", "",
             "## Ratio matching and modular regression by shots (He et al. Fig. 5; `interp algorithms`)", "",
             "Over the full (x, y) query grid with a fixed context: share of queries answered correctly, and of the "
             "correct answers the share that ratio matching / modular regression predicts.", "", *markdown_table(alg_rows), "",

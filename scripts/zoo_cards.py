@@ -324,8 +324,12 @@ def zoo_readme() -> None:
         arch += "" if m["normalization"] == "LN" else f", norm {m['normalization']}"
         arch += "" if m["scoring"] == "softmax" else f", {m['scoring']} attn"
         arch += ", query-masked (Cheng)" if m.get("mask") == "context" else ""
+        arch += ", tied embeddings" if m.get("tied_embed") else ""
+        arch += ", no linear biases" if m.get("bias") is False else ""
+        snaps = ckpt_cfg.get("snapshots")
+        snaps = f", {len(snaps['steps'])} snapshots ({snaps['dtype']})" if snaps else ""
         rows.append(f"| [{c['name']}]({c['name']}/CARD.md) | {ckpt_cfg['task']['name']} | {arch} | {h['label']} | "
-                    f"{h['value']:.4g} | {c['steps']} steps, {(c.get('wall_s') or 0) / 60:.0f} min |")
+                    f"{h['value']:.4g} | {c['steps']} steps, {(c.get('wall_s') or 0) / 60:.0f} min{snaps} |")
     sweeps = sorted(p for p in MODELS.glob("*/*.json") if not (p.parent / "config.json").exists() and p.name != "table.json")
     if sweeps:
         rows += ["", "Sweep summaries (no weights; the cells' checkpoints stay in `runs/`):", ""]

@@ -1,0 +1,47 @@
+"""Learning curves of modular runs by kind of query, from their metrics.jsonl, as one figure and a markdown table.
+
+    python scripts/modular_curves.py OUT.png LABEL=RUN_FOLDER [LABEL=RUN_FOLDER ...]
+
+For each run: the training loss, accuracy on ID tasks × trained pairs, and the last-shot-region accuracy on OOD
+tasks × held-out pairs by kind of query (copyable, ratio-matchable, regression-only; the keys ``interp.train``
+logs), against the step. Prints a table of every other evaluation. Works on unfinished runs (a sweep cell whose
+resume state is still there) as well as finished ones.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from interp.cards import markdown_table  # noqa: E402
+from interp.checkpoint import read_metrics  # noqa: E402
+
+PANELS = [("train_loss", "training loss"), ("id_train_acc", "ID tasks × trained pairs, all shots"),
+          ("ood_test_acc_copyable_last", "OOD × held-out pairs, copyable, last shots"),
+          ("ood_test_acc_ratio_last", "OOD × held-out pairs, ratio-matchable, last shots"),
+          ("ood_test_acc_regression_last", "OOD × held-out pairs, regression-only, last shots")]
+
+
+def main(out: str, runs: list[str]) -> None:
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.4))
+    for spec in runs:
+        label, folder = spec.split("=", 1)
+        metrics = read_metrics(Path(folder) / "metrics.jsonl")
+        for ax, (key, title) in zip(axes, PANELS):
+            points = [(m["step"], m[key]) for m in metrics if key in m]
+            ax.plot([s for s, _ in points], [v for _, v in points], label=label)
+            ax.set(title=title, xlabel="step")
+        rows = [{"step": m["step"], **{key: m.get(key, float("nan")) for key, _ in PANELS}} for m in metrics[1::2]]
+        print(f"\n{label} ({folder})", *markdown_table(rows), sep="\n")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
