@@ -224,7 +224,7 @@ def phase_figure(folder: str = "modular-phase", p: int = 7, n_big: int = 36, png
     """docs/modular_phase.png: phases over n_id x alpha (Fig. 1b), OOD accuracy against depth and against steps."""
     summaries = MODELS / folder
     sweep = json.loads((summaries / "sweep.json").read_text()) if (summaries / "sweep.json").is_file() else {"cells": []}
-    for extra in ("main.json",):  # a cell trained alone into the same runs folder (configs/modular_p11_main.yaml)
+    for extra in ("main.json", "fewtasks.json"):  # a cell trained alone into the same runs folder (configs/modular_p11_main.yaml)
         if (summaries / extra).is_file():
             known = {c["name"] for c in sweep["cells"] if c["status"] == "done"}
             sweep["cells"] += [c for c in json.loads((summaries / extra).read_text())["cells"] if c["name"] not in known]

@@ -20,10 +20,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from interp.cards import markdown_table  # noqa: E402
 from interp.checkpoint import read_metrics  # noqa: E402
 
-PANELS = [("train_loss", "training loss"), ("id_train_acc", "ID tasks × trained pairs, all shots"),
-          ("ood_test_acc_copyable_last", "OOD × held-out pairs, copyable, last shots"),
-          ("ood_test_acc_ratio_last", "OOD × held-out pairs, ratio-matchable, last shots"),
-          ("ood_test_acc_regression_last", "OOD × held-out pairs, regression-only, last shots")]
+PANELS = [("train_loss", "training loss"), ("id_train_acc", "ID × trained pairs, all"),
+          ("ood_test_acc_copyable_last", "OOD × held-out, copyable"),
+          ("ood_test_acc_ratio_last", "OOD × held-out, ratio-matchable"),
+          ("ood_test_acc_regression_last", "OOD × held-out, regression-only")]
 
 
 def main(out: str, runs: list[str]) -> None:
@@ -38,6 +38,7 @@ def main(out: str, runs: list[str]) -> None:
         rows = [{"step": m["step"], **{key: m.get(key, float("nan")) for key, _ in PANELS}} for m in metrics[1::2]]
         print(f"\n{label} ({folder})", *markdown_table(rows), sep="\n")
     axes[0].legend(fontsize=7)
+    fig.suptitle("accuracy panels: last quarter of the shots, averaged per task; chance 1/p", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
