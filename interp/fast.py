@@ -105,22 +105,23 @@ class FastTransformerBlock(TransformerBlock):
         return F.linear(rearrange(z, "b h p d -> b p (h d)"), rearrange(attn.W_O, "h d m -> m (h d)"), attn.b_O)
 
 
+FAST_CLASSES: dict[type, type] = {LayerNorm: FastLayerNorm, TransformerBlock: FastTransformerBlock}
+
+
 def install_fast_path(model: nn.Module) -> nn.Module:
     """Give every LayerNorm and supported TransformerBlock of ``model`` the hook-aware fused forward (in place)."""
     for m in model.modules():
-        if type(m) is LayerNorm:
-            m.__class__ = FastLayerNorm
-        elif type(m) is TransformerBlock:
-            m.__class__ = FastTransformerBlock
-            m._fast_ok = block_supports_fast_path(m)  # type: ignore[assignment]
+        if type(m) in FAST_CLASSES:
+            m.__class__ = FAST_CLASSES[type(m)]
+            if isinstance(m, FastTransformerBlock):
+                m._fast_ok = block_supports_fast_path(m)  # type: ignore[assignment]
     return model
 
 
 def remove_fast_path(model: nn.Module) -> nn.Module:
     """Undo ``install_fast_path``: TransformerLens's own forward everywhere, hooks or not (in place)."""
+    plain = {fast: tl for tl, fast in FAST_CLASSES.items()}
     for m in model.modules():
-        if type(m) is FastLayerNorm:
-            m.__class__ = LayerNorm
-        elif type(m) is FastTransformerBlock:
-            m.__class__ = TransformerBlock
+        if type(m) in plain:
+            m.__class__ = plain[type(m)]
     return model

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, Checkpoint, read_config, read_metrics, read_tensors, save_checkpoint, load_weights
 from .checkpoint import SNAPSHOT_DTYPES, snapshot_file
-from .spec import Model, ModelSpec, to_device
+from .spec import Model, ModelSpec, is_linear_bias, to_device
 from .tasks import Batch, RegressionTask, TaskBase, task_from_dict
 
 class TrainingDiverged(ValueError):
@@ -217,8 +217,7 @@ def decays(name: str, param: Tensor) -> bool:
     ``.bias``) or a TransformerLens bias (last name part ``b`` or ``b_*``, which catches the 2-D ``b_Q``, ``b_K``,
     ``b_V`` [n_heads, d_head] that ndim alone would miss). Everything else decays, embeddings included
     (their run_icl.sh has --dont_decay_embd=False)."""
-    leaf = name.rsplit(".", 1)[-1]
-    return not (param.ndim <= 1 or name.endswith(".bias") or leaf == "b" or leaf.startswith("b_"))
+    return not (param.ndim <= 1 or is_linear_bias(name) or name.rsplit(".", 1)[-1] == "b")
 
 
 def make_optimizer(model: Model, cfg: TrainConfig) -> torch.optim.AdamW:

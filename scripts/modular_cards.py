@@ -100,17 +100,10 @@ def gather_heads(ckpt: Checkpoint) -> list[dict[str, Any]]:
     return rows
 
 
-def resample_ablated_accuracy(ckpt: Checkpoint, heads: list[tuple[int, int]], split: str = "ood_test") -> tuple[float, float]:
-    """Last-shot accuracy on ``split`` clean and with ``heads`` resample-ablated (hook_z from another sequence).
-    ``resample_ablated_by_kind`` gives the same by kind of query."""
-    by_kind = resample_ablated_by_kind(ckpt, heads, split)
-    return by_kind["all"]
-
-
 def resample_ablated_by_kind(ckpt: Checkpoint, heads: list[tuple[int, int]], split: str = "ood_test") -> dict[str, tuple[float, float]]:
     """(clean, ablated) accuracy on ``split`` over the last-shot region (the last quarter of the shots), on all
     queries and on each kind (``interp.query_kinds``), pooled over sequences, with ``heads`` resample-ablated."""
-    from interp.query_kinds import COPYABLE, RATIO, REGRESSION, classify_queries
+    from interp.query_kinds import COPYABLE, RATIO, REGRESSION, classify_queries, correct_by_example, last_region
 
     task = ckpt.task.eval_splits()[split]
     g = torch.Generator().manual_seed(SEED)
@@ -124,13 +117,12 @@ def resample_ablated_by_kind(ckpt: Checkpoint, heads: list[tuple[int, int]], spl
         return z
 
     fwd = [(f"blocks.{layer}.attn.hook_z", partial(ablate, head=head)) for layer, head in heads]
-    mask = batch.loss_mask
     with torch.no_grad():
-        clean = (ckpt.model(batch.inputs).argmax(-1) == batch.targets)[mask].view(N, k)
-        ablated = (ckpt.model.run_with_hooks(batch.inputs, fwd_hooks=fwd).argmax(-1) == batch.targets)[mask].view(N, k)
+        clean = correct_by_example(ckpt.model(batch.inputs).argmax(-1), batch.targets, batch.loss_mask)
+        ablated = correct_by_example(ckpt.model.run_with_hooks(batch.inputs, fwd_hooks=fwd).argmax(-1), batch.targets, batch.loss_mask)
     kinds = classify_queries(batch.examples, ckpt.task.p)
     last = torch.zeros(N, k, dtype=torch.bool)
-    last[:, k - max(1, k // 4):] = True
+    last[:, last_region(k)] = True
     out = {}
     for name, sel in (("all", last), ("copyable", last & (kinds == COPYABLE)), ("ratio", last & (kinds == RATIO)),
                       ("regression", last & (kinds == REGRESSION))):
