@@ -201,6 +201,18 @@ def describe(ckpt) -> str:
     return f"**{Path(str(ckpt.path)).name}** · {ckpt.task.describe()} · {arch}"
 
 
+def boundary_text(value: float | None, spec: str = ".3g") -> str:
+    """A boundary value or slope as the saturation views show it: "—" where it could not be read (NaN / None)."""
+    import math
+
+    return "—" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def saturated_text(value: bool | None) -> str:
+    """probes.saturation's ``saturated`` as a word: yes / no, or — where no side of the boundary could be read."""
+    return {True: "yes", False: "no"}.get(value, "—")
+
+
 def has_mlp(ckpt) -> bool:
     return not ckpt.spec.attn_only
 

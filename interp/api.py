@@ -51,17 +51,20 @@ def train(task: str | TaskBase, out: str | Path | None = None, n_examples: int =
     return train_model(task, spec, cfg, out=out, progress=progress)
 
 
-def evaluate(m: CheckpointLike, n: int = 512, seed: int = 0, task: TaskBase | None = None,
-             baselines: bool = True) -> EvalResult:
+def evaluate(m: CheckpointLike, n: int = 1280, seed: int = 0, task: TaskBase | None = None,
+             baselines: bool = True, metric: str | None = None) -> EvalResult:
     """Error (or accuracy) against the number of in-context examples on every evaluation split of the model's
-    task (or of ``task``, e.g. a held-out class), beside the baselines. The baselines draw no random numbers, so
-    the model's curves are the same with or without them."""
+    task (or of ``task``, e.g. a held-out class), beside the baselines, on ``n`` sequences (1280: Garg et al.'s
+    count). Regression error is squared error / d (``interp.evaluate.metric_of``; ``metric="error_over_mean_y2"``
+    gives the earlier metric). The baselines draw no random numbers, so the model's curves are the same with or
+    without them."""
     if n < 1:
         raise ValueError(f"n must be positive, got {n}")
     ckpt = as_checkpoint(m)
     batch_size = min(n, 256)
     return evaluate_model(ckpt.model, task or ckpt.task, ckpt.train["n_examples"], n_batches=-(-n // batch_size),
-                          batch_size=batch_size, generator=torch.Generator().manual_seed(seed), baselines=baselines)
+                          batch_size=batch_size, generator=torch.Generator().manual_seed(seed), baselines=baselines,
+                          metric=metric)
 
 
 # --- probes --------------------------------------------------------------------------------------------
@@ -169,8 +172,9 @@ def geometry(m: CheckpointLike, layer: int = 0, head: int = 0, seed: int = 0) ->
 
 def saturation(m: CheckpointLike, scales: list[float] | None = None, field: str | None = None, n: int = 256,
                seed: int = 0) -> Result:
-    """Prediction, attention entropy / max weight, score range, LN scale and residual norm as the input (or
-    coefficient) scale leaves the training range, and the boundary value B (``probes.saturation``)."""
+    """Prediction, attention entropy / max weight, score range, LN scale and residual norm as the coefficient (or
+    input) scale takes the target out of the training range, and the signed boundary values B+ / B− with the
+    fall-back slope beyond the range (``probes.saturation``; field None: coef where the task has it)."""
     from probes.saturation import saturation as saturation_probe
 
     ckpt = as_checkpoint(m)
@@ -181,8 +185,9 @@ def saturation(m: CheckpointLike, scales: list[float] | None = None, field: str 
 
 def compare_saturation(models: dict[str, CheckpointLike] | list[CheckpointLike], scales: list[float] | None = None,
                        field: str | None = None, n: int = 256, seed: int = 0) -> Result:
-    """Boundary value B per variant trained on the same task (with / without LN, softmax / relu / linear
-    scoring, full / attention-only): which removal moves the plateau (``probes.saturation.compare_boundaries``)."""
+    """B+ and B− per variant trained on the same task (with / without LN or the final LN, softmax / relu /
+    linear scoring, full / attention-only): which removal moves the plateau
+    (``probes.saturation.compare_boundaries``; scores [variant, side])."""
     from probes.saturation import compare_boundaries
 
     named = models if isinstance(models, dict) else {str(as_checkpoint(m).path or i): m for i, m in enumerate(models)}

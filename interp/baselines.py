@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .tasks import Batch, ComplexZerosTask, KernelTask, LinearTask, ModularTask, PolynomialTask, TaskBase
-from .tasks.kernel import gram
+from .tasks.kernel import covariance
 from .tasks.polynomial import basis
 
 Baseline = Callable[[Batch], Tensor]
@@ -79,15 +79,21 @@ def poly_least_squares(
 def kernel_regression(x: Tensor, y: Tensor, query: Tensor, kernel: str) -> Tensor:
     """The Bayes-optimal prediction for GP data, Σ_qc Σ_cc⁺ y: [batch, n, d], [batch, n, d_y], [batch, d] -> [batch, d_y].
 
-    Σ is the kernel's Gram matrix of the context and the query together, cut to its positive semi-definite
-    part as ``KernelTask`` does when it draws y. For a positive-definite kernel (linear, exp) this is the GP
-    posterior mean vᵀK⁻¹y; relu(<u, v>) is not positive definite, and there the cut is what the data follow.
-    The pseudo-inverse makes a rank-deficient Σ_cc (linear kernel, n > d) exact rather than unstable."""
-    points = torch.cat([x, query[:, None]], dim=1)
-    evals, evecs = torch.linalg.eigh(gram(points, points, kernel))
-    sigma = evecs @ torch.diag_embed(evals.clamp(min=0)) @ evecs.transpose(-1, -2)
+    Σ is the covariance y is drawn with on the context and the query together (``interp.tasks.kernel.covariance``:
+    Q·|Λ|·Qᵀ, the official code's ``bayes_prediction``), so for a PSD kernel this is the GP posterior mean
+    vᵀK⁻¹y and for relu(<u, v>) the posterior mean of the process the data follow. The pseudo-inverse makes a
+    rank-deficient Σ_cc (linear kernel, n > d) exact rather than unstable."""
+    sigma = covariance(torch.cat([x, query[:, None]], dim=1), kernel)
     coef = torch.linalg.pinv(sigma[:, :-1, :-1], hermitian=True, rtol=1e-10)  # [batch, n, n]
-    return (sigma[:, -1:, :-1] @ coef @ y)[:, 0]
+    return (sigma[:, -1:, :-1] @ coef @ y.double())[:, 0].to(y.dtype)
+
+
+def posterior_variance(x: Tensor, query: Tensor, kernel: str) -> Tensor:
+    """The GP posterior variance of y at the query, Σ_qq - Σ_qc Σ_cc⁺ Σ_cq: [batch, n, d], [batch, d] -> [batch].
+    Its mean over sequences is the Bayes predictor's expected squared error (float64)."""
+    sigma = covariance(torch.cat([x, query[:, None]], dim=1), kernel)
+    coef = torch.linalg.pinv(sigma[:, :-1, :-1], hermitian=True, rtol=1e-10)
+    return (sigma[:, -1, -1] - (sigma[:, -1:, :-1] @ coef @ sigma[:, :-1, -1:])[:, 0, 0])
 
 
 # --- regression baselines ----------------------------------------------------------------------------

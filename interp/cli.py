@@ -52,7 +52,9 @@ def build_parser() -> Parser:
     g.add_argument("--basis", choices=["monomial", "chebyshev"])
     g.add_argument("--coef-scale", type=float)
     g.add_argument("--x-range", type=float)
-    g.add_argument("--kernel", choices=["linear", "relu", "exp"])
+    g.add_argument("--kernel", choices=["linear", "relu", "exp", "comb", "exp-unscaled"],
+                   help="exp is exp(<u,v>/2) and comb exp on x[:2] plus linear on x[2:4], as Cheng et al.'s code; "
+                        "exp-unscaled is exp(<u,v>)")
     g.add_argument("--layout", choices=["interleaved", "paired"], help="paired: Cheng et al.'s [x_i, y_i] tokens, then the query (kernel)")
     g.add_argument("--p", type=int, help="modulus (modular)")
     g.add_argument("--n-tasks", type=int, help="pre-training (a, b) tasks (modular)")
@@ -68,7 +70,11 @@ def build_parser() -> Parser:
     m.add_argument("--attn-only", action="store_true")
     m.add_argument("--norm", choices=["LN", "LNPre", "RMS", "none"], default="LN")
     m.add_argument("--pos", choices=["learned", "rotary", "none"], default="learned")
-    m.add_argument("--scoring", choices=["softmax", "relu", "linear", "exp"], default="softmax")
+    m.add_argument("--scoring", default="softmax", help="softmax, relu, linear or exp, or one per head separated "
+                   "by commas (e.g. exp,linear)")
+    m.add_argument("--layer", choices=["standard", "cheng2024"], default="standard",
+                   help="cheng2024: Cheng et al.'s restricted layer (needs --layout paired --attn-only --norm none "
+                        "--pos none --mask context --d-model d+1)")
     m.add_argument("--mask", choices=["causal", "context"], default="causal",
                    help="context: bidirectional, the query masked as a key (Cheng et al.; needs --layout paired)")
     m.add_argument("--act-fn", default="gelu", choices=["gelu", "relu", "silu", "gelu_new"])
@@ -99,7 +105,7 @@ def build_parser() -> Parser:
     e = sub.add_parser("eval", help="ID/OOD error against the number of examples, beside the baselines")
     e.add_argument("--ckpt", required=True, type=Path)
     e.add_argument("--step", type=int, help="load the weight snapshot of this training step")
-    e.add_argument("--n", type=int, default=512, help="sequences per split")
+    e.add_argument("--n", type=int, default=1280, help="sequences per split (1280: the official Garg et al. count)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", type=Path, help="write the table as JSON")
 
@@ -121,7 +127,7 @@ def build_parser() -> Parser:
     p.add_argument("--site", default="resid", help="resid | resid_mid | attn | mlp | head | z | q | k | v | pattern")
     p.add_argument("--by", help="layer_pos | layer (resid sites); head_pos | head (head sites)")
     p.add_argument("--corrupt", default="params", choices=["params", "query", "shift"])
-    p.add_argument("--metric", help="mse | signed_error (regression); logit_diff | prob | accuracy (modular)")
+    p.add_argument("--metric", help="squared_error_over_d | signed_error (regression); logit_diff | prob | accuracy (modular)")
     p.add_argument("--direction", default="denoise", choices=["denoise", "noise"])
 
     a = probe_parser("attribute", "attention-head attribution")
@@ -143,9 +149,10 @@ def build_parser() -> Parser:
 
     sa = probe_parser("saturation", "prediction, softmax and layer-norm statistics as inputs leave the training range", n=256)
     sa.add_argument("--scales", type=lambda s: [float(v) for v in s.split(",")], help="e.g. 0.25,1,4,16")
-    sa.add_argument("--field", help="input (default) | coef | a task field such as x_scale")
+    sa.add_argument("--field", help="coef (default where the task has one: w_scale, coef_scale, root_radius) | input | "
+                    "a task field such as x_scale")
     sa.add_argument("--compare", nargs="+", type=Path, metavar="CKPT",
-                    help="other checkpoints trained on the same task (e.g. without LN): B per variant")
+                    help="other checkpoints trained on the same task (e.g. without LN): B+ and B- per variant")
 
     pr = probe_parser("probe", "linear probes from activations to a task quantity, with a shuffled control", n=512)
     pr.add_argument("--target", required=True, help="e.g. w, w_ls, coefs, a, b, task_vector, ax")
@@ -238,7 +245,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = ModelSpec.for_task(
         task, n_examples, n_layers=args.layers, n_heads=args.heads, d_model=args.d_model, d_mlp=args.d_mlp,
         attn_only=args.attn_only, normalization=args.norm, positional=args.pos, scoring=args.scoring,
-        mask=args.mask, act_fn=args.act_fn, seed=args.seed,
+        mask=args.mask, act_fn=args.act_fn, seed=args.seed, layer=args.layer,
     )
     curriculum = None
     if args.curriculum:
@@ -302,13 +309,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     ckpt = load_checkpoint(args.ckpt, args.step)
     result = api.evaluate(ckpt, n=args.n, seed=args.seed)
-    rows = result.to_table()
-    what = "accuracy" if result.metric == "accuracy" else "squared error / zero predictor's (Garg), by number of examples k"
-    table = Table(title=f"{args.ckpt}: {ckpt.task.describe()}\n{what}")
-    for col in rows[0]:
+    rows = result.to_table(ci=True)
+    table = Table(title=f"{args.ckpt}: {ckpt.task.describe()}\n{result.label} by number of examples k, "
+                        f"mean ± 95% CI over {result.n_sequences} sequences")
+    shown = [c for c in rows[0] if not c.endswith(" ci95")]
+    for col in shown:
         table.add_column(str(col))
     for row in rows:
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+        cells = [f"{row[c]:.3g}" if isinstance(row[c], float) else str(row[c]) for c in shown]
+        cells = [f"{cell}±{row[c + ' ci95']:.1g}" if c + " ci95" in row else cell for c, cell in zip(shown, cells)]
+        table.add_row(*cells)
     Console().print(table)
     kind_rows = result.kind_table()  # modular tasks: the model by kind of query, averaged per task
     if kind_rows:

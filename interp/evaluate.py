@@ -1,9 +1,14 @@
 """Error (or accuracy) against the number of in-context examples, for a model beside its baselines.
 
-Regression error is Garg-style normalised squared error: at each loss position the squared error
-(summed over output channels) is divided by the batch mean of the squared target there, so the zero
-predictor scores 1 on average. Modular tasks report exact-match accuracy. Every curve is measured on
-the task and on ``task.ood()`` (or on He et al.'s four sets).
+Regression error is Garg et al.'s: the squared error (summed over output channels) divided by a constant d,
+``squared_error_over_d``, named "squared error / d" in every table. d is the task's ``error_scale`` (d_x unless
+the task says otherwise), as the official code divides by n_dims (github dtsip/in-context-learning,
+``src/plot_utils.py``); for y = w·x with x, w ~ N(0, I_d) the zero predictor scores 1 on average. This one
+function is the training log's ``error`` (pooled over the loss positions), ``evaluate``'s curves (per
+position), ``error_vs_scale`` and the probes' default regression metric. The repo's earlier metric, each
+position over the batch mean of y² there, is kept as "error / mean y²" (``ERROR_OVER_MEAN_Y2``) for the
+tables made with it. Modular tasks report exact-match accuracy. Every curve is measured on the task and on
+``task.ood()`` (or on He et al.'s four sets), with a 95% confidence interval of the mean over sequences.
 
 Modular tasks also get by-kind curves (``EvalResult.by_kind``): accuracy on every query and on copyable,
 ratio-matchable and regression-only queries (``interp.query_kinds``), averaged per task (a, b) then over
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import einops
@@ -38,17 +44,44 @@ SCALE_FIELDS: dict[str, str] = {
 # --- metrics -----------------------------------------------------------------------------------------
 
 
-def squared_error_by_position(pred: Tensor, batch: Batch, normalise: bool = True) -> Tensor:
-    """Squared error at the loss positions: [batch, pos, d_out] -> [batch, k].
+ERROR = "squared_error_over_d"
+"""The regression metric: ``squared_error_over_d``, Garg et al.'s squared error / d."""
+ERROR_OVER_MEAN_Y2 = "error_over_mean_y2"
+"""The repo's earlier regression metric, kept under this name: ``error_over_mean_y2_by_position``."""
+METRIC_LABELS: dict[str, str] = {ERROR: "squared error / d", ERROR_OVER_MEAN_Y2: "error / mean y²", "accuracy": "accuracy"}
+"""How tables, axes and cards name each metric."""
+Z95 = 1.959964  # the normal quantile of a two-sided 95% interval
 
-    With ``normalise`` each position is divided by the batch mean of the squared target there, so the
-    zero predictor scores exactly 1 on average over the batch."""
-    err = ((pred - batch.targets) ** 2).sum(dim=-1)[batch.loss_mask]
-    err = einops.rearrange(err, "(b k) -> b k", b=batch.targets.shape[0])
-    if not normalise:
-        return err
-    energy = einops.rearrange((batch.targets**2).sum(dim=-1)[batch.loss_mask], "(b k) -> b k", b=err.shape[0])
-    return err / energy.mean(dim=0).clamp(min=torch.finfo(err.dtype).tiny)
+
+def squared_error_over_d(pred: Tensor, target: Tensor, d: float) -> Tensor:
+    """The regression error, Garg et al.'s: squared error summed over output channels, over the constant d (the
+    task's ``error_scale``): [..., d_out], [..., d_out] -> [...].
+
+    The one definition behind the training log, ``evaluate``, ``error_vs_scale`` and ``probes.metrics``. d does not
+    depend on the data, so scaling x by s scales the zero predictor's error by s² (y = w·x)."""
+    return (pred - target).pow(2).sum(dim=-1) / d
+
+
+def error_by_position(pred: Tensor, batch: Batch, d: float) -> Tensor:
+    """``squared_error_over_d`` at the loss positions: [batch, pos, d_out] -> [batch, k]."""
+    err = squared_error_over_d(pred, batch.targets, d)[batch.loss_mask]
+    return einops.rearrange(err, "(b k) -> b k", b=batch.targets.shape[0])
+
+
+def error_over_mean_y2_by_position(pred: Tensor, batch: Batch) -> Tensor:
+    """The earlier metric, "error / mean y²": at each loss position the squared error over the batch mean of the
+    squared target there: [batch, pos, d_out] -> [batch, k]. Not Garg's: its denominator depends on the batch
+    and moves with a shift (x scaled by s moves it by s²), so the zero predictor scores 1 at every scale. Kept
+    for the tables made with it (``models/kernel-grid/table.json``)."""
+    err = error_by_position(pred, batch, 1.0)
+    y2 = error_by_position(torch.zeros_like(pred), batch, 1.0)  # the zero predictor's squared error: |y|²
+    return err / y2.mean(dim=0).clamp(min=torch.finfo(err.dtype).tiny)
+
+
+def metric_label(metric: str, d: float | None = None) -> str:
+    """The name tables and axes give ``metric`` (a ``METRIC_LABELS`` key), with d where it is known."""
+    label = METRIC_LABELS.get(metric, metric.replace("_", " "))
+    return f"{label} (d = {d:g})" if metric == ERROR and d is not None else label
 
 
 def accuracy_by_position(pred: Tensor, batch: Batch) -> Tensor:
@@ -80,6 +113,11 @@ class Curve:
     mean: list[float]
     sem: list[float]
 
+    @property
+    def ci95(self) -> list[float]:
+        """Half-widths of the 95% confidence interval of the mean over sequences (normal, ±1.96 s.e.m.): [k]."""
+        return [Z95 * s for s in self.sem]
+
 
 @dataclass
 class KindCurve:
@@ -105,14 +143,21 @@ class KindCurve:
 
 @dataclass
 class EvalResult:
-    """Curves for the model and its baselines on the ID and OOD task; ``metric`` names what they measure;
-    ``by_kind`` holds the per-task-averaged curves by kind of query (modular tasks only)."""
+    """Curves for the model and its baselines on the ID and OOD task; ``metric`` names what they measure (a
+    ``METRIC_LABELS`` key; ``label`` is its display name), ``error_scale`` the d of squared error / d (None for
+    accuracy); ``by_kind`` holds the per-task-averaged curves by kind of query (modular tasks only)."""
 
     task: str
     metric: str
     n_sequences: int
     curves: list[Curve]
     by_kind: list[KindCurve] = field(default_factory=list)
+    error_scale: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The metric's display name, e.g. "squared error / d (d = 5)"."""
+        return metric_label(self.metric, self.error_scale)
 
     def curve(self, split: str, method: str) -> Curve:
         """The curve of ``method`` on ``split``; KeyError naming the known ones otherwise."""
@@ -122,8 +167,9 @@ class EvalResult:
         known = ", ".join(f"{c.split}/{c.method}" for c in self.curves)
         raise KeyError(f"no curve {split}/{method}; known: {known}")
 
-    def to_table(self, at: Sequence[int] | None = None) -> list[dict[str, Any]]:
-        """Rows {split, method, "k=<n>": mean at n examples, ..., "avg": mean over positions} for a CLI table.
+    def to_table(self, at: Sequence[int] | None = None, ci: bool = False) -> list[dict[str, Any]]:
+        """Rows {split, method, "k=<n>": mean at n examples, ..., "avg": mean over positions} for a CLI table;
+        with ``ci`` each "k=<n>" is followed by "k=<n> ci95", the half-width of its 95% interval.
 
         ``at`` picks the numbers of examples (default: up to five, spread from first to last)."""
         rows = []
@@ -132,6 +178,8 @@ class EvalResult:
             row: dict[str, Any] = {"split": c.split, "method": c.method}
             for n in picks:
                 row[f"k={n}"] = c.mean[c.shots.index(n)] if n in c.shots else float("nan")
+                if ci:
+                    row[f"k={n} ci95"] = c.ci95[c.shots.index(n)] if n in c.shots else float("nan")
             row["avg"] = sum(c.mean) / len(c.mean)
             rows.append(row)
         return rows
@@ -175,10 +223,10 @@ class EvalResult:
 
 @dataclass
 class ScaleResult:
-    """Raw squared error at the query against a multiplier of one task field, per method.
+    """Squared error / d at the query (``squared_error_over_d``) against a multiplier of one task field, per method.
 
-    ``errors[method][j]`` (and ``sems``) is at ``scales[j]``; method "zero" is the zero predictor's
-    error, i.e. the mean squared target, the yardstick the normalised metric divides by."""
+    ``errors[method][j]`` (and ``sems``, over sequences) is at ``scales[j]``; method "zero" is the zero
+    predictor's, the mean squared target over d. ``error_scale`` is d (fixed: it does not move with the scale)."""
 
     task: str
     field: str
@@ -186,6 +234,8 @@ class ScaleResult:
     scales: list[float]
     errors: dict[str, list[float]]
     sems: dict[str, list[float]]
+    error_scale: float = 1.0
+    metric: str = ERROR
 
     def to_table(self) -> list[dict[str, Any]]:
         """Rows {scale, <method>: error, ...} for a CLI table."""
@@ -215,11 +265,16 @@ def model_predictor(model: nn.Module, task: TaskBase) -> Predictor:
     return predict
 
 
-def metric_of(task: TaskBase) -> tuple[str, Callable[[Tensor, Batch], Tensor]]:
-    """The metric name and its per-position function for ``task``."""
+def metric_of(task: TaskBase, metric: str | None = None) -> tuple[str, Callable[[Tensor, Batch], Tensor]]:
+    """The metric name and its per-position function for ``task``: accuracy for classification; for regression
+    ``ERROR`` (the default: squared error / the task's ``error_scale``) or ``ERROR_OVER_MEAN_Y2``."""
     if task.kind == "classification":
         return "accuracy", accuracy_by_position
-    return "normalised_squared_error", squared_error_by_position
+    if metric in (None, ERROR):
+        return ERROR, partial(error_by_position, d=task.error_scale)  # type: ignore[attr-defined]
+    if metric == ERROR_OVER_MEAN_Y2:
+        return ERROR_OVER_MEAN_Y2, error_over_mean_y2_by_position
+    raise ValueError(f"metric must be {ERROR!r} or {ERROR_OVER_MEAN_Y2!r} for a regression task, got {metric!r}")
 
 
 def collect(
@@ -279,12 +334,13 @@ def evaluate(
     batch_size: int = 64,
     generator: torch.Generator | None = None,
     baselines: bool = True,
+    metric: str | None = None,
 ) -> EvalResult:
     """Metric vs number of in-context examples for ``model`` (and the task's baselines) on every split of
     ``task.eval_splits()``: ID and OOD, or He et al.'s four sets for modular tasks with held-out pairs; for
-    modular tasks also the by-kind curves (``EvalResult.by_kind``) of every method."""
+    modular tasks also the by-kind curves (``EvalResult.by_kind``) of every method. ``metric``: see ``metric_of``."""
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    metric, score = metric_of(task)
+    metric, score = metric_of(task, metric)
     curves: list[Curve] = []
     by_kind: list[KindCurve] = []
     was_training = model.training
@@ -300,7 +356,8 @@ def evaluate(
                     by_kind += kind_curves(split, name, xs, s, kept)
     finally:
         model.train(was_training)
-    return EvalResult(task.describe(), metric, n_batches * batch_size, curves, by_kind)
+    d = float(task.error_scale) if metric == ERROR else None  # type: ignore[attr-defined]
+    return EvalResult(task.describe(), metric, n_batches * batch_size, curves, by_kind, d)
 
 
 def zero_predictor(batch: Batch) -> Tensor:
@@ -308,9 +365,9 @@ def zero_predictor(batch: Batch) -> Tensor:
     return torch.zeros_like(batch.targets)
 
 
-def error_at_query(pred: Tensor, batch: Batch) -> Tensor:
-    """Raw squared error at the last loss position: [batch, pos, d_out] -> [batch, 1]."""
-    return squared_error_by_position(pred, batch, normalise=False)[:, -1:]
+def error_at_query(pred: Tensor, batch: Batch, d: float) -> Tensor:
+    """``squared_error_over_d`` at the last loss position: [batch, pos, d_out] -> [batch, 1]."""
+    return error_by_position(pred, batch, d)[:, -1:]
 
 
 @torch.no_grad()
@@ -325,7 +382,8 @@ def error_vs_scale(
     generator: torch.Generator | None = None,
     baselines: bool = False,
 ) -> ScaleResult:
-    """Raw squared error at the query as ``task.<field>`` is multiplied by each of ``scales``.
+    """Squared error / d at the query (``squared_error_over_d``, d the task's ``error_scale``) as ``task.<field>``
+    is multiplied by each of ``scales``.
 
     ``field`` defaults to the task's input scale (``SCALE_FIELDS``); pass e.g. "coef_scale" for the
     polynomial coefficients. Methods: "model", "zero", and the task's baselines if ``baselines``."""
@@ -344,11 +402,13 @@ def error_vs_scale(
             t = task.replace(**{field: getattr(task, field) * s})
             predictors = {"model": model_predictor(model, t), "zero": zero_predictor}
             predictors |= baselines_for(t) if baselines else {}
-            scores, _, _ = collect(predictors, t, n_examples, n_batches, batch_size, generator, error_at_query)
+            scores, _, _ = collect(predictors, t, n_examples, n_batches, batch_size, generator,
+                                   partial(error_at_query, d=task.error_scale))  # type: ignore[attr-defined]
             for name, sc in scores.items():
                 mean, sem = mean_sem(sc)
                 errors.setdefault(name, []).append(mean[0])
                 sems.setdefault(name, []).append(sem[0])
     finally:
         model.train(was_training)
-    return ScaleResult(task.describe(), field, n_examples, list(scales), errors, sems)
+    d = float(task.error_scale)  # type: ignore[attr-defined]
+    return ScaleResult(task.describe(), field, n_examples, list(scales), errors, sems, d)

@@ -120,8 +120,8 @@ def install_fast_path(model: nn.Module) -> nn.Module:
 
 def remove_fast_path(model: nn.Module) -> nn.Module:
     """Undo ``install_fast_path``: TransformerLens's own forward everywhere, hooks or not (in place)."""
-    plain = {fast: tl for tl, fast in FAST_CLASSES.items()}
     for m in model.modules():
-        if type(m) in plain:
-            m.__class__ = plain[type(m)]
+        for tl, fast in FAST_CLASSES.items():
+            if isinstance(m, fast):  # subclasses too (interp.cheng.ChengBlock)
+                m.__class__ = tl
     return model

@@ -56,7 +56,8 @@ def summary(result: Result) -> dict[str, Any]:
 
 def print_result(result: Result, title: str | None = None, console: Console | None = None) -> None:
     """Tables for up to three axes (one table per entry of the first axis for three); wider results get a
-    short summary. Metadata follows the tables."""
+    short summary. Then a table for each extra named in ``metadata["print_extras"]`` that has the scores' shape
+    (one or two axes), then the scalar metadata."""
     console = console or Console()
     title = title or f"{result.kind}"
     shape = tuple(result.scores.shape)
@@ -73,5 +74,10 @@ def print_result(result: Result, title: str | None = None, console: Console | No
         s = result.scores.float()
         console.print(f"{title}: axes {result.axes}, shape {shape}, mean {fmt(s.nanmean().item())}, "
                       f"min {fmt(s.min().item())}, max {fmt(s.max().item())} (write --out for all values)")
+    for name in result.metadata.get("print_extras", ()):
+        extra = result.extras.get(name)
+        if extra is not None and tuple(extra.shape) == shape and extra.dim() in (1, 2):
+            side = Result(kind=name, scores=extra, axes=result.axes, labels=result.labels, metadata={"value_name": name})
+            console.print(vector_table(side, f"{title}: {name}") if extra.dim() == 1 else matrix_table(side, title=f"{title}: {name}"))
     for key, value in summary(result).items():
         console.print(f"  {key}: {value}")

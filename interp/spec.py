@@ -20,8 +20,9 @@ from transformer_lens import HookedRootModule
 from transformer_lens.components import Unembed
 from transformer_lens.hook_points import HookPoint
 
+from .cheng import CHENG_LAYER, LAYERS, check_spec, install_fused_training, restrict
 from .fast import install_fast_path
-from .scoring import SCORINGS, install_context_mask, install_scoring
+from .scoring import EXP_CAP, head_scorings, install_context_mask, install_scoring
 from .tasks import RegressionTask, TaskBase
 
 Normalization = Literal["LN", "LNPre", "RMS", "none"]
@@ -63,6 +64,10 @@ class ModelSpec:
     tied_embed: bool = False  # the unembedding is embed.W_E.T (He et al.'s weight tying); token models only
     bias: bool = True  # False: every linear bias (b_Q, b_K, b_V, b_O, b_in, b_out, b_U) fixed at 0; LN keeps its b
     init: str = "tl"  # "tl": TransformerLens's N(0, 0.8/√d_model); "he2024": He et al.'s, see init_he2024
+    layer: str = "standard"  # "cheng2024": Cheng et al.'s restricted attention layer (interp.cheng)
+    final_norm: bool = True  # False: no final layer norm before the read-out (the blocks keep theirs)
+    exp_cap: float | None = None  # exp scoring is exp(min(s, exp_cap)); None: EXP_CAP (10) in the standard
+    # layer, no cap in "cheng2024" (as in Cheng et al.'s code)
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
@@ -71,14 +76,22 @@ class ModelSpec:
             raise ValueError(f"positional must be one of {', '.join(POSITIONALS)}, got {self.positional!r}")
         if self.mask not in MASKS:
             raise ValueError(f"mask must be one of {', '.join(MASKS)}, got {self.mask!r}")
-        if self.scoring not in SCORINGS:
-            raise ValueError(f"scoring must be one of {', '.join(SCORINGS)}, got {self.scoring!r}")
-        if self.d_model % self.n_heads:
+        head_scorings(self.scoring, self.n_heads)  # raises ValueError naming scoring
+        if self.layer not in LAYERS:
+            raise ValueError(f"layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
+        if self.layer == CHENG_LAYER:
+            check_spec(self)
+            if self.init != "tl":
+                raise ValueError(f"layer {CHENG_LAYER!r} draws its own init (N(0, 0.1) on the free entries); "
+                                 f"init must stay 'tl', got {self.init!r}")
+        elif self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if (self.d_vocab is None) == (self.d_in is None):
             raise ValueError("give exactly one of d_vocab (token model) or d_in (real-valued model)")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if not self.final_norm and self.d_vocab is not None:
+            raise ValueError("final_norm=False needs a real-valued model (d_in); a token model keeps TransformerLens's ln_final")
         if self.tied_embed and self.d_vocab is None:
             raise ValueError("tied_embed needs a token model (d_vocab): a real-valued read-in and read-out have "
                              "different widths")
@@ -99,13 +112,21 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def scoring_exp_cap(self) -> float | None:
+        """The cap exp scoring uses: ``exp_cap``, or by default EXP_CAP in the standard layer and none in Cheng's."""
+        if self.exp_cap is not None:
+            return self.exp_cap
+        return None if self.layer == CHENG_LAYER else EXP_CAP
+
     def config(self) -> HookedTransformerConfig:
         """The TransformerLens config for the backbone."""
         return HookedTransformerConfig(
             n_layers=self.n_layers,
             n_heads=self.n_heads,
             d_model=self.d_model,
-            d_head=self.d_model // self.n_heads,
+            d_head=self.d_model if self.layer == CHENG_LAYER else self.d_model // self.n_heads,
+            use_attn_scale=self.layer != CHENG_LAYER,
             d_mlp=None if self.attn_only else (self.d_mlp or 4 * self.d_model),
             attn_only=self.attn_only,
             act_fn=self.act_fn,
@@ -127,7 +148,8 @@ class ModelSpec:
             # we pin transformer-lens < 4 on purpose: HookedTransformer is the model class we serve
             warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
             backbone = HookedTransformer(self.config(), move_to_device=False)
-        model: Model = backbone if self.d_vocab is not None else RegressionTransformer(backbone, self.d_in, self.d_out)  # type: ignore[arg-type]
+        model: Model = backbone if self.d_vocab is not None else RegressionTransformer(
+            backbone, self.d_in, self.d_out, final_norm=self.final_norm)  # type: ignore[arg-type]
         if self.positional == "none" and hasattr(model, "pos_embed"):
             model.pos_embed.W_pos.data.zero_()
             model.pos_embed.W_pos.requires_grad_(False)
@@ -137,10 +159,14 @@ class ModelSpec:
             init_he2024(model, n_layers=self.n_layers, d_model=self.d_model, seed=self.seed)
         if not self.bias:
             freeze_biases_at_zero(model)
-        install_scoring(model, self.scoring)
+        if self.layer == CHENG_LAYER:
+            restrict(model, d_x=self.d_in - self.d_out, seed=self.seed)  # type: ignore[operator]
+        install_scoring(model, self.scoring, exp_cap=self.scoring_exp_cap, softmax_over_n=self.layer == CHENG_LAYER)
         if self.mask == "context":
             install_context_mask(model)
         install_fast_path(model)  # fused in training mode while no hook is attached (interp.fast)
+        if self.layer == CHENG_LAYER:
+            install_fused_training(model, head_scorings(self.scoring, self.n_heads), self.scoring_exp_cap)
         return model.eval()  # TransformerLens's arithmetic bit for bit until someone calls .train()
 
 
@@ -254,7 +280,7 @@ class RegressionTransformer(HookedRootModule):
     ``start_at_layer`` (then ``x`` is resid_pre of that layer, [batch, pos, d_model]) and
     ``stop_at_layer`` (then it returns that layer's resid_pre)."""
 
-    def __init__(self, backbone: HookedTransformer, d_in: int, d_out: int):
+    def __init__(self, backbone: HookedTransformer, d_in: int, d_out: int, final_norm: bool = True):
         super().__init__()
         self.cfg = backbone.cfg
         self.embed = ReadIn(d_in, self.cfg.d_model)
@@ -263,7 +289,7 @@ class RegressionTransformer(HookedRootModule):
             self.pos_embed = backbone.pos_embed
             self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
         self.blocks = backbone.blocks
-        if self.cfg.normalization_type is not None:
+        if self.cfg.normalization_type is not None and final_norm:
             self.ln_final = backbone.ln_final
         self.unembed = ReadOut(self.cfg.d_model, d_out)
         self.setup()
@@ -281,7 +307,7 @@ class RegressionTransformer(HookedRootModule):
             resid = block(resid)
         if stop_at_layer is not None:
             return resid
-        if self.cfg.normalization_type is not None:
+        if hasattr(self, "ln_final"):
             resid = self.ln_final(resid)
         return self.unembed(resid)
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, Checkpoint, read_config, read_metrics, read_tensors, save_checkpoint, load_weights
 from .checkpoint import SNAPSHOT_DTYPES, snapshot_file
+from .evaluate import squared_error_over_d
 from .spec import Model, ModelSpec, is_linear_bias, to_device
 from .tasks import Batch, RegressionTask, TaskBase, task_from_dict
 
@@ -84,6 +85,10 @@ class TrainConfig:
     decay_norms_and_biases: bool = True  # False: He et al.'s groups, no weight decay on norms, biases, 1-D params
     warmup_start: float = 0.0  # warm-up from warmup_start·lr to lr (He et al.: 0.01); 0: lr·(step + 1)/warmup_steps
     balanced_batches: bool = False  # every pre-training task batch_size / n_tasks times, on the same pairs
+    resample_every: int = 1  # a fresh training batch every this many steps (Cheng et al.: 10)
+    layer_clip: float = 0.0  # Cheng et al.'s per-layer rule: block i's gradient norm clipped to layer_clip/(9 - i)²; 0: off
+    layer_clip_after: tuple[int, float] | None = None  # (step, value): the rule's layer_clip from that step on
+    # (their run-exp.ipynb: 1e-8, and 1e-7 after step 8,000)
 
     def __post_init__(self) -> None:
         if isinstance(self.snapshots, bool) or not isinstance(self.snapshots, int) or self.snapshots < 0:
@@ -94,6 +99,14 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip >= 0:
             raise ValueError(f"The 'grad_clip' parameter of TrainConfig must be >= 0 (0 or None: no clipping). "
                              f"Got {self.grad_clip!r} instead.")
+        if isinstance(self.resample_every, bool) or not isinstance(self.resample_every, int) or self.resample_every < 1:
+            raise ValueError(f"The 'resample_every' parameter of TrainConfig must be an int >= 1. Got {self.resample_every!r} instead.")
+        if self.checkpoint_every % self.resample_every:
+            raise ValueError(f"The 'checkpoint_every' parameter of TrainConfig must be a multiple of resample_every "
+                             f"({self.resample_every}), so that a resumed run draws the batches an unbroken one does. "
+                             f"Got {self.checkpoint_every!r} instead.")
+        if not self.layer_clip >= 0:
+            raise ValueError(f"The 'layer_clip' parameter of TrainConfig must be >= 0 (0: off). Got {self.layer_clip!r} instead.")
         if not 0.0 <= self.warmup_start <= 1.0:
             raise ValueError(f"The 'warmup_start' parameter of TrainConfig must be in [0, 1]. Got {self.warmup_start!r} instead.")
 
@@ -105,8 +118,9 @@ class TrainConfig:
         d = dict(d)
         if d.get("curriculum") is not None:
             d["curriculum"] = Curriculum(**d["curriculum"])
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
+        for key in ("betas", "layer_clip_after"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
         return cls(**d)
 
 
@@ -145,9 +159,10 @@ def loss_fn(out: Tensor, batch: Batch) -> Tensor:
 
 
 @torch.no_grad()
-def score(model: Model, batch: Batch) -> dict[str, float]:
-    """loss plus ``error`` (squared error at the loss positions over the zero predictor's, Garg-style) for
-    regression, or ``acc`` (exact match on the loss positions) for classification.
+def score(model: Model, batch: Batch, error_scale: float | None = None) -> dict[str, float]:
+    """loss plus ``error`` for regression: squared error / d (``interp.evaluate.squared_error_over_d``, d =
+    ``error_scale``, the task's) averaged over the loss positions; or ``acc`` (exact match on the loss positions)
+    for classification. Logs written before this definition hold the earlier pooled Σ error / Σ y² instead.
 
     For modular arithmetic (a batch with task parameters a, b) ``acc`` is averaged per task (a, b) and then over
     tasks, as He et al.'s code does, ``acc_last`` is the same over the last-shot region (the last quarter of the
@@ -157,8 +172,9 @@ def score(model: Model, batch: Batch) -> dict[str, float]:
     result = {"loss": loss_fn(out, batch).item()}
     mask = batch.loss_mask
     if batch.targets.is_floating_point():
-        sq = (out[mask] - batch.targets[mask]).pow(2).sum(-1)
-        result["error"] = (sq.mean() / batch.targets[mask].pow(2).sum(-1).mean()).item()
+        if error_scale is None:
+            raise ValueError("error_scale (the task's d of squared error / d) is needed to score a regression batch")
+        result["error"] = squared_error_over_d(out[mask], batch.targets[mask], error_scale).mean().item()
     elif {"a", "b"} <= set(batch.params) and batch.examples is not None:
         from .query_kinds import classify_queries, correct_by_example, kind_metrics, task_ids
 
@@ -231,9 +247,34 @@ def make_optimizer(model: Model, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
 
 
-def train_step(model: Model, optimizer: torch.optim.Optimizer, batch: Batch, lr: float, grad_clip: float | None) -> Tensor:
+def layer_clip_at(step: int, cfg: TrainConfig) -> float:
+    """The per-layer clipping constant at (0-based) ``step``: ``layer_clip``, or ``layer_clip_after``'s value once
+    ``step`` is past its step (the official ``if t > 8000``)."""
+    if cfg.layer_clip_after is not None and step > cfg.layer_clip_after[0]:
+        return cfg.layer_clip_after[1]
+    return cfg.layer_clip
+
+
+def clip_per_layer(model: Model, clip: float) -> None:
+    """Cheng et al.'s ``clip_and_step`` rule (run-exp.ipynb), in place: the gradient of block i (all its
+    parameters together) is scaled down to norm ``clip``/(8 - i + 1)² when it is larger. Defined for up to 8 blocks."""
+    if len(model.blocks) > 8:
+        raise ValueError(f"layer_clip is Cheng et al.'s rule for up to 8 blocks; this model has {len(model.blocks)}")
+    for i, block in enumerate(model.blocks):
+        grads = [p.grad for p in block.parameters() if p.grad is not None]
+        if not grads:
+            continue
+        norm, cap = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])), clip / (8 - i + 1) ** 2
+        if norm > cap:  # as theirs: grad.mul_(cap / norm), no epsilon (torch's clip_grad_norm_ adds 1e-6 to the norm)
+            for g in grads:
+                g.mul_(cap / norm)
+
+
+def train_step(model: Model, optimizer: torch.optim.Optimizer, batch: Batch, lr: float, grad_clip: float | None,
+               layer_clip: float = 0.0) -> Tensor:
     """One AdamW step on ``batch``, the gradient norm clipped to ``grad_clip`` unless it is 0 or None (a max
-    norm of 0 would zero every gradient); returns the (detached) loss."""
+    norm of 0 would zero every gradient), and each block's to Cheng et al.'s ``layer_clip`` rule when it is
+    set (``clip_per_layer``); returns the (detached) loss."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     loss = loss_fn(model(batch.inputs), batch)
@@ -241,6 +282,8 @@ def train_step(model: Model, optimizer: torch.optim.Optimizer, batch: Batch, lr:
     loss.backward()
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if layer_clip:
+        clip_per_layer(model, layer_clip)
     optimizer.step()
     return loss.detach()
 
@@ -376,11 +419,13 @@ def train(
 
     started = time.perf_counter() - state.get("wall_s", 0.0)  # training time survives a resume
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress or None, desc=task.describe()[:40])  # type: ignore[attr-defined]
+    batch: Batch | None = None
     while state["step"] < cfg.steps:
         step = state["step"]
         model.train()
-        batch = train_batch(task, cfg, step, g).to(device)
-        loss = train_step(model, optimizer, batch, lr_at(step, cfg), cfg.grad_clip)
+        if step % cfg.resample_every == 0 or batch is None:
+            batch = train_batch(task, cfg, step, g).to(device)
+        loss = train_step(model, optimizer, batch, lr_at(step, cfg), cfg.grad_clip, layer_clip_at(step, cfg))
         state["step"] = step = step + 1
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -391,7 +436,7 @@ def train(
                 raise TrainingDiverged(f"training diverged by step {step} (loss {record['train_loss']}); "
                                        "lower the learning rate or use normalization")
             for split, eval_batch in evals.items():
-                record |= {f"{split}_{k}": v for k, v in score(model, eval_batch).items()}
+                record |= {f"{split}_{k}": v for k, v in score(model, eval_batch, getattr(task, "error_scale", None)).items()}
             metrics.append(record)
             objective = ood_objective(record)
             if state["best"] is None or objective < state["best"]:

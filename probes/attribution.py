@@ -90,13 +90,13 @@ def _linear_metrics(task: TaskBase) -> tuple[str, ...]:
 def attribution_metric(task: TaskBase, metric: str | Metric | None, corrupted: Batch | None, linear: bool = False) -> tuple[str, Metric]:
     """(name, function) of a metric: the probes.metrics names plus ``logit`` (classification) and ``prediction``
     (regression). None means ``logit_diff`` with a corrupted batch and ``logit`` without (classification), and
-    ``mse`` (or ``prediction`` when ``linear``) for regression."""
+    ``squared_error_over_d`` (or ``prediction`` when ``linear``) for regression."""
     known = metrics_for(task) | _extra_metrics(task)
     if metric is None:
         if task.kind == "classification":
             metric = "logit_diff" if corrupted is not None else "logit"
         else:
-            metric = "prediction" if linear else "mse"
+            metric = "prediction" if linear else "squared_error_over_d"
     if callable(metric):
         if linear:
             raise ValueError(f"metric for direct attribution must be one of {', '.join(_linear_metrics(task))}, not a callable")
@@ -200,11 +200,14 @@ def _direct_effects(model: Model, task: TaskBase, clean: Batch, corrupted: Batch
     wanted = ("hook_embed", "hook_pos_embed", "ln_final.hook_scale", "attn.hook_z", "hook_mlp_out")
     out, cache = model.run_with_cache(clean.inputs, names_filter=lambda n: n.endswith(wanted))
     assert isinstance(cache, ActivationCache)
-    # embeddings and MLP outputs, normalised with the cached final scale (the frozen-LN identity)
-    rest, rest_labels = cache.decompose_resid(mode="mlp", apply_ln=True, pos_slice=q, return_labels=True)
-    heads = cache.stack_head_results(layer=-1, pos_slice=q, apply_ln=True)  # [layer*head, batch, d_model]
-    b_O = torch.stack([block.attn.b_O for block in model.blocks])  # [layer, d_model]
-    b_O = cache.apply_ln_to_stack(einops.repeat(b_O, "l d -> l b d", b=clean.inputs.shape[0]), None, pos_slice=q)
+    # embeddings and MLP outputs, normalised with the cached final scale (the frozen-LN identity); a model without
+    # a final norm (none at all, or final_norm=False) reads the residual out linearly, so nothing is normalised
+    final_ln = hasattr(model, "ln_final")
+    rest, rest_labels = cache.decompose_resid(mode="mlp", apply_ln=final_ln, pos_slice=q, return_labels=True)
+    heads = cache.stack_head_results(layer=-1, pos_slice=q, apply_ln=final_ln)  # [layer*head, batch, d_model]
+    b_O = einops.repeat(torch.stack([block.attn.b_O for block in model.blocks]), "l d -> l b d", b=clean.inputs.shape[0])
+    if final_ln:
+        b_O = cache.apply_ln_to_stack(b_O, None, pos_slice=q)
     direction, constant = _readout_direction(model, task, name, answers)
 
     def effects(stack: Tensor) -> Tensor:

@@ -2,7 +2,8 @@
 
 A metric takes the model's output at the query, [batch, d_out] (regression) or [batch, d_vocab] logits
 (modular), and the clean and corrupted answers there, and returns one value per example, [batch]. Every
-probe reduces with the same functions, so a user's own callable of this shape works everywhere.
+probe reduces with the same functions, so a user's own callable of this shape works everywhere. The default
+regression metric is the repo's one error, ``interp.evaluate.squared_error_over_d`` with the task's d.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from interp.evaluate import ERROR, squared_error_over_d
 from interp.tasks import Batch, TaskBase
 
 
@@ -31,9 +33,14 @@ class Answers:
 Metric = Callable[[Tensor, Answers], Tensor]
 
 
-def mse(out: Tensor, answers: Answers) -> Tensor:
-    """Squared error against the clean answer: [batch, d_out] -> [batch]."""
-    return (out - answers.clean).pow(2).sum(-1)
+def error_metric(d: float) -> Metric:
+    """The metric ``squared_error_over_d`` (squared error against the clean answer over d, the task's
+    ``error_scale``): out [batch, d_out] -> [batch]."""
+    def metric(out: Tensor, answers: Answers) -> Tensor:
+        return squared_error_over_d(out, answers.clean, d)
+
+    metric.__name__ = ERROR
+    return metric
 
 
 def signed_error(out: Tensor, answers: Answers) -> Tensor:
@@ -56,13 +63,15 @@ def accuracy(out: Tensor, answers: Answers) -> Tensor:
     return (out.argmax(-1) == answers.clean).to(out.dtype)
 
 
-REGRESSION_METRICS: dict[str, Metric] = {"mse": mse, "signed_error": signed_error}
 CLASSIFICATION_METRICS: dict[str, Metric] = {"logit_diff": logit_diff, "prob": prob_correct, "accuracy": accuracy}
 
 
 def metrics_for(task: TaskBase) -> dict[str, Metric]:
-    """The named metrics that apply to ``task``; the first is the default."""
-    return REGRESSION_METRICS if task.kind == "regression" else CLASSIFICATION_METRICS
+    """The named metrics that apply to ``task``; the first is the default (regression: ``squared_error_over_d``
+    with the task's d, then ``signed_error``)."""
+    if task.kind == "regression":
+        return {ERROR: error_metric(task.error_scale), "signed_error": signed_error}  # type: ignore[attr-defined]
+    return CLASSIFICATION_METRICS
 
 
 def resolve_metric(task: TaskBase, metric: str | Metric | None) -> tuple[str, Metric]:

@@ -318,7 +318,7 @@ def forward_from(model: Model, base: "Stacked", name: str, layer: int, start: in
         if end < q and l + 1 < last:  # after a row-local patch the next layer changes every row up to q
             x = torch.cat([x, base.rows(f"blocks.{l + 1}.hook_resid_pre", end + 1, q + 1, n)], dim=1)
     x = x[:, -1:]
-    if model.cfg.normalization_type is not None:
+    if hasattr(model, "ln_final"):  # absent without normalization, and in a model built with final_norm=False
         x = model.ln_final(x)
     return model.unembed(x)[:, 0]
 
@@ -336,7 +336,7 @@ def forward_all_rows(model: Model, base: "Stacked", name: str, layer: int, q: in
         with model.hooks(fwd_hooks=[(name, hook)]) if hooked else contextlib.nullcontext():
             x = model.blocks[l](x)
     x = x[:, q : q + 1]
-    if model.cfg.normalization_type is not None:
+    if hasattr(model, "ln_final"):  # absent without normalization, and in a model built with final_norm=False
         x = model.ln_final(x)
     return model.unembed(x)[:, 0]
 

@@ -7,12 +7,39 @@ the hull of what training taught. ``saturation`` sweeps one scale field of the t
 coefficient scale σ) from inside the training range to far outside it and records, at the query, what the
 argument is about: the prediction against the target, attention entropy and maximum weight per head, the
 range of attention scores, the layer-norm scale per site and the residual-stream norm per layer. From the
-prediction it reads off B and sets it beside the training range R that explains it.
-``compare_boundaries`` does the same for several variants on identical sequences, to show which removal
-(LN, softmax, MLPs) moves or removes the plateau.
+prediction it reads off the signed boundary values B+ and B− and sets them beside the training range that
+explains them. ``compare_boundaries`` does the same for several variants on identical sequences, to show which
+removal (LN, the final LN alone, softmax, MLPs) moves or removes the plateau.
 
 Every sweep re-seeds one generator at every scale, so the sequences at scale s are the scale-1 sequences with
 the swept field multiplied by s (for Gaussian and uniform draws this is exact): curves differ by scale only.
+The default sweep scales the function ("coef": w_scale, coef_scale or root_radius) where the task has such a
+field, so the target leaves the training range while the inputs x stay where training put them; other tasks
+scale the inputs.
+
+The boundary values (the one definition; the cards, the CLI and the dashboard all read it from here):
+
+- Pairs. Every (target y, prediction p) at the query, over every scale of the sweep and every example; a model
+  with several output channels (complex-zeros: the real and imaginary part of the root) adds one pair per
+  channel, so B± are levels of one coordinate.
+- Training range [R−, R+]. The central ``RANGE_QUANTILE`` (99%) of the signed training targets: the 0.005 and
+  0.995 quantiles of y over every loss position and channel of 4096 sequences drawn from the task at scale 1.
+- Median prediction against the target. Sort the pairs by y and cut them into ``bins`` groups of equal count
+  (64 by default; fewer when that would leave under ``MIN_PER_BIN`` = 8 pairs a group). Each group gives one
+  point (median y, median p).
+- B+ is the highest median p over the groups whose median y is ≥ 0; B− the lowest over those whose median y is
+  ≤ 0. ``turn_plus`` / ``turn_minus`` is that group's median y: where the prediction stops following the target
+  (the group nearest y = 0 when several tie). For p = clip(y, B−, B+) this gives B± exactly, at y = B±.
+- B+ is only read when the sweep takes the target well out of the range: at least ``MIN_PER_BIN`` targets
+  beyond R+ + w/2, w = R+ − R− (that is 2·R+ for a range symmetric about 0); likewise B− below R− − w/2. A sweep
+  whose targets stay in or near the training range (the 0.5% of training targets beyond R± are always there)
+  says nothing about where the prediction stops: B± NaN, saturated None, and ``note`` says why.
+- Fall-back. ``fallback_plus`` is the least-squares slope (with intercept) of p against y over the pairs with
+  y > R+, ``fallback_minus`` over those with y < R−: 1 while the model extrapolates, 0 on a flat plateau,
+  negative when the prediction falls back toward 0 (p = B − s·(y − B) beyond B gives −s).
+- ``saturated_plus`` / ``saturated_minus``: the fall-back slope on that side is below ``follows`` (0.5), i.e. the
+  prediction grows less than half as fast as the target beyond R; ``saturated`` is True when every side that
+  could be read is saturated, False when one is not, None when neither could be read.
 """
 from __future__ import annotations
 
@@ -32,13 +59,26 @@ DEFAULT_SCALES: tuple[float, ...] = tuple(2.0 ** (i / 2) for i in range(-4, 9))
 """0.25 to 16 in half-octaves: scale 1 is the training distribution."""
 
 COEF_FIELDS: dict[str, str] = {"linear": "w_scale", "polynomial": "coef_scale", "complex-zeros": "root_radius"}
-"""The field that scales the function (σ, or the roots' radius) per task; ``field="coef"`` picks it,
-``field="input"`` the input scale."""
+"""The field that scales the function (σ, or the roots' radius) per task; ``field="coef"`` picks it (the
+default where the task has one), ``field="input"`` the input scale."""
+
+RANGE_QUANTILE = 0.99
+"""The training range [R−, R+] holds this central share of the training targets (half the rest on each side)."""
+MIN_PER_BIN = 8
+"""The fewest pairs in one group of the median curve, and beyond R on one side for B and the fall-back there."""
+BOUNDARY_KEYS: tuple[str, ...] = (
+    "field", "range_minus", "range_plus", "boundary_minus", "boundary_plus", "turn_minus", "turn_plus",
+    "fallback_minus", "fallback_plus", "saturated_minus", "saturated_plus", "saturated")
+"""The metadata keys that state the boundary values (module docstring), in the order cards and tables list them."""
+SIDES: tuple[str, str] = ("B+", "B-")
+"""Tick labels of the "side" axis of a comparison: above the training range, below it."""
 
 EXTRA_AXES: dict[str, tuple[str, ...]] = {
     "prediction": ("scale", "example", "out"),
     "target": ("scale", "example", "out"),
     "target_quantile": ("scale",),
+    "bin_target": ("bin",),
+    "bin_prediction": ("bin",),
     "median_prediction": ("scale",),
     "relative_error": ("scale",),
     "normalised_error": ("scale",),
@@ -61,9 +101,11 @@ def _check_task(task: TaskBase, what: str) -> None:
 
 
 def _resolve_field(task: TaskBase, field: str | None) -> str:
-    """The task field a sweep multiplies: ``field`` itself, or the input scale (None, "input") or σ ("coef")."""
+    """The task field a sweep multiplies: ``field`` itself, the input scale ("input") or σ ("coef"); None is
+    ``default_field(task)``."""
     floats = [f.name for f in dataclasses.fields(task) if isinstance(getattr(task, f.name), float)]  # type: ignore[arg-type]
-    if field in (None, "input"):
+    field = default_field(task) if field is None else field
+    if field == "input":
         field = SCALE_FIELDS.get(task.name)
     elif field == "coef":
         field = COEF_FIELDS.get(task.name)
@@ -74,6 +116,12 @@ def _resolve_field(task: TaskBase, field: str | None) -> str:
     return field
 
 
+def default_field(task: TaskBase) -> str:
+    """The sweep a saturation probe runs when none is named: "coef" where the task has a field that scales the
+    function (the target leaves the training range while x stays in it), else "input"."""
+    return "coef" if task.name in COEF_FIELDS else "input"
+
+
 def _check_scales(scales: Sequence[float] | None) -> list[float]:
     scales = list(DEFAULT_SCALES if scales is None else scales)
     if not scales or not all(isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in scales):
@@ -81,11 +129,15 @@ def _check_scales(scales: Sequence[float] | None) -> list[float]:
     return sorted(float(s) for s in scales)
 
 
-def _check_sizes(n: int, quantile: float) -> None:
+def _check_sizes(n: int, quantile: float, bins: int = 64, follows: float = 0.5) -> None:
     if n < 8:
         raise ValueError(f"n must be at least 8, got {n}")
     if not 0.5 <= quantile < 1:
         raise ValueError(f"quantile must be in [0.5, 1), got {quantile}")
+    if not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    if not 0 < follows <= 1:
+        raise ValueError(f"follows must be in (0, 1], got {follows}")
 
 
 def _seed(generator: torch.Generator | None) -> int:
@@ -161,12 +213,15 @@ def _rows(batch: Batch, start: int, stop: int) -> Batch:
     return Batch(batch.inputs[start:stop], batch.targets[start:stop], batch.loss_mask[start:stop], pos_labels=batch.pos_labels)
 
 
-def _train_range(task: TaskBase, n_examples: int, seed: int, quantile: float = 0.99, n: int = 4096) -> tuple[float, float]:
-    """(high quantile, max) of |target| over every loss position of ``n`` sequences at scale 1: the range of y
-    a model trained on ``task`` has seen."""
+def _train_range(task: TaskBase, n_examples: int, seed: int, n: int = 4096) -> tuple[float, float, float]:
+    """(R−, R+, max |y|): the central RANGE_QUANTILE of the signed target over every loss position and output
+    channel of ``n`` sequences at scale 1 (the range of y a model trained on ``task`` has seen), and its largest
+    magnitude."""
     batch = task.sample(n, n_examples, torch.Generator().manual_seed(seed + 1))  # type: ignore[attr-defined]
-    mags = batch.targets[batch.loss_mask].double().norm(dim=-1)
-    return torch.quantile(mags, quantile).item(), mags.max().item()
+    y = batch.targets[batch.loss_mask].double().flatten()
+    tail = (1 - RANGE_QUANTILE) / 2
+    lo, hi = torch.quantile(y, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return lo, hi, y.abs().max().item()
 
 
 # --- reading off the boundary --------------------------------------------------------------------------
@@ -177,67 +232,59 @@ def _magnitude(v: Tensor) -> Tensor:
     return v.norm(dim=-1)
 
 
-def _boundary(pred: Tensor, target: Tensor, scales: list[float], train_range: float,
-              quantile: float, far: float, tol: float) -> dict[str, Any]:
-    """B and where tracking stops, from predictions and targets [scale, example, out].
+def _ls_slope(x: Tensor, y: Tensor) -> float:
+    """Least-squares slope (with intercept) of y against x; NaN when x does not vary."""
+    dx = x - x.mean()
+    var = dx.pow(2).sum()
+    return (dx * (y - y.mean())).sum().item() / var.item() if var > 0 else float("nan")
 
-    B is the ``quantile`` of |prediction| over the examples whose |target| exceeds ``far`` x the training range,
-    at the tail scales (the largest two octaves of the grid, at least the two largest scales): the level |prediction|
-    approaches as |target| grows. ``tail_slope`` is d log |prediction| / d log |target| (upper quantiles) over
-    those scales: near 0 on a plateau, near 1 while the model extrapolates."""
-    p_mag, t_mag = _magnitude(pred), _magnitude(target)
-    tail = [j for j, s in enumerate(scales) if s >= scales[-1] / 4]
-    if len(tail) < 2:
-        tail = list(range(len(scales)))[-2:]
-    p_tail, t_tail = p_mag[tail], t_mag[tail]
-    is_far = t_tail > far * train_range
+
+def median_curve(pred: Tensor, target: Tensor, bins: int = 64) -> tuple[Tensor, Tensor]:
+    """(median target, median prediction) per group of equal count of the pairs sorted by target: [bin] each.
+
+    ``pred``, ``target``: any matching shape (every entry one pair, e.g. [scale, example, out]). There are
+    ``bins`` groups, or fewer so that each holds at least MIN_PER_BIN pairs."""
+    t, p = target.double().flatten(), pred.double().flatten()
+    order = t.argsort()
+    chunks = torch.tensor_split(order, max(1, min(bins, len(t) // MIN_PER_BIN)))
+    return torch.stack([t[c].median() for c in chunks]), torch.stack([p[c].median() for c in chunks])
+
+
+def boundary_values(pred: Tensor, target: Tensor, range_minus: float, range_plus: float, bins: int = 64,
+                    follows: float = 0.5) -> dict[str, Any]:
+    """The signed boundary values of the module docstring from (prediction, target) pairs of any matching shape.
+
+    Returns boundary_plus / boundary_minus (B±), turn_plus / turn_minus (the median target there),
+    fallback_plus / fallback_minus (slope beyond R±), saturated_plus / saturated_minus / saturated,
+    n_beyond_plus / n_beyond_minus (pairs beyond R±), note (why a side could not be read, or ""), and the
+    median curve bin_target / bin_prediction [bin]."""
+    t, p = target.double().flatten(), pred.double().flatten()
+    bin_t, bin_p = median_curve(p, t, bins)
     nan = float("nan")
-    out: dict[str, Any] = {"boundary": torch.quantile(p_tail[is_far], quantile).item() if is_far.any() else nan,
-                           "n_far": int(is_far.sum()), "tail_scales": [scales[j] for j in tail]}
-    if pred.shape[-1] == 1:
-        p_s, t_s = pred[tail, :, 0], target[tail, :, 0]
-        up, down = t_s > far * train_range, t_s < -far * train_range
-        out["boundary_plus"] = torch.quantile(p_s[up], quantile).item() if up.any() else nan
-        out["boundary_minus"] = torch.quantile(p_s[down], 1 - quantile).item() if down.any() else nan
-    else:
-        out["boundary_plus"] = out["boundary_minus"] = None
-    if len(tail) >= 2:
-        lp = torch.quantile(p_tail, quantile, dim=1).clamp(min=1e-300).log()
-        lt = torch.quantile(t_tail, quantile, dim=1).clamp(min=1e-300).log()
-        dt = lt - lt.mean()
-        out["tail_slope"] = ((dt * (lp - lp.mean())).sum() / dt.pow(2).sum().clamp(min=1e-300)).item()
-    else:
-        out["tail_slope"] = nan
-    out["saturated"] = bool(out["tail_slope"] < 0.5) if not math.isnan(out["tail_slope"]) else None
-
-    rel = (pred - target).norm(dim=-1) / t_mag.clamp(min=1e-300)  # [scale, example]
-    per_scale = rel.median(dim=1).values
-    out["breakdown_scale"] = _first_of_failing_run(per_scale.tolist(), scales, tol)
-    # The same in target units: bin every example of every scale by |target| (log bins), median error per bin.
-    t_all, r_all = t_mag.flatten(), rel.flatten()
-    lo, hi = torch.quantile(t_all, 0.05).clamp(min=1e-12).item(), t_all.max().item()
-    n_bins = max(4, min(24, len(t_all) // 40))
-    edges = torch.logspace(math.log10(lo), math.log10(hi) + 1e-9, n_bins + 1, dtype=torch.float64)
-    idx = torch.bucketize(t_all, edges) - 1
-    errs, lefts = [], []
-    for b in range(len(edges) - 1):
-        sel = idx == b
-        if sel.sum() >= 10:
-            errs.append(r_all[sel].median().item())
-            lefts.append(edges[b].item())
-    out["stops_tracking_at"] = _first_of_failing_run(errs, lefts, tol)
-    out["relative_error"] = per_scale
+    out: dict[str, Any] = {"bin_target": bin_t, "bin_prediction": bin_p}
+    notes = []
+    # plus: groups in ascending target from y = 0, highest median; minus: descending from 0, lowest median
+    half = (range_plus - range_minus) / 2
+    for side, beyond, far, groups, pick in (
+            ("plus", t > range_plus, range_plus + half, torch.nonzero(bin_t >= 0).flatten(), torch.argmax),
+            ("minus", t < range_minus, range_minus - half, torch.nonzero(bin_t <= 0).flatten().flip(0), torch.argmin)):
+        n_beyond = int(beyond.sum())
+        n_far = int((t > far).sum() if side == "plus" else (t < far).sum())
+        if n_far < MIN_PER_BIN or len(groups) == 0:
+            b = turn = slope = nan
+            notes.append(f"B{'+' if side == 'plus' else '−'} not read: {n_far} targets {'above' if side == 'plus' else 'below'} "
+                         f"{far:.3g} (needs {MIN_PER_BIN}); the sweep does not take the target out of the training range "
+                         f"[{range_minus:.3g}, {range_plus:.3g}] on that side")
+        else:
+            j = groups[pick(bin_p[groups])]
+            b, turn = bin_p[j].item(), bin_t[j].item()
+            slope = _ls_slope(t[beyond], p[beyond])
+        out |= {f"boundary_{side}": b, f"turn_{side}": turn, f"fallback_{side}": slope, f"n_beyond_{side}": n_beyond,
+                f"saturated_{side}": None if math.isnan(slope) else bool(slope < follows)}
+    known = [out[f"saturated_{s}"] for s in ("plus", "minus") if out[f"saturated_{s}"] is not None]
+    out["saturated"] = all(known) if known else None
+    out["note"] = "; ".join(notes)
     return out
-
-
-def _first_of_failing_run(errors: list[float], xs: list[float], tol: float) -> float | None:
-    """The first x from which every error exceeds ``tol`` (None when the last one is within it)."""
-    if not errors or errors[-1] <= tol:
-        return None
-    j = len(errors) - 1
-    while j > 0 and errors[j - 1] > tol:
-        j -= 1
-    return xs[j]
 
 
 def _ln_final_bound(model: Model) -> list[list[float]] | None:
@@ -280,43 +327,46 @@ def saturation(
     generator: torch.Generator | None = None,
     n_examples: int | None = None,
     quantile: float = 0.9,
-    far: float = 2.0,
-    tol: float = 0.25,
+    bins: int = 64,
+    follows: float = 0.5,
 ) -> Result:
     """Sweep ``task.<field>`` by ``scales`` and record saturation at the query: Result over ("scale",).
 
     ``task`` is the training task, so scale 1 is the distribution the model was trained on.
-    scores [scale]: the ``quantile`` of |prediction|. ``field``: a float field of the task, "input" (default:
-    x_scale / x_range) or "coef" (w_scale / coef_scale). Extras (axes in ``EXTRA_AXES``): prediction and target
-    [scale, example, out]; entropy, max_weight, weight_sum, score_range [scale, layer, head]; ln_scale
-    [scale, site]; resid_norm [scale, layer]; target_quantile, median_prediction, relative_error,
-    normalised_error [scale]. Metadata: boundary (B), boundary_plus / boundary_minus (signed plateaus),
-    train_range (R: the 0.99 quantile of |y| at scale 1), boundary_over_range, tail_slope, saturated,
-    breakdown_scale and stops_tracking_at (the first scale / |target| from which the median relative error
-    stays above ``tol``), ln_final_bound (the read-out's supremum through the final norm, or None)."""
+    scores [scale]: the ``quantile`` of |prediction| (a curve to look at; the boundary values are not read from
+    it). ``field``: a float field of the task, "input" (x_scale / x_range / radius) or "coef" (w_scale /
+    coef_scale / root_radius); None: ``default_field(task)``. Extras (axes in ``EXTRA_AXES``): prediction and
+    target [scale, example, out]; bin_target, bin_prediction [bin] (the median curve); entropy, max_weight,
+    weight_sum, score_range [scale, layer, head]; ln_scale [scale, site]; resid_norm [scale, layer];
+    target_quantile, median_prediction, relative_error (median |p − y| / |y|), normalised_error [scale].
+    Metadata: the boundary values of the module docstring (``BOUNDARY_KEYS``, with ``bins`` and ``follows``),
+    n_beyond_plus / n_beyond_minus, note, train_max (largest |y| at scale 1), ln_final_bound (the read-out's
+    supremum through the final norm, or None)."""
     _check_task(task, "saturation")
     field = _resolve_field(task, field)
     scales = _check_scales(scales)
-    _check_sizes(n, quantile)
+    _check_sizes(n, quantile, bins, follows)
     n_examples = examples_that_fit(task, model.cfg.n_ctx, n_examples)
     seed = _seed(generator)
     raw = _sweep(model, task, scales, field, n, n_examples, seed)
-    return _result(model, task, raw, scales, field, n, n_examples, seed, quantile, far, tol)
+    return _result(model, task, raw, scales, field, n, n_examples, seed, quantile, bins, follows)
 
 
 def _result(model: Model, task: TaskBase, raw: dict[str, Tensor], scales: list[float], field: str, n: int,
-            n_examples: int, seed: int, quantile: float, far: float, tol: float) -> Result:
+            n_examples: int, seed: int, quantile: float, bins: int, follows: float) -> Result:
     pred, target = raw["prediction"], raw["target"]
-    train_range, train_max = _train_range(task, n_examples, seed)
-    b = _boundary(pred, target, scales, train_range, quantile, far, tol)
+    range_minus, range_plus, train_max = _train_range(task, n_examples, seed)
+    b = boundary_values(pred, target, range_minus, range_plus, bins, follows)
     p_mag, t_mag = _magnitude(pred), _magnitude(target)
     sq_err = (pred - target).pow(2).sum(-1)
     extras = {
         "prediction": pred,
         "target": target,
         "target_quantile": torch.quantile(t_mag, quantile, dim=1),
+        "bin_target": b.pop("bin_target"),
+        "bin_prediction": b.pop("bin_prediction"),
         "median_prediction": p_mag.median(dim=1).values,
-        "relative_error": b.pop("relative_error"),
+        "relative_error": ((pred - target).norm(dim=-1) / t_mag.clamp(min=1e-300)).median(dim=1).values,
         "normalised_error": sq_err.mean(1) / t_mag.pow(2).mean(1).clamp(min=1e-300),
         **{k: raw[k].mean(dim=1) for k in ("entropy", "max_weight", "weight_sum", "score_range", "ln_scale", "resid_norm")},
     }
@@ -331,12 +381,12 @@ def _result(model: Model, task: TaskBase, raw: dict[str, Tensor], scales: list[f
         "n_examples": n_examples,
         "seed": seed,
         "quantile": quantile,
-        "far": far,
-        "tol": tol,
-        "train_range": train_range,
+        "bins": bins,
+        "follows": follows,
+        "range_minus": range_minus,
+        "range_plus": range_plus,
         "train_max": train_max,
         **b,
-        "boundary_over_range": b["boundary"] / train_range if train_range > 0 else float("nan"),
         "ln_final_bound": _ln_final_bound(model),
         "architecture": _architecture(model),
         "extra_axes": {k: list(v) for k, v in EXTRA_AXES.items()},
@@ -373,16 +423,19 @@ def compare_boundaries(
     generator: torch.Generator | None = None,
     n_examples: int | None = None,
     quantile: float = 0.9,
-    far: float = 2.0,
-    tol: float = 0.25,
+    bins: int = 64,
+    follows: float = 0.5,
     moved: float = 0.25,
 ) -> Result:
-    """B per variant on identical sequences: Result over ("variant",), scores [variant] = boundary.
+    """B+ and B− per variant on identical sequences: Result over ("variant", "side"), scores [variant, side],
+    side ticks SIDES ("B+", "B-"); each variant's values are exactly what ``saturation`` gives it alone.
 
-    The first variant is the reference. Extras: curve [variant, scale] (the |prediction| quantile),
-    target_quantile [scale], shift [variant] (B / reference B), tail_slope, boundary_plus, boundary_minus,
-    stops_tracking_at [variant]. metadata["moves_plateau"][name] is True where B differs from the reference by
-    more than ``moved`` (relative) or the variant saturates where the reference does not, or the reverse."""
+    The first variant is the reference. Extras: fallback, turn, shift (B / the reference's B) [variant, side];
+    curve [variant, scale] (the |prediction| quantile); target_quantile [scale]; bin_target [bin] and
+    bin_prediction [variant, bin] (the median curves: the sequences, hence the groups, are the same for every
+    variant). metadata["moves_plateau"][name] is True where B+ or B− differs from the reference's by more than
+    ``moved`` (relative; a side read for one and not the other counts), or the variant saturates where the
+    reference does not, or the reverse."""
     _check_task(task, "compare_boundaries")
     pairs = list(variants.items()) if isinstance(variants, Mapping) else [tuple(v) for v in variants]
     if not pairs or any(len(v) != 2 or not isinstance(v[0], str) for v in pairs):
@@ -392,102 +445,131 @@ def compare_boundaries(
         raise ValueError(f"variants must have distinct names, got {names}")
     field = _resolve_field(task, field)
     scales = _check_scales(scales)
-    _check_sizes(n, quantile)
+    _check_sizes(n, quantile, bins, follows)
     # the same examples for every variant: the fewest that fit every model's context
     n_examples = min(examples_that_fit(task, m.cfg.n_ctx, n_examples) for _, m in pairs)
     seed = _seed(generator)
     results = [_result(m, task, _sweep(m, task, scales, field, n, n_examples, seed), scales, field, n, n_examples,
-                       seed, quantile, far, tol) for _, m in pairs]
+                       seed, quantile, bins, follows) for _, m in pairs]
     meta = [r.metadata for r in results]
 
-    def col(key: str) -> Tensor:
-        return torch.tensor([float("nan") if m[key] is None else m[key] for m in meta], dtype=torch.float64)
+    def sided(key: str) -> Tensor:
+        return torch.tensor([[m[f"{key}_plus"], m[f"{key}_minus"]] for m in meta], dtype=torch.float64)
 
-    boundary = col("boundary")
-    ref, ref_sat = boundary[0].item(), meta[0]["saturated"]
-    moves = {name: bool(j > 0 and (not (abs(boundary[j].item() - ref) <= moved * abs(ref)) or m["saturated"] != ref_sat))
-             for j, (name, m) in enumerate(zip(names, meta))}
+    boundary = sided("boundary")
+
+    def differs(j: int) -> bool:
+        for b, ref in zip(boundary[j].tolist(), boundary[0].tolist()):
+            if math.isnan(b) != math.isnan(ref) or not (math.isnan(b) or abs(b - ref) <= moved * abs(ref)):
+                return True
+        return meta[j]["saturated"] != meta[0]["saturated"]
+
+    moves = {name: j > 0 and differs(j) for j, name in enumerate(names)}
     extras = {
+        "fallback": sided("fallback"),
+        "turn": sided("turn"),
+        "shift": boundary / boundary[0],
         "curve": torch.stack([r.scores for r in results]),
         "target_quantile": results[0].extras["target_quantile"],
-        "shift": boundary / ref if ref else torch.full_like(boundary, float("nan")),
-        **{k: col(k) for k in ("tail_slope", "boundary_plus", "boundary_minus", "stops_tracking_at", "breakdown_scale")},
+        "bin_target": results[0].extras["bin_target"],
+        "bin_prediction": torch.stack([r.extras["bin_prediction"] for r in results]),
     }
-    shared = ("task", "field", "base_value", "n", "n_examples", "seed", "quantile", "far", "tol", "train_range", "train_max")
+    shared = ("task", "field", "base_value", "n", "n_examples", "seed", "quantile", "bins", "follows",
+              "range_minus", "range_plus", "train_max")
     metadata = {
         "title": f"boundary per variant: {task.describe()} over {field}",
-        "value_name": "boundary B",
+        "value_name": "boundary value",
         **{k: meta[0][k] for k in shared},
         "reference": names[0],
+        "print_extras": ["fallback", "turn"],  # the CLI prints these beside B± (interp.report)
         "moves_plateau": moves,
-        "saturated": {name: m["saturated"] for name, m in zip(names, meta)},
-        "ln_final_bound": {name: m["ln_final_bound"] for name, m in zip(names, meta)},
-        "architecture": {name: m["architecture"] for name, m in zip(names, meta)},
-        "extra_axes": {"curve": ["variant", "scale"], "target_quantile": ["scale"],
-                       **{k: ["variant"] for k in extras if k not in ("curve", "target_quantile")}},
-        "extra_labels": {"variant": names, "scale": [f"{s:g}" for s in scales]},
+        **{key: {name: m[key] for name, m in zip(names, meta)}
+           for key in ("saturated", "saturated_plus", "saturated_minus", "note", "ln_final_bound", "architecture")},
+        "extra_axes": {"fallback": ["variant", "side"], "turn": ["variant", "side"], "shift": ["variant", "side"],
+                       "curve": ["variant", "scale"], "target_quantile": ["scale"], "bin_target": ["bin"],
+                       "bin_prediction": ["variant", "bin"]},
+        "extra_labels": {"variant": names, "side": list(SIDES), "scale": [f"{s:g}" for s in scales]},
     }
-    return Result(kind="saturation_comparison", scores=boundary, axes=("variant",), labels={"variant": names},
-                  extras=extras, metadata=metadata)
+    return Result(kind="saturation_comparison", scores=boundary, axes=("variant", "side"),
+                  labels={"variant": names, "side": list(SIDES)}, extras=extras, metadata=metadata)
 
 
 # --- figure --------------------------------------------------------------------------------------------
 
 
 def saturation_figure(result: Result, max_points: int = 3000):
-    """Plotly figure of a saturation Result: |prediction| and |target| against scale, prediction against target,
-    attention entropy and LN scale against scale; the training range is shaded and B drawn dashed.
-    A comparison Result gets one |prediction| curve per variant."""
+    """Plotly figure of a saturation Result: prediction against target with the median curve, the training range
+    [R−, R+] shaded on the target axis (and ending there) and B± dashed; |prediction| and |target| against
+    scale; attention entropy and LN scale against scale (scale ≤ 1, the training distribution, shaded).
+    A comparison Result gets one median curve per variant against the target."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     meta = result.metadata
-    r, b = meta["train_range"], meta.get("boundary")
+    lo, hi = meta["range_minus"], meta["range_plus"]
+
+    def finite(v: Any) -> bool:
+        return v is not None and math.isfinite(v)
+
+    def target_axis(t: Tensor) -> list[float]:
+        """The target axis spans the data (and the training range), so the shading ends at R, not at the edge."""
+        a, b = min(t.min().item(), lo), max(t.max().item(), hi)
+        pad = 0.03 * (b - a or 1.0)
+        return [a - pad, b + pad]
+
     if result.kind == "saturation_comparison":
-        scales = [float(s) for s in meta["extra_labels"]["scale"]]
+        bin_t = result.extras["bin_target"]
         fig = go.Figure()
-        fig.add_hrect(y0=0, y1=r, fillcolor="green", opacity=0.12, line_width=0, annotation_text="training range", exclude_empty_subplots=False)
-        fig.add_trace(go.Scatter(x=scales, y=result.extras["target_quantile"].tolist(), name="|target|", line={"dash": "dot", "color": "black"}))
+        fig.add_vrect(x0=lo, x1=hi, fillcolor="green", opacity=0.12, line_width=0, annotation_text="training range",
+                      exclude_empty_subplots=False)
+        ends = [bin_t.min().item(), bin_t.max().item()]
+        fig.add_trace(go.Scatter(x=ends, y=ends, mode="lines", line={"dash": "dot", "color": "grey"}, name="y = x"))
         for j, name in enumerate(result.ticks("variant")):
-            fig.add_trace(go.Scatter(x=scales, y=result.extras["curve"][j].tolist(), name=f"{name} (B={result.scores[j].item():.3g})", mode="lines+markers"))
-        fig.update_xaxes(type="log", title_text=meta["field"] + " × scale")
-        fig.update_yaxes(type="log", title_text=meta["value_name"])
+            bp, bm = result.scores[j].tolist()
+            fig.add_trace(go.Scatter(x=bin_t.tolist(), y=result.extras["bin_prediction"][j].tolist(), mode="lines+markers",
+                                     name=f"{name} (B+={bp:.3g}, B−={bm:.3g})"))
+        fig.update_xaxes(title_text="target (median of each group)", range=target_axis(bin_t))
+        fig.update_yaxes(title_text="median prediction")
         fig.update_layout(title=meta["title"])
         return fig
     if result.kind != "saturation":
         raise ValueError(f"result must be a saturation result, got kind {result.kind!r}")
     scales = [float(s) for s in result.ticks("scale")]
     fig = make_subplots(rows=2, cols=2, subplot_titles=(
-        "|prediction| and |target| vs scale", "prediction vs target (query)", "attention entropy (query, mean over heads)", "LN scale (query)"))
-    # (1, 1): magnitudes against scale, training range of |y| shaded
-    fig.add_hrect(y0=0, y1=r, fillcolor="green", opacity=0.12, line_width=0, exclude_empty_subplots=False, row=1, col=1)
-    fig.add_trace(go.Scatter(x=scales, y=result.scores.tolist(), name=meta["value_name"], mode="lines+markers"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=scales, y=result.extras["target_quantile"].tolist(), name="|target| (same quantile)",
-                             line={"dash": "dot"}), row=1, col=1)
-    if b is not None and math.isfinite(b):
-        fig.add_hline(y=b, line_dash="dash", line_color="red", annotation_text=f"B = {b:.3g}", row=1, col=1)
-    # (1, 2): prediction against target, pooled over scales; training range of y shaded
-    pred, target = result.extras["prediction"][..., 0].flatten(), result.extras["target"][..., 0].flatten()
+        "prediction vs target (query)", "|prediction| and |target| vs scale", "attention entropy (query, mean over heads)",
+        "LN scale (query)"))
+    # (1, 1): prediction against target, pooled over scales and channels; training range of y shaded
+    pred, target = result.extras["prediction"].flatten(), result.extras["target"].flatten()
     step = max(1, len(pred) // max_points)
-    fig.add_vrect(x0=-r, x1=r, fillcolor="green", opacity=0.12, line_width=0, exclude_empty_subplots=False, row=1, col=2)
+    fig.add_vrect(x0=lo, x1=hi, fillcolor="green", opacity=0.12, line_width=0, exclude_empty_subplots=False,
+                  annotation_text="training range", annotation_position="top left", row=1, col=1)
     fig.add_trace(go.Scattergl(x=target[::step].tolist(), y=pred[::step].tolist(), mode="markers", marker={"size": 3},
-                               name="examples"), row=1, col=2)
-    lim = target.abs().max().item()
-    fig.add_trace(go.Scatter(x=[-lim, lim], y=[-lim, lim], mode="lines", line={"dash": "dot", "color": "grey"}, name="y = x"), row=1, col=2)
-    for level in (meta.get("boundary_plus"), meta.get("boundary_minus")):
-        if level is not None and math.isfinite(level):
-            fig.add_hline(y=level, line_dash="dash", line_color="red", row=1, col=2)
-    # (2, *): mechanism curves, scale ≤ 1 (the training distribution) shaded
+                               name="examples"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=result.extras["bin_target"].tolist(), y=result.extras["bin_prediction"].tolist(),
+                             mode="lines+markers", line={"color": "black"}, name="median prediction"), row=1, col=1)
+    ends = [target.min().item(), target.max().item()]
+    fig.add_trace(go.Scatter(x=ends, y=ends, mode="lines", line={"dash": "dot", "color": "grey"}, name="y = x"), row=1, col=1)
+    for side, sign in (("plus", "+"), ("minus", "−")):
+        level = meta.get(f"boundary_{side}")
+        if finite(level):
+            fig.add_hline(y=level, line_dash="dash", line_color="red", annotation_text=f"B{sign} = {level:.3g}", row=1, col=1)
+    fig.update_xaxes(title_text="target", range=target_axis(target), row=1, col=1)
+    fig.update_yaxes(title_text="prediction", row=1, col=1)
+    # (1, 2): magnitudes against scale
+    fig.add_trace(go.Scatter(x=scales, y=result.scores.tolist(), name=meta["value_name"], mode="lines+markers"), row=1, col=2)
+    fig.add_trace(go.Scatter(x=scales, y=result.extras["target_quantile"].tolist(), name="|target| (same quantile)",
+                             line={"dash": "dot"}), row=1, col=2)
+    # (2, *): mechanism curves
     for col, name, sites in ((1, "entropy", meta["extra_labels"]["layer"]), (2, "ln_scale", meta["extra_labels"]["site"])):
-        fig.add_vrect(x0=scales[0], x1=1.0, fillcolor="green", opacity=0.12, line_width=0, exclude_empty_subplots=False, row=2, col=col)
         values = result.extras[name]
         values = values.mean(-1) if name == "entropy" else values
         for j, site in enumerate(sites):
             label = f"layer {site}" if name == "entropy" else site
             fig.add_trace(go.Scatter(x=scales, y=values[:, j].tolist(), name=label, mode="lines"), row=2, col=col)
-    for row, col in ((1, 1), (2, 1), (2, 2)):
+    # scale ≤ 1 is the training distribution on every scale axis
+    for row, col in ((1, 2), (2, 1), (2, 2)):
+        fig.add_vrect(x0=scales[0], x1=1.0, fillcolor="green", opacity=0.12, line_width=0, exclude_empty_subplots=False,
+                      row=row, col=col)
         fig.update_xaxes(type="log", title_text=f"{meta['field']} × scale", row=row, col=col)
-    fig.update_xaxes(title_text="target", row=1, col=2)
-    fig.update_yaxes(title_text="prediction", row=1, col=2)
     fig.update_layout(title=meta["title"], height=800)
     return fig

@@ -66,7 +66,7 @@ def test_cli_patch_sweeps_every_layer_and_writes_the_api_result(modular_ckpt, tm
     (["patch", "--ckpt", "{ckpt}", "--layer", "2"], "--layer 2 does not exist"),
     (["patch", "--ckpt", "{ckpt}", "--site", "nope"], "unknown site"),
     (["patch", "--ckpt", "/no/such/model", "--layer", "1"], "no checkpoint folder"),
-    (["patch", "--ckpt", "{ckpt}", "--metric", "mse"], "does not apply"),
+    (["patch", "--ckpt", "{ckpt}", "--metric", "squared_error_over_d"], "does not apply"),
     (["saturation", "--ckpt", "{ckpt}"], "modular"),
 ])
 def test_cli_probe_bad_input_is_one_line_exit_2(argv, message, modular_ckpt, tmp_path):
@@ -101,7 +101,7 @@ def test_compare_saturation_needs_one_task_and_names_variants(linear_ckpt, modul
     interp.train("linear", out=other, steps=10, n_examples=4, d_model=16, normalization="none", progress=False,
                  task_args={"d_x": 2})  # a shorter context than linear_ckpt's 6 examples: the sweep uses 4
     r = interp.compare_saturation({"LN": linear_ckpt, "no LN": other}, scales=[0.5, 1, 8, 16], n=32)
-    assert r.axes == ("variant",) and r.labels["variant"] == ["LN", "no LN"]
+    assert r.axes == ("variant", "side") and r.labels["variant"] == ["LN", "no LN"] and r.labels["side"] == ["B+", "B-"]
     assert r.metadata["ln_final_bound"]["no LN"] is None and r.figure().data
     assert r.metadata["n_examples"] == 4
     with pytest.raises(ValueError, match="same task"):

@@ -18,6 +18,11 @@ sys.path.insert(0, str(APP_DIR))
 
 from zoo import DEFAULT_ZOO, read_metrics, read_sweeps, read_zoo, score_keys, sweep_rows, zoo_rows  # noqa: E402
 
+
+def shown_as(value, spec: str = ".3g") -> str:
+    """How the Saturation page writes a boundary number: "—" where it could not be read (NaN)."""
+    return "—" if value != value else format(value, spec)
+
 CONFIG = {
     "format_version": 1,
     "task": {"name": "linear", "d": 4},
@@ -316,14 +321,18 @@ def test_icl_curves_page_matches_evaluate(tiny_zoo: Path, use_zoo) -> None:
     fig = chart(at, "vs number of examples")
     drawn = {(t["name"], t.get("xaxis", "x")): t["y"] for t in fig["data"]}
     assert close(drawn[("model", "x")], ev.curve("id", "model").mean)
+    assert fig["layout"]["yaxis"]["title"]["text"] == ev.label == "squared error / d (d = 2)"  # the metric, by name
+    bars = next(t for t in fig["data"] if (t["name"], t.get("xaxis", "x")) == ("model", "x"))["error_y"]["array"]
+    assert close(bars, ev.curve("id", "model").ci95)
     assert close(drawn[("least_squares", "x2")], ev.curve("ood", "least_squares").mean)
     scale = chart(at, "extrapolation")
     assert {"model", "zero"} <= {t["name"] for t in scale["data"]}
     assert any(s.get("type") == "rect" for s in scale["layout"].get("shapes", []))  # training range shaded
-    sat = interp.saturation(interp.load(tiny_zoo / "lin"), scales=[0.25, 0.5, 1, 2, 4, 8, 16], field="input", n=N, seed=0)
-    b = sat.metadata["boundary"]
-    marked = [a["text"] for a in scale["layout"].get("annotations", []) if "plateau B" in (a.get("text") or "")]
-    assert marked == ([f"plateau B = {b:.3g}"] if b is not None and b == b else [])
+    sat = interp.saturation(interp.load(tiny_zoo / "lin"), n=N, seed=0)  # the page sweeps as the probe does by default
+    md = sat.metadata
+    marked = sorted(a["text"] for a in scale["layout"].get("annotations", []) if "B" in (a.get("text") or "").split(" = ")[0])
+    assert marked == sorted(f"{name} = {abs(md[k]):.3g}" for name, k in (("B+", "boundary_plus"), ("|B−|", "boundary_minus"))
+                            if md[k] == md[k] and md[k] != 0)
     at = run_page("3_ICL_curves.py", tiny_zoo / "mod")
     clean(at)
     assert any("classification" in i.value for i in at.info)
@@ -356,7 +365,7 @@ def test_patching_heatmap_equals_interp_patch(tiny_zoo: Path, use_zoo, name: str
     import interp
 
     use_zoo(tiny_zoo)
-    metric = "prob" if name == "mod" else "mse"
+    metric = "prob" if name == "mod" else "squared_error_over_d"
     at = run_page("5_Patching.py", tiny_zoo / name, patch_site=site, patch_by=by, metric=metric)
     clean(at)
     r = interp.patch(interp.load(tiny_zoo / name), site=site, by=by, corruption="params", metric=metric, n=N, seed=0)
@@ -434,15 +443,58 @@ def test_saturation_page_compares_variants(tiny_zoo: Path, use_zoo) -> None:
     use_zoo(tiny_zoo)
     at = run_page("8_Saturation.py", tiny_zoo / "lin")
     clean(at)
-    sat = interp.saturation(interp.load(tiny_zoo / "lin"), scales=[0.25, 0.5, 1, 2, 4, 8, 16], n=N, seed=0)
-    b = sat.metadata["boundary"]
-    assert any(m.label == "plateau B" and m.value == f"{b:.3g}" for m in at.metric)
+    sat = interp.saturation(interp.load(tiny_zoo / "lin"), n=N, seed=0)
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["B+"] == shown_as(sat.metadata["boundary_plus"])
+    assert shown["B−"] == shown_as(sat.metadata["boundary_minus"])
     cmp = chart(at, "boundary per variant")
     assert {"lin", "lin-noln"} <= {t["name"].split(" (")[0] for t in cmp["data"]}
+    # the comparison ran the reference on the very sequences of its own sweep: the same B± in the table
+    table = at.dataframe[0].value.set_index("variant")
+    assert table.loc["lin", "B+"] == sat.metadata["boundary_plus"] and table.loc["lin", "B−"] == sat.metadata["boundary_minus"]
+    assert table.loc["lin-noln", "final-LN bound"] == "none"
     assert chart(at, "lin-noln")  # the variant's own mechanism panel, beside the reference's
     at = run_page("8_Saturation.py", tiny_zoo / "mod")
     clean(at)
     assert any("classification" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("field", ["coef", "input"])
+def test_saturation_page_says_what_the_cli_says(tiny_zoo: Path, use_zoo, field: str, capsys) -> None:
+    """complex-zeros: the coef sweep (root radius) takes the roots out of the training range, the input sweep does
+    not; the page, `interp saturation` and the probe agree on B±, the fall-back and 'saturated' either way, and the
+    training range is shaded on the target axis up to R± only."""
+    from interp.cli import main
+
+    use_zoo(tiny_zoo)
+    at = run_page("8_Saturation.py", tiny_zoo / "cz", scale_field=field)
+    clean(at)
+    capsys.readouterr()
+    assert main(["saturation", "--ckpt", str(tiny_zoo / "cz"), "--field", field, "--n", str(N), "--seed", "0"]) == 0
+    import re
+
+    # the metadata lines under the table, "  key: value" (a long note wraps onto lines of its own)
+    printed = dict(m.groups() for line in capsys.readouterr().out.splitlines() if (m := re.match(r"  (\w+): (.*)$", line)))
+    fmt = shown_as
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["training range [R−, R+]"] == f"[{float(printed['range_minus']):.3g}, {float(printed['range_plus']):.3g}]"
+    assert shown["B+"] == fmt(float(printed["boundary_plus"])) and shown["B−"] == fmt(float(printed["boundary_minus"]))
+    assert shown["fall-back slope + / −"] == f"{fmt(float(printed['fallback_plus']), '.2g')} / {fmt(float(printed['fallback_minus']), '.2g')}"
+    saturated = {"True": "yes", "False": "no"}.get(printed.get("saturated"), "—")  # None is not printed
+    assert shown["saturated"] == saturated
+    if field == "input":  # the roots do not move: nothing is read, and the page says so rather than "saturated yes"
+        assert shown["B+"] == shown["B−"] == "—" and saturated == "—"
+        assert any("not read" in i.value for i in at.info) and "not read" in printed["note"]
+    else:
+        assert shown["B+"] != "—" and shown["saturated"] in ("yes", "no")
+    fig = chart(at, "saturation: ")
+    rects = [s for s in fig["layout"]["shapes"] if s.get("type") == "rect" and s.get("xref") == "x"]
+    lo, hi = float(printed["range_minus"]), float(printed["range_plus"])
+    assert [(r["x0"], r["x1"]) for r in rects] == [(pytest.approx(lo), pytest.approx(hi))]
+    axis = fig["layout"]["xaxis"]["range"]
+    assert axis[0] < lo and hi < axis[1]  # the shading ends at R, inside the axis
+    if field == "coef":
+        assert axis[1] > 2 * hi  # targets reach well past the range
 
 
 # --- the shipped zoo ------------------------------------------------------------------------------------

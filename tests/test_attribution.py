@@ -20,11 +20,12 @@ from probes.attribution import (
     direct_attribution,
     head_types,
 )
-from probes.metrics import Answers, logit_diff, mse
+from probes.metrics import Answers, error_metric, logit_diff
 from probes.results import Result
 
 MODULAR = ModularTask(p=7)
 LINEAR = LinearTask(d_x=3)
+sq_err = error_metric(LINEAR.error_scale)  # the default regression metric, squared error / d
 K = 4  # in-context examples: 11 positions (modular), 8 (linear)
 
 
@@ -110,6 +111,18 @@ def test_direct_attribution_heads_and_regression_prediction():
     torch.testing.assert_close(signed.per_example.sum(-1), pred - clean.targets[:, clean.query_pos, 0], atol=1e-4, rtol=0)
 
 
+def test_direct_effects_without_a_final_norm_add_up_exactly():
+    """final_norm=False (the blocks keep LN): the read-out is linear in the residual, so nothing is normalised and
+    the direct effects sum to the prediction."""
+    model = jiggle(build(LINEAR, normalization="LN", final_norm=False))
+    assert not hasattr(model, "ln_final")
+    clean, _ = batches(LINEAR)
+    full = decompose_output(model, LINEAR, clean)
+    with torch.no_grad():
+        pred = model(clean.inputs)[:, clean.query_pos, 0]
+    torch.testing.assert_close(full.per_example.sum(-1), pred, atol=1e-5, rtol=0)
+
+
 def test_direct_attribution_rejects_nonlinear_metrics():
     clean, corrupted = batches(MODULAR)
     model = build(MODULAR)
@@ -118,7 +131,7 @@ def test_direct_attribution_rejects_nonlinear_metrics():
     with pytest.raises(ValueError, match="needs a corrupted batch"):
         direct_attribution(model, MODULAR, clean, None, "logit_diff")
     with pytest.raises(ValueError, match="does not apply"):
-        direct_attribution(model, MODULAR, clean, corrupted, "mse")
+        direct_attribution(model, MODULAR, clean, corrupted, "squared_error_over_d")
 
 
 # ------------------------------------------------------------------------------------------- ablation
@@ -173,9 +186,9 @@ def test_ablation_regression_in_one_chunk_equals_many():
     one = ablate_heads(model, LINEAR, clean, corrupted, ablation="mean")
     many = ablate_heads(model, LINEAR, clean, corrupted, ablation="mean", max_batch=1)
     torch.testing.assert_close(one.per_example, many.per_example, atol=1e-5, rtol=1e-4)
-    want = naive_ablation(model, clean, corrupted, "mean", mse, Answers.of(clean, corrupted))
+    want = naive_ablation(model, clean, corrupted, "mean", sq_err, Answers.of(clean, corrupted))
     torch.testing.assert_close(one.per_example, want, atol=1e-5, rtol=1e-4)
-    assert one.metadata["metric"] == "mse"
+    assert one.metadata["metric"] == "squared_error_over_d"
 
 
 # ------------------------------------------------------------------------------------------- attribution patching
@@ -216,20 +229,20 @@ def test_attribution_patching_is_exact_where_the_output_is_linear():
 
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
 def test_attribution_patching_takes_the_gradient_on_the_patched_run(direction):
-    # attention-only, no norm: the prediction is linear in the last layer's hook_z, so mse is quadratic in it and
-    # exact patching = estimate + (change in prediction)^2 exactly when the gradient is taken on the run being
+    # attention-only, no norm: the prediction is linear in the last layer's hook_z, so squared error / d is quadratic
+    # in it and exact patching = estimate + (change in prediction)^2 / d exactly when the gradient is taken on the run being
     # patched (the corrupted run when denoising); taken on the other run the square would enter with a minus
     model = build(LINEAR, normalization="none", attn_only=True)
     with torch.no_grad():
         model.blocks[1].attn.W_O.mul_(10.0)  # a large change in prediction, so the square stands out
     clean, corrupted = batches(LINEAR, kind="params")
-    est = attribution_patching(model, LINEAR, clean, corrupted, "mse", direction=direction)["head"]
+    est = attribution_patching(model, LINEAR, clean, corrupted, "squared_error_over_d", direction=direction)["head"]
     shift = attribution_patching(model, LINEAR, clean, corrupted, "prediction", direction=direction)["head"]
     source, target = (clean, corrupted) if direction == "denoise" else (corrupted, clean)
     answers, q = Answers.of(clean, corrupted), clean.query_pos
     _, source_cache = model.run_with_cache(source.inputs)
     with torch.no_grad():
-        base = mse(model(target.inputs)[:, q], answers)
+        base = sq_err(model(target.inputs)[:, q], answers)
         for head in range(2):
             def hook(z, hook, head=head):
                 z = z.clone()
@@ -237,8 +250,8 @@ def test_attribution_patching_takes_the_gradient_on_the_patched_run(direction):
                 return z
 
             out = model.run_with_hooks(target.inputs, fwd_hooks=[("blocks.1.attn.hook_z", hook)])
-            exact = mse(out[:, q], answers) - base
-            square = shift.per_example[:, 1, head] ** 2
+            exact = sq_err(out[:, q], answers) - base
+            square = shift.per_example[:, 1, head] ** 2 / LINEAR.error_scale
             torch.testing.assert_close(exact, est.per_example[:, 1, head] + square, atol=1e-4, rtol=1e-4)
             assert square.mean() > 1e-2
 
@@ -251,9 +264,9 @@ def test_attribution_patching_is_first_order_for_small_corruptions(direction):
     clean, _ = batches(LINEAR)
     noise = torch.randn(clean.inputs.shape, generator=torch.Generator().manual_seed(5))
     corrupted = dataclasses.replace(clean, inputs=clean.inputs + 1e-2 * noise)
-    res = attribution_patching(model, LINEAR, clean, corrupted, "mse", direction=direction)
+    res = attribution_patching(model, LINEAR, clean, corrupted, "squared_error_over_d", direction=direction)
     source, target = (clean, corrupted) if direction == "denoise" else (corrupted, clean)
-    metric = tl_metric(mse, clean, Answers.of(clean, corrupted))
+    metric = tl_metric(sq_err, clean, Answers.of(clean, corrupted))
     _, source_cache = model.run_with_cache(source.inputs)
     with torch.no_grad():
         base = metric(model(target.inputs)).item()
@@ -400,7 +413,7 @@ def test_attribute_front_end_and_errors():
         (dict(method="ablate", ablation="noise"), "ablation"),
         (dict(method="attrib", site="embed"), "site"),
         (dict(method="attrib", direction="sideways"), "direction"),
-        (dict(method="ablate", metric="mse"), "metric"),
+        (dict(method="ablate", metric="squared_error_over_d"), "metric"),
         (dict(method="dla", metric=lambda out, answers: out.sum(-1)), "metric"),
     ]
     for kwargs, word in bad:

@@ -148,10 +148,12 @@ def test_kernel_regression_with_matching_kernel_beats_linear_fits():
     assert exp_err < lin_err
 
 
-@pytest.mark.parametrize("kernel", ["linear", "relu", "exp"])
+@pytest.mark.parametrize("kernel", ["linear", "relu", "exp", "comb"])
 def test_kernel_regression_is_bayes_optimal(kernel):
     """On paired GP data the Bayes predictor's mean squared error is the mean posterior variance,
-    Σ_qq - Σ_qc Σ_cc⁺ Σ_cq, in closed form from the same (PSD-cut) Gram matrix the task draws y with."""
+    Σ_qq - Σ_qc Σ_cc⁺ Σ_cq, in closed form from the covariance the task draws y with: Q·|Λ|·Qᵀ for the Gram
+    matrix QΛQᵀ (the official rule; relu's has negative eigenvalues), which ``posterior_variance`` computes too."""
+    from interp.baselines import posterior_variance
     from interp.tasks.kernel import gram
 
     task = KernelTask(d_x=5, kernel=kernel, layout="paired")
@@ -159,12 +161,15 @@ def test_kernel_regression_is_bayes_optimal(kernel):
     pred = baselines_for(task)["kernel_regression"](batch)
     sq = ((pred - batch.targets)[:, -1, 0] ** 2).double()
     evals, evecs = torch.linalg.eigh(gram(batch.examples.double(), batch.examples.double(), kernel))
-    sigma = evecs @ torch.diag_embed(evals.clamp(min=0)) @ evecs.transpose(-1, -2)
+    sigma = evecs @ torch.diag_embed(evals.abs()) @ evecs.transpose(-1, -2)
     s_cc, s_cq = sigma[:, :-1, :-1], sigma[:, :-1, -1:]
     post_var = sigma[:, -1, -1] - (s_cq.transpose(-1, -2) @ torch.linalg.pinv(s_cc, hermitian=True, rtol=1e-10) @ s_cq)[:, 0, 0]
     assert abs(sq.mean() - post_var.mean()) < 4 * sq.std() / len(sq) ** 0.5 + 1e-6
+    assert torch.allclose(posterior_variance(batch.examples[:, :-1], batch.examples[:, -1], kernel), post_var)
     if kernel == "linear":  # 8 points in d = 5 determine w: exact
         assert sq.max() < 1e-6
+    else:  # a real regression problem: relu with its eigenvalues clipped at 0 instead had ~4e-5
+        assert post_var.mean() > 1e-4
     # and it beats every other baseline there
     for name, baseline in baselines_for(task).items():
         assert ((baseline(batch) - batch.targets)[:, -1, 0] ** 2).mean() >= sq.mean() - 1e-6, name

@@ -6,7 +6,7 @@ from torch import nn
 
 from interp.api import evaluate
 from interp.baselines import mod_p_solver
-from interp.cards import kind_rows, kx_sweep, markdown_table, ood_regression_last
+from interp.cards import boundary, boundary_rows, kind_rows, kx_sweep, markdown_table, measure, ood_regression_last
 from interp.checkpoint import Checkpoint
 from interp.spec import ModelSpec
 from interp.sweep import phase
@@ -16,7 +16,7 @@ TASK = PolynomialTask(degrees=(1,), coef_dist="uniform", coef_scale=5.0, x_range
 
 
 class Constant(nn.Module):
-    """Predicts ``c`` everywhere: a model saturated at exactly B = |c|."""
+    """Predicts ``c`` everywhere."""
 
     def __init__(self, c: float):
         super().__init__()
@@ -29,12 +29,39 @@ class Constant(nn.Module):
 def test_kx_sweep_reads_a_constant_model_and_the_target_in_closed_form():
     ckpt = Checkpoint(Constant(-7.0), ModelSpec.for_task(TASK, 10), TASK, {"n_examples": 10})
     r = kx_sweep(ckpt, slopes=(1, 4, 20), n=4096)
-    assert r["boundary"] == pytest.approx(7.0) and r["pred_q99"] == pytest.approx([7.0] * 3)
+    assert "boundary" not in r and r["pred_q99"] == pytest.approx([7.0] * 3)  # B± are probes.saturation's alone
     # |k·x| with x ~ U(-5, 5) has 0.99 quantile 0.99 · 5k; the mean of k·x where it is positive is 2.5k
     assert r["target_q99"] == pytest.approx([4.95 * k for k in (1, 4, 20)], rel=0.01)
     assert r["target_pos_mean"] == pytest.approx([2.5 * k for k in (1, 4, 20)], rel=0.05)
     with pytest.raises(ValueError, match="polynomial task"):
         kx_sweep(Checkpoint(Constant(0.0), ckpt.spec, TASK.replace(degrees=(0,)), {"n_examples": 10}))
+
+
+def test_card_cli_and_probe_give_the_same_boundary_values(tmp_path, capsys):
+    """One definition: the card's numbers (``boundary``, its table and the headline ``measure``), what
+    `interp saturation` prints and ``interp.saturation``'s metadata are the same floats."""
+    import re
+
+    import interp
+    from interp.cli import main
+
+    out = tmp_path / "linear1d-tiny"
+    interp.train("polynomial", out=out, steps=20, n_examples=6, d_model=16, n_layers=1, progress=False,
+                 task_args={"degrees": (1,), "coef_dist": "uniform", "coef_scale": 5.0, "x_range": 5.0})
+    ckpt = interp.load(out)
+    probe = interp.saturation(ckpt, n=64, seed=3).metadata
+    card = boundary(ckpt, n=64, seed=3)
+    capsys.readouterr()
+    assert main(["saturation", "--ckpt", str(out), "--n", "64", "--seed", "3"]) == 0
+    printed = dict(m.groups() for line in capsys.readouterr().out.splitlines() if (m := re.match(r"  (\w+): (.*)$", line)))
+    assert probe["field"] == card["field"] == printed["field"] == "coef_scale"  # the default sweep, everywhere
+    for key in ("range_minus", "range_plus", "boundary_minus", "boundary_plus", "turn_minus", "turn_plus",
+                "fallback_minus", "fallback_plus"):
+        assert card[key] == probe[key] == float(printed[key]), key
+    assert measure(ckpt, "boundary_plus", n=64, seed=3) == probe["boundary_plus"]
+    rows = boundary_rows(card)
+    assert [r["B"] for r in rows] == [probe["boundary_plus"], probe["boundary_minus"]]
+    assert [r["fall-back slope beyond R"] for r in rows] == [probe["fallback_plus"], probe["fallback_minus"]]
 
 
 MODULAR = ModularTask(p=7, n_tasks=36, pair_fraction=0.8)

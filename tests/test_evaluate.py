@@ -7,11 +7,16 @@ from torch import Tensor, nn
 
 from interp.baselines import in_context, least_squares
 from interp.evaluate import (
+    ERROR,
+    ERROR_OVER_MEAN_Y2,
     accuracy_by_position,
+    error_by_position,
+    error_over_mean_y2_by_position,
     error_vs_scale,
     evaluate,
+    metric_label,
     shots,
-    squared_error_by_position,
+    squared_error_over_d,
 )
 from interp.spec import ModelSpec
 from interp.tasks import Batch, ComplexZerosTask, LinearTask, ModularTask
@@ -34,9 +39,9 @@ class LeastSquaresModel(nn.Module):
         return in_context(least_squares)(Batch(inputs, torch.zeros(*inputs.shape[:2], 1), mask))
 
 
-def test_zero_predictor_scores_exactly_one_on_average():
+def test_old_metric_pins_the_zero_predictor_at_one_per_batch():
     batch = LinearTask(d_x=4).sample(32, 7, gen())
-    err = squared_error_by_position(torch.zeros_like(batch.targets), batch)
+    err = error_over_mean_y2_by_position(torch.zeros_like(batch.targets), batch)
     assert err.shape == (32, 7)
     assert torch.allclose(err.mean(dim=0), torch.ones(7), atol=1e-6)
     assert err.std() > 0.1  # per sequence it varies; only the batch mean is pinned
@@ -48,10 +53,11 @@ def test_squared_error_by_hand():
     batch = Batch(torch.zeros(2, 3, 3), targets, mask)
     pred = torch.zeros_like(targets)
     pred[0, 0] = torch.tensor([1.0, 1.0])  # error 1 at the first position of sequence 0
-    raw = squared_error_by_position(pred, batch, normalise=False)
-    assert raw.tolist() == [[1.0, 4.0], [9.0, 0.0]]
-    # position means of the squared target: (1 + 9) / 2 = 5 and (4 + 0) / 2 = 2
-    assert torch.allclose(squared_error_by_position(pred, batch), torch.tensor([[0.2, 2.0], [1.8, 0.0]]))
+    assert error_by_position(pred, batch, 1.0).tolist() == [[1.0, 4.0], [9.0, 0.0]]
+    assert error_by_position(pred, batch, 4.0).tolist() == [[0.25, 1.0], [2.25, 0.0]]  # squared error / d, d = 4
+    # the old metric: position means of the squared target are (1 + 9) / 2 = 5 and (4 + 0) / 2 = 2
+    assert torch.allclose(error_over_mean_y2_by_position(pred, batch), torch.tensor([[0.2, 2.0], [1.8, 0.0]]))
+    assert metric_label(ERROR, 5.0) == "squared error / d (d = 5)" and metric_label(ERROR_OVER_MEAN_Y2) == "error / mean y²"
 
 
 def test_accuracy_by_hand():
@@ -71,13 +77,14 @@ def test_oracle_model_matches_its_baseline_and_is_exact_past_d():
     d = 3
     task = LinearTask(d_x=d)
     result = evaluate(LeastSquaresModel(), task, n_examples=8, n_batches=2, batch_size=32, generator=gen(1))
-    assert result.metric == "normalised_squared_error" and result.n_sequences == 64
+    assert result.metric == ERROR and result.error_scale == d and result.n_sequences == 64
     for split in ("id", "ood"):
         model, ls = result.curve(split, "model"), result.curve(split, "least_squares")
         assert model.shots == list(range(8))
         assert model.mean == pytest.approx(ls.mean, abs=1e-6)  # same batches, same predictions
         assert max(model.mean[d + 1 :]) < 1e-6
-        assert model.mean[0] == pytest.approx(1.0, abs=1e-5)  # 0 examples -> predicts 0 -> scores 1
+        # 0 examples -> predicts 0 -> scores E|y|² / d = x_scale² (1 ID, 9 OOD), up to sampling (heavy-tailed)
+        assert abs(model.mean[0] - (1.0 if split == "id" else 9.0)) < 4 * model.sem[0]
         assert result.curve(split, "averaging").mean[-1] > 0.1
     assert all(s >= 0 for c in result.curves for s in c.sem)
     with pytest.raises(KeyError, match="id/model"):
@@ -115,6 +122,7 @@ def test_error_vs_scale():
     assert result.errors["least_squares"] == pytest.approx(result.errors["model"], abs=1e-6)
     # y = w·x scales with x, so the zero predictor's error grows about nine-fold
     assert 4.0 < result.errors["zero"][1] / result.errors["zero"][0] < 20.0
+    assert result.error_scale == 3.0 and result.metric == ERROR
     assert [r["scale"] for r in result.to_table()] == [1.0, 3.0]
     with pytest.raises(ValueError, match="field"):
         error_vs_scale(LeastSquaresModel(), LinearTask(), scales=[1.0], n_examples=4, field="nope")

@@ -8,7 +8,7 @@ def make():
     per = torch.randn(5, 2, 3, generator=g)
     return Result(kind="patching", scores=per.mean(0), axes=("layer", "pos"), labels={"pos": ["x0", "y0", "x1"]},
                   per_example=per, extras={"raw": torch.randn(2, 3, generator=g, dtype=torch.float64)},
-                  metadata={"checkpoint": "models/m", "corruption": "params", "metric": "mse", "seed": 0})
+                  metadata={"checkpoint": "models/m", "corruption": "params", "metric": "squared_error_over_d", "seed": 0})
 
 
 def test_json_round_trip_is_lossless(tmp_path):

@@ -8,7 +8,8 @@ from interp.spec import ModelSpec
 from interp.tasks import KernelTask, LinearTask, ModularTask, PolynomialTask
 from interp.train import TrainConfig, train
 from probes.results import Result
-from probes.saturation import compare_boundaries, saturation, saturation_figure, saturation_panel
+from probes.saturation import (BOUNDARY_KEYS, compare_boundaries, default_field, saturation, saturation_figure,
+                               saturation_panel)
 
 V, BETA, K = 3.0, 2 / 3, 8
 
@@ -64,14 +65,14 @@ def test_softmax_head_plateaus_at_its_largest_value(gen):
     r = saturation(softmax_head(), task, field="coef", generator=gen(0))
     md = r.metadata
     assert md["field"] == "coef_scale" and r.axes == ("scale",) and r.scores.shape == (13,)
-    assert abs(md["boundary"] - V) < 1e-4 * V
-    assert abs(md["boundary_plus"] - V) < 1e-4 * V and abs(md["boundary_minus"] + V) < 1e-4 * V
+    assert abs(md["boundary_plus"] - V) < 1e-3 * V and abs(md["boundary_minus"] + V) < 1e-3 * V
     assert r.extras["prediction"].abs().max() <= V * (1 + 1e-6)  # never beyond the largest value
-    assert md["saturated"] and md["tail_slope"] < 0.05
-    # R is the 0.99 quantile of |N(0, 1)| = 2.576; the plateau sits just above it
-    assert abs(md["train_range"] - 2.576) < 0.15 and 1.0 < md["boundary_over_range"] < 1.4
-    # it tracks y inside the range and stops near the plateau, not before y ~ B/2 nor after 2B
-    assert V / 2 < md["stops_tracking_at"] < 2 * V
+    assert md["saturated"] and abs(md["fallback_plus"]) < 0.05 and abs(md["fallback_minus"]) < 0.05
+    # [R−, R+] is the central 99% of N(0, 1), ±2.576; the plateau sits just above it
+    assert abs(md["range_plus"] - 2.576) < 0.15 and abs(md["range_minus"] + 2.576) < 0.15
+    # the plateau is approached from below as |y| grows, so the highest median sits at the largest targets
+    assert md["boundary_plus"] <= V and md["turn_plus"] == r.extras["bin_target"][-1].item()
+    assert md["boundary_minus"] >= -V and md["turn_minus"] == r.extras["bin_target"][0].item()
     assert r.extras["relative_error"][r.ticks("scale").index("1")] < 0.25 < r.extras["relative_error"][-1]
     # the sweep scales one set of sequences: targets at scale s are exactly s x those at scale 1
     t = r.extras["target"]
@@ -87,12 +88,12 @@ def test_softmax_head_plateaus_at_its_largest_value(gen):
 def test_final_layer_norm_bound_and_mechanism_records_are_exact(gen):
     task = LinearTask(d_x=1, x_dist="uniform")
     k = 6
-    r = saturation(ln_readout(), task, n=2048, generator=gen(1))
+    r = saturation(ln_readout(), task, field="input", n=2048, generator=gen(1))
     md, ex = r.metadata, r.extras
     assert md["field"] == "x_scale"
     (lo, hi), = md["ln_final_bound"]
     assert lo == pytest.approx(-2.0, abs=1e-6) and hi == pytest.approx(2.0, abs=1e-6)
-    assert abs(md["boundary"] - 2.0) < 0.02 and md["boundary"] <= 2.0
+    assert ex["prediction"].abs().max() <= 2.0 and r.scores[-1] > 1.98  # |pred| = 2|x|/√(x² + 1) rises to the bound
     assert ex["prediction"].abs().max() <= 2.0
     # the query is x_{k-1} at position 2k-2: 2k-1 keys, all scores 0, uniform weights
     n_keys = 2 * k - 1
@@ -113,23 +114,100 @@ def test_compare_shows_which_removal_moves_the_plateau(gen):
     poly = PolynomialTask(degrees=(0,))
     scoring = compare_boundaries([(s, softmax_head(s)) for s in ("softmax", "linear", "relu")], poly, field="coef",
                                  n=128, generator=gen(2))
-    assert scoring.axes == ("variant",) and scoring.ticks("variant") == ["softmax", "linear", "relu"]
+    assert scoring.axes == ("variant", "side") and scoring.ticks("variant") == ["softmax", "linear", "relu"]
+    assert scoring.ticks("side") == ["B+", "B-"] and scoring.scores.shape == (3, 2)
     b = dict(zip(scoring.ticks("variant"), scoring.scores.tolist()))
-    assert abs(b["softmax"] - V) < 1e-3 * V
-    assert b["linear"] > 5 * V and b["relu"] > 3 * V  # unnormalised weights: the plateau is gone ...
+    assert b["softmax"] == pytest.approx([V, -V], rel=1e-3)
+    assert b["linear"][0] > 5 * V and b["relu"][0] > 5 * V  # unnormalised weights: the plateau is gone ...
     # ... for relu on the y > 0 side only: for y ≪ 0 the y keys score below 0 and drop out, the x keys stay bounded
+    assert b["relu"][1] > -V and b["linear"][1] < -5 * V
     relu = scoring.ticks("variant").index("relu")
-    assert scoring.extras["boundary_plus"][relu] > 5 * V and scoring.extras["boundary_minus"][relu] > -V
+    assert scoring.extras["fallback"][relu, 0] > 0.5 and scoring.extras["fallback"][relu, 1] < 0.5
+    assert scoring.metadata["saturated_plus"]["relu"] is False and scoring.metadata["saturated_minus"]["relu"] is True
     assert scoring.metadata["saturated"] == {"softmax": True, "linear": False, "relu": False}
     assert scoring.metadata["moves_plateau"] == {"softmax": False, "linear": True, "relu": True}
-    assert scoring.extras["curve"].shape == (3, 13) and scoring.extras["shift"][0] == 1.0
+    assert scoring.extras["curve"].shape == (3, 13) and torch.all(scoring.extras["shift"][0] == 1.0)
+    assert scoring.extras["bin_prediction"].shape == (3, len(scoring.extras["bin_target"]))
 
     norms = compare_boundaries({"LN": ln_readout(), "no LN": ln_readout("none")}, LinearTask(d_x=1, x_dist="uniform"),
+                               field="input",
                                n=128, generator=gen(3))
-    b = dict(zip(norms.ticks("variant"), norms.scores.tolist()))
-    assert abs(b["LN"] - 2.0) < 0.05 and b["no LN"] > 3 * b["LN"]
-    assert norms.metadata["moves_plateau"]["no LN"] and norms.metadata["ln_final_bound"]["no LN"] is None
-    assert norms.extras["tail_slope"][1] > 0.8  # without LN the read-out is linear in x
+    # this read-out follows the query's x, not y = w·x (B± are about y): the magnitude curves show the bound
+    curve = norms.extras["curve"]
+    assert curve[0].max() <= 2.0 and curve[1, -1] > 3 * curve[0, -1]  # without LN, |pred| = √2·|x| grows with x
+    assert norms.metadata["ln_final_bound"]["no LN"] is None and norms.metadata["ln_final_bound"]["LN"] is not None
+
+
+def known_predictor(b_plus: float, b_minus: float, s_plus: float = 0.0, s_minus: float = 0.0):
+    """softmax_head's hooks with a prediction built to order: p = y inside [B−, B+] and B± − s±·(y − B±) beyond,
+    y read from the first y token (a degree-0 task's target at every position). s = 0 is clip(y, B−, B+); s > 0
+    falls back toward 0 with slope −s."""
+    model = softmax_head()
+    run = model.run_with_cache
+
+    def run_with_cache(inputs, **kwargs):
+        out, cache = run(inputs, **kwargs)
+        y = inputs[:, 1:2, :1].expand_as(out)
+        p = torch.where(y > b_plus, b_plus - s_plus * (y - b_plus), torch.where(y < b_minus, b_minus - s_minus * (y - b_minus), y))
+        return p, cache
+
+    model.run_with_cache = run_with_cache
+    return model
+
+
+CONSTANT = PolynomialTask(degrees=(0,))  # y = c0 ~ N(0, 1): [R−, R+] = ±2.576
+
+
+@pytest.mark.parametrize("b_plus, b_minus, s_plus, s_minus", [(2.0, -1.5, 0.0, 0.0), (2.0, -1.5, 0.3, 0.6), (1.2, -2.2, 1.5, 0.1)])
+def test_boundary_values_and_fall_back_come_out_as_built(gen, b_plus, b_minus, s_plus, s_minus):
+    # groups of equal count are ~1/(bins · density) wide whatever n; 256 of them resolve the corner to ~0.1
+    r = saturation(known_predictor(b_plus, b_minus, s_plus, s_minus), CONSTANT, n=1024, bins=256, generator=gen(6))
+    md = r.metadata
+    assert md["field"] == "coef_scale" and md["range_minus"] < b_minus < b_plus < md["range_plus"]
+    bt, bp = r.extras["bin_target"], r.extras["bin_prediction"]
+
+    def width(at: float) -> float:
+        """The spacing of the group medians around ``at``: the width of the group that holds the corner."""
+        j = int((bt - at).abs().argmin())
+        return bt.diff()[max(j - 1, 0): j + 1].max().item()
+
+    # B±: exact on a flat plateau; within (1 + s)·a group's width of the corner when the prediction falls back
+    # from it (that group mixes y just below B with B − s·(y − B) just above)
+    assert abs(md["boundary_plus"] - b_plus) <= (1e-12 if s_plus == 0 else (1 + s_plus) * width(b_plus))
+    assert abs(md["boundary_minus"] - b_minus) <= (1e-12 if s_minus == 0 else (1 + s_minus) * width(b_minus))
+    assert width(b_plus) < 0.15 and width(b_minus) < 0.15
+    assert abs(md["turn_plus"] - b_plus) <= width(b_plus) and abs(md["turn_minus"] - b_minus) <= width(b_minus)
+    # beyond R± the prediction is the line B± − s±·(y − B±) (in float32): least squares returns −s±
+    assert md["fallback_plus"] == pytest.approx(-s_plus, abs=1e-6) and md["fallback_minus"] == pytest.approx(-s_minus, abs=1e-6)
+    assert md["saturated_plus"] and md["saturated_minus"] and md["saturated"] and md["note"] == ""
+    assert md["n_beyond_plus"] > 100 and md["n_beyond_minus"] > 100
+    # the median curve B± are read from: y inside, the plateau (or the fall-back line) beyond
+    inside = (bt > b_minus + 0.1) & (bt < b_plus - 0.1)
+    assert torch.allclose(bp[inside], bt[inside], atol=0.05)
+
+
+def test_a_model_that_follows_is_not_saturated(gen):
+    r = saturation(known_predictor(math.inf, -math.inf), CONSTANT, generator=gen(7))
+    md = r.metadata
+    assert md["fallback_plus"] == pytest.approx(1.0) and md["fallback_minus"] == pytest.approx(1.0)
+    assert md["saturated"] is False and md["saturated_plus"] is False
+    assert md["boundary_plus"] == r.extras["bin_prediction"][-1].item() == r.extras["bin_target"][-1].item()
+
+
+def test_a_sweep_that_stays_in_the_range_reads_no_boundary(gen):
+    r = saturation(known_predictor(2.0, -1.5), CONSTANT, scales=[0.25, 0.5, 1.0], generator=gen(8))
+    md = r.metadata
+    assert all(math.isnan(md[k]) for k in ("boundary_plus", "boundary_minus", "fallback_plus", "fallback_minus"))
+    assert md["saturated"] is None and md["saturated_plus"] is None
+    assert "B+ not read" in md["note"] and "B− not read" in md["note"]
+    # only the minus side leaves: y < −2 are clipped, and targets up to 1.5x stay near the range
+    one = saturation(known_predictor(2.0, -1.5), CONSTANT.replace(coef_scale=1.0), scales=[1.0, 8.0], generator=gen(8))
+    assert one.metadata["saturated"] is True
+
+
+def test_default_sweep_scales_the_function_where_the_task_can():
+    assert default_field(CONSTANT) == "coef" and default_field(LinearTask(d_x=1)) == "coef"
+    assert default_field(KernelTask(d_x=1)) == "input"
 
 
 def test_trained_variants_on_the_same_data_respect_the_final_norm_bound(gen):
@@ -139,11 +217,13 @@ def test_trained_variants_on_the_same_data_respect_the_final_norm_bound(gen):
                           cfg, progress=False).model for norm in ("LN", "RMS")}
     scales = [0.5, 1.0, 4.0, 16.0]
     cmp = compare_boundaries(models, task, scales=scales, n=64, generator=gen(4))
-    assert cmp.scores.shape == (2,) and torch.isfinite(cmp.scores).all() and cmp.extras["curve"].shape == (2, 4)
+    assert cmp.scores.shape == (2, 2) and torch.isfinite(cmp.scores).all() and cmp.extras["curve"].shape == (2, 4)
     for norm, model in models.items():
         single = saturation(model, task, scales=scales, n=64, generator=gen(4))
         # the comparison ran every variant on the very sequences a lone sweep with that generator draws
-        assert single.metadata["boundary"] == cmp.scores[cmp.ticks("variant").index(norm)].item()
+        j = cmp.ticks("variant").index(norm)
+        assert [single.metadata[k] for k in ("boundary_plus", "boundary_minus")] == cmp.scores[j].tolist()
+        assert [single.metadata[k] for k in ("fallback_plus", "fallback_minus")] == cmp.extras["fallback"][j].tolist()
         (lo, hi), = single.metadata["ln_final_bound"]
         pred = single.extras["prediction"]
         assert lo - 1e-4 <= pred.min() and pred.max() <= hi + 1e-4
@@ -159,19 +239,27 @@ def test_figure_panels_and_json(gen):
     r = saturation(softmax_head(), PolynomialTask(degrees=(0,)), scales=[0.5, 1, 4, 16], field="coef_scale", n=64,
                    generator=gen(5))
     fig = saturation_figure(r)
-    rects = [s for s in fig.layout.shapes if s.type == "rect"]
-    rng = r.metadata["train_range"]
-    assert any(s.y0 == 0 and s.y1 == rng for s in rects)  # |y| seen in training, in the magnitude panel
-    assert any(s.x0 == -rng and s.x1 == rng for s in rects)  # and in the prediction-vs-target panel
-    assert fig.data[0].y == tuple(r.scores.tolist()) and list(fig.data[0].x) == [0.5, 1.0, 4.0, 16.0]
+    md = r.metadata
+    # the training range of y is shaded on the target axis of the first panel, and ends at R± inside the axis
+    first = [s for s in fig.layout.shapes if s.type == "rect" and s.xref == "x"]
+    assert [(s.x0, s.x1) for s in first] == [(md["range_minus"], md["range_plus"])]
+    lo, hi = fig.layout.xaxis.range
+    assert lo < md["range_minus"] and md["range_plus"] < hi and hi >= r.extras["target"].max().item()
+    levels = sorted(s.y0 for s in fig.layout.shapes if s.type == "line" and s.yref == "y")
+    assert levels == sorted([md["boundary_minus"], md["boundary_plus"]])  # B± dashed
+    median = next(t for t in fig.data if t.name == "median prediction")
+    assert median.y == tuple(r.extras["bin_prediction"].tolist())
+    mags = next(t for t in fig.data if t.name == md["value_name"])
+    assert mags.y == tuple(r.scores.tolist()) and list(mags.x) == [0.5, 1.0, 4.0, 16.0]
     panel = saturation_panel(r, "entropy")
     assert panel.axes == ("scale", "layer", "head") and panel.ticks("scale") == ["0.5", "1", "4", "16"]
     assert panel.figure().data[0].type == "heatmap"
     back = Result.from_json(r.to_json())
-    assert back.metadata["boundary"] == r.metadata["boundary"] and torch.equal(back.extras["prediction"], r.extras["prediction"])
+    assert all(back.metadata[k] == r.metadata[k] for k in BOUNDARY_KEYS)
+    assert torch.equal(back.extras["prediction"], r.extras["prediction"])
     cmp = compare_boundaries([("a", softmax_head()), ("b", softmax_head("relu"))], PolynomialTask(degrees=(0,)),
                              scales=[1, 16], field="coef", n=32)
-    assert len(saturation_figure(cmp).data) == 3  # |target| plus one curve per variant
+    assert len(saturation_figure(cmp).data) == 3  # y = x plus one median curve per variant
 
 
 def test_bad_arguments_are_one_line_value_errors():

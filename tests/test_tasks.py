@@ -189,5 +189,5 @@ def test_modular_eval_splits_are_he_et_als_four_sets():
 def test_kernel_gram_overflow_is_a_clear_error(gen):
     import pytest
 
-    with pytest.raises(ValueError, match="overflows at x_scale=32"):
-        KernelTask(kernel="exp", x_scale=32.0).sample(4, 5, gen())
+    with pytest.raises(ValueError, match="overflows at x_scale=40"):  # exp(40²/2) is past float64's e^709
+        KernelTask(kernel="exp", x_scale=40.0).sample(4, 5, gen())

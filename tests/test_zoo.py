@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from interp import load
-from interp.cards import last_shot, measure
+from interp.cards import measure
 from interp.config import load_run, run_from_dict, same_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,16 +52,14 @@ def card_config(name: str) -> str:
     return made_by.group(1) if made_by else name
 
 
-@pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith("kernel-")])
-def test_kernel_table_diagonal_matches_the_shipped_cell(name):
-    """models/kernel-grid/table.json (Cheng et al.'s table) holds, for each shipped diagonal cell, what a fresh
-    evaluation of that checkpoint gives on the table's sequences."""
-    table = json.loads((MODELS / "kernel-grid" / "table.json").read_text())
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith("cheng-")])
+def test_cheng_models_are_the_restricted_layer_in_the_table(name):
+    """A Cheng zoo model is the official restricted layer, and models/cheng/table.json holds its card's number."""
     ckpt = load(MODELS / name)
-    kernel = ckpt.task.kernel
-    row = next(r for r in table["grid"] if r["data kernel"] == kernel)
-    assert ckpt.spec.scoring == kernel and ckpt.spec.n_layers == 3
-    assert last_shot(ckpt, "id", n=table["n"], seed=table["seed"]) == pytest.approx(row[f"{kernel} attn"], rel=0.02, abs=1e-4)
+    assert ckpt.spec.layer == "cheng2024" and ckpt.spec.d_model == ckpt.task.d_x + 1
+    head = json.loads((MODELS / name / "card.json").read_text())["headline"]
+    cells = json.loads((MODELS / "cheng" / "table.json").read_text())["cells"]
+    assert any(c["mse"] == head["value"] and c["layers"] == ckpt.spec.n_layers for c in cells)
 
 
 @pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith("modular-p11")])

@@ -46,6 +46,10 @@ def curves_figure(records: list[dict], title: str) -> go.Figure:
         fig.update_xaxes(title_text="step", row=1, col=col)
         if group in ("loss", "error"):
             fig.update_yaxes(type="log", row=1, col=col)
+        if group == "error":  # interp.train's ``error``: squared error / d over the loss positions
+            from interp.evaluate import ERROR, METRIC_LABELS
+
+            fig.update_yaxes(title_text=METRIC_LABELS[ERROR], row=1, col=col)
     fig.update_layout(title=title, height=420)
     return fig
 

@@ -18,21 +18,21 @@ SCALES = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
 
 
 def curves_figure(ev) -> go.Figure:
-    """One panel per split (ID, OOD): the model and every baseline, mean ± s.e.m. over sequences."""
+    """One panel per split (ID, OOD): the model and every baseline, mean ± 95% CI (1.96 s.e.m.) over sequences."""
     splits = list(dict.fromkeys(c.split for c in ev.curves))
     fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[s.upper() for s in splits], shared_yaxes=True)
     palette = {}
     for c in ev.curves:
         color = palette.setdefault(c.method, f"hsl({(len(palette) * 67) % 360},60%,45%)")
-        fig.add_trace(go.Scatter(x=c.shots, y=c.mean, error_y={"type": "data", "array": c.sem}, name=c.method,
+        fig.add_trace(go.Scatter(x=c.shots, y=c.mean, error_y={"type": "data", "array": c.ci95}, name=c.method,
                                  mode="lines+markers", legendgroup=c.method, showlegend=c.split == splits[0],
                                  line={"color": color, "width": 3 if c.method == "model" else 1.5,
                                        "dash": None if c.method == "model" else "dot"}),
                       row=1, col=splits.index(c.split) + 1)
     for col in range(1, len(splits) + 1):
         fig.update_xaxes(title_text="in-context examples", row=1, col=col)
-    fig.update_yaxes(title_text=ev.metric.replace("_", " "), row=1, col=1)
-    fig.update_layout(title=f"{ev.metric.replace('_', ' ')} vs number of examples · {ev.n_sequences} sequences", height=430)
+    fig.update_yaxes(title_text=ev.label, row=1, col=1)
+    fig.update_layout(title=f"{ev.label} vs number of examples · {ev.n_sequences} sequences, 95% CI", height=430)
     return fig
 
 
@@ -63,32 +63,35 @@ def kinds_figure(ev) -> go.Figure:
 
 
 def scale_figure(sr, sat) -> go.Figure:
-    """Raw squared error at the query against the scale multiplier; scale ≤ 1 (training) shaded, plateau marked."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("squared error at the query", "|prediction| vs |target|"))
+    """Squared error / d at the query against the scale multiplier; scale ≤ 1 (training) shaded, plateau marked."""
+    from interp.evaluate import Z95, metric_label
+
+    error = metric_label(sr.metric, sr.error_scale)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{error} at the query", "|prediction| vs |target|"))
     fig.add_vrect(x0=min(sr.scales), x1=1.0, fillcolor="green", opacity=0.12, line_width=0, row=1, col=1, exclude_empty_subplots=False,
                   annotation_text="training range", annotation_position="top left")
     for method, errs in sr.errors.items():
-        fig.add_trace(go.Scatter(x=sr.scales, y=errs, error_y={"type": "data", "array": sr.sems[method]}, name=method,
+        fig.add_trace(go.Scatter(x=sr.scales, y=errs, error_y={"type": "data", "array": [Z95 * s for s in sr.sems[method]]}, name=method,
                                  mode="lines+markers", line={"dash": None if method == "model" else "dot"}), row=1, col=1)
     if sat is not None:
         meta = sat.metadata
         scales = [float(s) for s in sat.ticks("scale")]
-        fig.add_hrect(y0=0, y1=meta["train_range"], fillcolor="green", opacity=0.12, line_width=0, row=1, col=2,
-                      exclude_empty_subplots=False)
+        edge = max(meta["range_plus"], -meta["range_minus"])  # the training range's edge, as a magnitude
+        fig.add_hline(y=edge, line_dash="dot", line_color="green", annotation_text=f"training range edge {edge:.3g}",
+                      row=1, col=2)
         fig.add_trace(go.Scatter(x=scales, y=sat.scores.tolist(), name=meta.get("value_name", "|prediction|"),
                                  mode="lines+markers"), row=1, col=2)
         fig.add_trace(go.Scatter(x=scales, y=sat.extras["target_quantile"].tolist(), name="|target|",
                                  line={"dash": "dot", "color": "black"}), row=1, col=2)
-        b = meta.get("boundary")
-        if b is not None and math.isfinite(b):
-            fig.add_hline(y=b, line_dash="dash", line_color="red", annotation_text=f"plateau B = {b:.3g}", row=1, col=2)
-        stop = meta.get("stops_tracking_at") or meta.get("breakdown_scale")
-        if stop is not None and math.isfinite(stop) and min(sr.scales) <= stop <= max(sr.scales):
-            fig.add_vline(x=stop, line_dash="dash", line_color="red", annotation_text="saturates", row=1, col=1)
+        for side, name in (("plus", "B+"), ("minus", "|B−|")):  # the boundary values, as magnitudes on this log axis
+            b = meta[f"boundary_{side}"]
+            if math.isfinite(b) and b != 0:
+                fig.add_hline(y=abs(b), line_dash="dash", line_color="red", annotation_text=f"{name} = {abs(b):.3g}", row=1, col=2)
     for col in (1, 2):
         fig.update_xaxes(type="log", title_text=f"{sr.field} × scale", row=1, col=col)
         fig.update_yaxes(type="log", row=1, col=col)
-    fig.update_layout(title=f"extrapolation over {sr.field} ({sr.n_examples} examples)", height=430)
+    fig.update_yaxes(title_text=error, row=1, col=1)
+    fig.update_layout(title=f"extrapolation over {sr.field} ({sr.n_examples} examples), 95% CI", height=430)
     return fig
 
 
@@ -101,7 +104,8 @@ if ckpt is not None:
     if ev is not None:
         st.plotly_chart(curves_figure(ev), key="icl_curves")
         with st.expander("table"):
-            st.dataframe(ev.to_table(), hide_index=True)
+            st.caption(f"{ev.label}; each \"ci95\" column is the half-width of the 95% interval of the mean over sequences")
+            st.dataframe(ev.to_table(ci=True), hide_index=True)
         if getattr(ev, "by_kind", None):
             st.subheader("By kind of query")
             st.caption("Copyable: the (x, y) pair appeared earlier; ratio-matchable: a multiple c·(x_j, y_j) mod p of "
@@ -115,7 +119,7 @@ if ckpt is not None:
     if not is_regression(ckpt):
         st.info(f"Error against input scale applies to regression tasks; {ckpt.task.name} is a classification task.")
     else:
-        from probes.saturation import COEF_FIELDS
+        from probes.saturation import COEF_FIELDS, DEFAULT_SCALES, default_field
         from interp.evaluate import SCALE_FIELDS
 
         fields = {"input": SCALE_FIELDS.get(ckpt.task.name)}
@@ -123,16 +127,19 @@ if ckpt is not None:
             fields["coef"] = COEF_FIELDS[ckpt.task.name]
         with st.sidebar:
             st.header("Extrapolation")
-            which = persistent(st.radio, "scale", "scale_field", "input", options=list(fields),
+            which = persistent(st.radio, "scale", "scale_field", default_field(ckpt.task), options=list(fields),
                                format_func=lambda k: f"{k} ({fields[k]})")
             baselines = persistent(st.checkbox, "with baselines", "scale_baselines", False)
         field = fields[which]
         sr = probe("error_vs_scale", ckpt, "Sweeping the scale…", scales=SCALES, field=field,
                    n_batches=1, batch_size=max(8, n), baselines=baselines, seed=seed)
-        sat = probe("saturation", ckpt, "Measuring the plateau…", scales=SCALES, field=which, n=max(8, n), seed=seed)
+        # the Saturation page's own sweep, so both pages (and `interp saturation`) give the same B±
+        sat = probe("saturation", ckpt, "Measuring the plateau…", scales=list(DEFAULT_SCALES), field=which, n=max(8, n), seed=seed)
         if sr is not None:
             st.plotly_chart(scale_figure(sr, sat), key="scale_curves")
             if sat is not None:
                 m = sat.metadata
-                st.caption(f"training range R = {m['train_range']:.3g} (0.99 quantile of |y| at scale 1) · "
-                           f"plateau B = {m.get('boundary', float('nan')):.3g} · saturated: {m.get('saturated')}")
+                st.caption(f"training range [R−, R+] = [{m['range_minus']:.3g}, {m['range_plus']:.3g}] (central 99% of y "
+                           f"at scale 1) · B+ = {m['boundary_plus']:.3g} · B− = {m['boundary_minus']:.3g} · fall-back "
+                           f"slope {m['fallback_plus']:.2g} / {m['fallback_minus']:.2g} · saturated: "
+                           f"{ {True: 'yes', False: 'no', None: '—'}[m['saturated']]} (the Saturation page has the details)")

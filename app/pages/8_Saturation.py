@@ -1,11 +1,12 @@
-"""Saturation (regression models): attention entropy and maximum weight, layer-norm scale and the prediction
-against input scale, training range marked; the same for zoo variants trained on the same task (with / without
-LN, softmax / relu scoring, …) side by side, with the plateau B of each."""
+"""Saturation (regression models): the prediction against the target with the training range [R−, R+] marked,
+the signed boundary values B+ / B− and the fall-back slope beyond the range (probes.saturation's one definition,
+the numbers `interp saturation` prints and the cards report), attention entropy and maximum weight and layer-norm
+scale against scale; the same for zoo variants trained on the same task (with / without LN or the final LN,
+softmax / relu / linear scoring, …) side by side."""
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -16,9 +17,9 @@ from plotly.subplots import make_subplots
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import (  # noqa: E402
-    describe, fingerprint, is_regression, load, persistent, probe, settings, sidebar, without_webgl, zoo_entries)  # noqa: E402
+    boundary_text, describe, fingerprint, is_regression, load, persistent, probe, saturated_text, settings, sidebar,
+    without_webgl, zoo_entries)  # noqa: E402
 
-SCALES = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]  # kernel tasks cannot sample a GP much beyond 16x
 
 
 def mechanism_figure(r, title: str) -> go.Figure:
@@ -72,22 +73,29 @@ if ckpt is not None:
         st.info(f"Saturation is about real-valued predictions leaving the training range; {ckpt.task.name} is a "
                 "classification task.")
         st.stop()
-    from probes.saturation import COEF_FIELDS
+    from probes.saturation import COEF_FIELDS, DEFAULT_SCALES, default_field
 
+    SCALES = list(DEFAULT_SCALES)  # the probe's own sweep (0.25x to 16x: kernel tasks cannot sample a GP much beyond)
     fields = ["input"] + (["coef"] if ckpt.task.name in COEF_FIELDS else [])
     with st.sidebar:
         st.header("Saturation")
-        field = persistent(st.radio, "scale", "scale_field", "input", options=fields, horizontal=True)
+        field = persistent(st.radio, "scale", "scale_field", default_field(ckpt.task), options=fields, horizontal=True)
     n_sat = max(8, n)
-    r = probe("saturation", ckpt, "Sweeping the input scale…", scales=SCALES, field=field, n=n_sat, seed=seed)
+    r = probe("saturation", ckpt, f"Sweeping the {field} scale…", scales=SCALES, field=field, n=n_sat, seed=seed)
     if r is not None:
         m = r.metadata
-        b = m.get("boundary")
-        cols = st.columns(4)
-        cols[0].metric("training range R", f"{m['train_range']:.3g}")
-        cols[1].metric("plateau B", "—" if b is None or not math.isfinite(b) else f"{b:.3g}")
-        cols[2].metric("B / R", f"{m.get('boundary_over_range', float('nan')):.3g}")
-        cols[3].metric("saturated", {True: "yes", False: "no"}.get(m.get("saturated"), "—"))
+        cols = st.columns(5)
+        cols[0].metric("training range [R−, R+]", f"[{m['range_minus']:.3g}, {m['range_plus']:.3g}]")
+        cols[1].metric("B+", boundary_text(m["boundary_plus"]))
+        cols[2].metric("B−", boundary_text(m["boundary_minus"]))
+        cols[3].metric("fall-back slope + / −", f"{boundary_text(m['fallback_plus'], '.2g')} / {boundary_text(m['fallback_minus'], '.2g')}")
+        cols[4].metric("saturated", saturated_text(m["saturated"]))
+        if m["note"]:
+            st.info(m["note"])
+        st.caption(f"B± = the highest / lowest median prediction over groups of targets; the fall-back slope is the "
+                   f"least-squares slope of prediction on target beyond R± ({m['field']} sweep ×{SCALES[0]:g}–{SCALES[-1]:g}; "
+                   f"definition in probes/saturation.py). The same numbers: `interp saturation --ckpt {ckpt.path} "
+                   f"--field {field} --n {n_sat} --seed {seed}`.")
         st.plotly_chart(without_webgl(r.figure()), key="saturation")
         st.plotly_chart(mechanism_figure(r, "mechanism at the query: entropy, max weight, LN scale"), key="mechanism")
 
@@ -110,12 +118,16 @@ if ckpt is not None:
             if cmp is not None:
                 st.plotly_chart(cmp.figure(), key="saturation_compare")
                 meta = cmp.metadata
+                names = cmp.ticks("variant")
+                bound = meta["ln_final_bound"]
                 table = pd.DataFrame({
-                    "variant": cmp.ticks("variant"), "B": cmp.scores.tolist(),
-                    "B / B(reference)": cmp.extras["shift"].tolist(),
-                    "saturated": [meta["saturated"].get(v) for v in cmp.ticks("variant")],
-                    "moves plateau": [meta["moves_plateau"].get(v) for v in cmp.ticks("variant")],
-                    "architecture": [str(meta["architecture"].get(v)) for v in cmp.ticks("variant")],
+                    "variant": names, "B+": cmp.scores[:, 0].tolist(), "B−": cmp.scores[:, 1].tolist(),
+                    "fall-back +": cmp.extras["fallback"][:, 0].tolist(), "fall-back −": cmp.extras["fallback"][:, 1].tolist(),
+                    "saturated": [saturated_text(meta["saturated"][v]) for v in names],
+                    "moves plateau": [meta["moves_plateau"][v] for v in names],
+                    "final-LN bound": ["none" if bound[v] is None else ", ".join(f"[{lo:.3g}, {hi:.3g}]" for lo, hi in bound[v])
+                                       for v in names],
+                    "architecture": [str(meta["architecture"][v]) for v in names],
                 })
                 st.dataframe(table, hide_index=True)
             cols = st.columns(len(models))

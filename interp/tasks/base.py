@@ -177,6 +177,14 @@ class RegressionTask(TaskBase):
     def d_out(self) -> int:
         return self.d_y
 
+    @property
+    def error_scale(self) -> float:
+        """d of the error metric, squared error / d (``interp.evaluate.squared_error_over_d``): d_x, Garg et al.'s
+        rule (for y = w·x with x, w ~ N(0, I_d) the zero predictor scores 1). A task whose natural scale is
+        another overrides this and says so in its docstring (KernelTask: 1, the raw squared error); polynomials (d_x = 1) report the
+        raw squared error, as Naim & Asher do."""
+        return float(self.d_x)
+
     def n_ctx(self, n_examples: int) -> int:
         return n_examples + 1 if self.layout == "paired" else 2 * n_examples
 

@@ -1,4 +1,13 @@
-"""Functions drawn from a Gaussian process on the unit sphere (Cheng, Chen & Sra, ICML 2024)."""
+"""Functions drawn from a Gaussian process on the unit sphere (Cheng, Chen & Sra, ICML 2024).
+
+The kernels are those of the official code (github chengxiang/transformer-functional-gradient,
+``linear_transformer.py``): ``linear`` <u, v>, ``relu`` relu(<u, v>), ``exp`` exp(<u, v>/2) (σ = 1) and ``comb``,
+exp(<u_{0:2}, v_{0:2}>/2) + <u_{2:4}, v_{2:4}> (the official ``combination_kernel`` slices ``X[:, :, 2:-1]``, so the
+last input coordinate enters neither term). ``exp-unscaled`` is exp(<u, v>), this repo's earlier exp kernel, kept
+for the models trained on it. relu(<u, v>) is not positive semi-definite; like the official code, y is drawn as
+Q·|Λ|^½·ξ from the eigendecomposition K = QΛQᵀ, so y's covariance is Q·|Λ|·Qᵀ (``covariance``), and the Bayes
+predictor (``interp.baselines.kernel_regression``) uses that same matrix. For a PSD kernel |Λ| = Λ changes nothing.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,18 +18,32 @@ from torch import Tensor
 
 from .base import LAYOUTS, Layout, RegressionTask
 
-KernelName = Literal["linear", "relu", "exp"]
+KernelName = Literal["linear", "relu", "exp", "comb", "exp-unscaled"]
 
-KERNELS: dict[str, Callable[[Tensor], Tensor]] = {
-    "linear": lambda g: g,
-    "relu": torch.relu,
-    "exp": torch.exp,
+
+def _comb(u: Tensor, v: Tensor) -> Tensor:
+    return torch.exp(u[..., :2] @ v[..., :2].transpose(-1, -2) / 2) + u[..., 2:-1] @ v[..., 2:-1].transpose(-1, -2)
+
+
+KERNELS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "linear": lambda u, v: u @ v.transpose(-1, -2),
+    "relu": lambda u, v: torch.relu(u @ v.transpose(-1, -2)),
+    "exp": lambda u, v: torch.exp(u @ v.transpose(-1, -2) / 2),
+    "comb": _comb,
+    "exp-unscaled": lambda u, v: torch.exp(u @ v.transpose(-1, -2)),
 }
 
 
 def gram(u: Tensor, v: Tensor, kernel: str) -> Tensor:
-    """K(u_i, v_j) = h(<u_i, v_j>): [batch, n, d], [batch, m, d] -> [batch, n, m]."""
-    return KERNELS[kernel](u @ v.transpose(-1, -2))
+    """K(u_i, v_j): [batch, n, d], [batch, m, d] -> [batch, n, m]."""
+    return KERNELS[kernel](u, v)
+
+
+def covariance(points: Tensor, kernel: str) -> Tensor:
+    """The covariance y is drawn with on ``points`` [batch, n, d]: Q·|Λ|·Qᵀ for K = QΛQᵀ (the official rule;
+    equal to K for a PSD kernel) -> [batch, n, n]. Computed in float64."""
+    evals, evecs = torch.linalg.eigh(gram(points.double(), points.double(), kernel))
+    return evecs @ torch.diag_embed(evals.abs()) @ evecs.transpose(-1, -2)
 
 
 @dataclass(frozen=True)
@@ -37,7 +60,9 @@ class KernelTask(RegressionTask):
 
     def __post_init__(self) -> None:
         if self.kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {sorted(KERNELS)}, got {self.kernel!r}")
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}")
+        if self.kernel == "comb" and self.d_x < 4:
+            raise ValueError(f"kernel 'comb' needs d_x >= 4 (exp on coordinates 0-1, linear on 2 to d_x - 2), got d_x={self.d_x}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 
@@ -51,13 +76,19 @@ class KernelTask(RegressionTask):
         return (xs / xs.norm(dim=-1, keepdim=True) * self.x_scale).float()
 
     def label(self, xs: Tensor, params: dict[str, Tensor]) -> Tensor:
-        # eigh rather than Cholesky: the relu kernel's Gram matrix can be singular
+        # the official draw, y = Q·|Λ|^½·ξ (eigh, not Cholesky: relu's Gram matrix is indefinite, linear's singular)
         k = gram(xs.double(), xs.double(), self.kernel)
-        if not torch.isfinite(k).all():  # exp(<u, v>) overflows float64 once x_scale² passes ~700
+        if not torch.isfinite(k).all():  # exp overflows float64 once x_scale² passes ~700
             raise ValueError(f"the {self.kernel} kernel's Gram matrix overflows at x_scale={self.x_scale}; use a smaller scale")
         evals, evecs = torch.linalg.eigh(k)
-        ys = torch.einsum("bij,bj->bi", evecs, evals.clamp(min=0).sqrt() * params["eps"].double())
+        ys = torch.einsum("bij,bj->bi", evecs, evals.abs().sqrt() * params["eps"].double())
         return ys.float().unsqueeze(-1)
+
+    @property
+    def error_scale(self) -> float:
+        """1: the error of a kernel task is the raw squared error, the number Cheng et al. report (their
+        ``in_context_loss``), not Garg et al.'s squared error / d."""
+        return 1.0
 
     def ood(self) -> "KernelTask":
         """Inputs off the training sphere, at twice its radius."""
