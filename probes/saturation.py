@@ -292,7 +292,8 @@ def _ln_final_bound(model: Model) -> list[list[float]] | None:
 
     LN makes the normalised vector n centred with ‖n‖ ≤ √d_model, so pred_j = n·(γ⊙W_U[:, j]) + β·W_U[:, j] + b_U[j]
     lies within √d_model·‖P(γ⊙W_U[:, j])‖ of its centre (P removes the mean; RMS norms do not centre).
-    None for models without a final norm, whose output is unbounded."""
+    None for models without a final norm (no norm at all, or final_norm=False; the block norms may still bound
+    the output, as in models/linear1d-u5-nofinalln)."""
     norm = model.cfg.normalization_type
     if norm is None or not hasattr(model, "ln_final") or not hasattr(model.unembed, "W_U"):
         return None

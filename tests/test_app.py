@@ -156,6 +156,10 @@ def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     interp.train("linear", out=root / "lin-noln", n_examples=6, task_args={"d_x": 2}, normalization="none", **small)
     interp.train("polynomial", out=root / "poly", n_examples=6, **small)
     interp.train("kernel", out=root / "kern", n_examples=6, attn_only=True, **small)
+    interp.train("kernel", out=root / "cheng", n_examples=6, task_args={"d_x": 3, "layout": "paired"}, layer="cheng2024",
+                 attn_only=True, normalization="none", positional="none", mask="context", scoring="exp,linear",
+                 **{**small, "n_layers": 2, "d_model": 4, "lr": 0.1, "layer_clip": 1e-8, "resample_every": 2,
+                    "checkpoint_every": 6})
     interp.train("complex-zeros", out=root / "cz", n_examples=6, **small)
     (root / "broken").mkdir()
     (root / "broken" / "config.json").write_text("{not json")
@@ -235,7 +239,7 @@ def close(a, b, tol: float = 1e-5) -> bool:
 
 
 # every task kind; the attention-only and no-LN twins run their pages in the MLP and Saturation tests below
-TINY = ["mod", "lin", "poly", "kern", "cz"]
+TINY = ["mod", "lin", "poly", "kern", "cheng", "cz"]
 
 
 @pytest.mark.parametrize("name", TINY)
