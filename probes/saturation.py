@@ -50,7 +50,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from interp.evaluate import SCALE_FIELDS
+from interp.evaluate import ERROR, SCALE_FIELDS, squared_error_over_d
 from interp.spec import Model
 from interp.tasks import Batch, TaskBase, examples_that_fit
 from probes.results import Result
@@ -81,7 +81,7 @@ EXTRA_AXES: dict[str, tuple[str, ...]] = {
     "bin_prediction": ("bin",),
     "median_prediction": ("scale",),
     "relative_error": ("scale",),
-    "normalised_error": ("scale",),
+    ERROR: ("scale",),
     "entropy": ("scale", "layer", "head"),
     "max_weight": ("scale", "layer", "head"),
     "weight_sum": ("scale", "layer", "head"),
@@ -339,7 +339,7 @@ def saturation(
     coef_scale / root_radius); None: ``default_field(task)``. Extras (axes in ``EXTRA_AXES``): prediction and
     target [scale, example, out]; bin_target, bin_prediction [bin] (the median curve); entropy, max_weight,
     weight_sum, score_range [scale, layer, head]; ln_scale [scale, site]; resid_norm [scale, layer];
-    target_quantile, median_prediction, relative_error (median |p − y| / |y|), normalised_error [scale].
+    target_quantile, median_prediction, relative_error (median |p − y| / |y|), squared_error_over_d (the one regression error) [scale].
     Metadata: the boundary values of the module docstring (``BOUNDARY_KEYS``, with ``bins`` and ``follows``),
     n_beyond_plus / n_beyond_minus, note, train_max (largest |y| at scale 1), ln_final_bound (the read-out's
     supremum through the final norm, or None)."""
@@ -359,7 +359,6 @@ def _result(model: Model, task: TaskBase, raw: dict[str, Tensor], scales: list[f
     range_minus, range_plus, train_max = _train_range(task, n_examples, seed)
     b = boundary_values(pred, target, range_minus, range_plus, bins, follows)
     p_mag, t_mag = _magnitude(pred), _magnitude(target)
-    sq_err = (pred - target).pow(2).sum(-1)
     extras = {
         "prediction": pred,
         "target": target,
@@ -368,7 +367,7 @@ def _result(model: Model, task: TaskBase, raw: dict[str, Tensor], scales: list[f
         "bin_prediction": b.pop("bin_prediction"),
         "median_prediction": p_mag.median(dim=1).values,
         "relative_error": ((pred - target).norm(dim=-1) / t_mag.clamp(min=1e-300)).median(dim=1).values,
-        "normalised_error": sq_err.mean(1) / t_mag.pow(2).mean(1).clamp(min=1e-300),
+        ERROR: squared_error_over_d(pred, target, task.error_scale).mean(1),  # type: ignore[attr-defined]
         **{k: raw[k].mean(dim=1) for k in ("entropy", "max_weight", "weight_sum", "score_range", "ln_scale", "resid_norm")},
     }
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
