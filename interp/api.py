@@ -18,6 +18,7 @@ from .spec import ModelSpec
 from .tasks import TASKS, TaskBase
 from .train import TrainConfig
 from .train import train as train_model
+from .validation import Interval, Integral, check
 from probes.results import Result
 
 CheckpointLike = Checkpoint | str | Path
@@ -46,8 +47,12 @@ def train(task: str | TaskBase, out: str | Path | None = None, n_examples: int =
     unknown = set(model_and_train) - spec_fields - train_fields
     if unknown:
         raise ValueError(f"unknown argument(s) {', '.join(sorted(unknown))}: not a ModelSpec or TrainConfig field")
-    spec = ModelSpec.for_task(task, n_examples, **{k: v for k, v in model_and_train.items() if k in spec_fields})
+    if not isinstance(task, TaskBase):
+        raise ValueError(f"The 'task' argument of train must be a task name ({', '.join(sorted(TASKS))}) or a task "
+                         f"object. Got {task!r} instead.")
+    # the training config first: it checks n_examples, which the spec's context length is computed from
     cfg = TrainConfig(steps=steps, n_examples=n_examples, **{k: v for k, v in model_and_train.items() if k in train_fields})
+    spec = ModelSpec.for_task(task, n_examples, **{k: v for k, v in model_and_train.items() if k in spec_fields})
     return train_model(task, spec, cfg, out=out, progress=progress)
 
 
@@ -78,8 +83,7 @@ EXACT_FOR_ATTRIB = {"head": ("z", "head"), "head_pos": ("z", "head_pos"), "resid
 
 def sample_inputs(ckpt: Checkpoint, n: int, seed: int, corruption: str | None) -> tuple[Any, Any]:
     """``n`` clean sequences from the checkpoint's task and, if asked, their corrupted twins (seeded)."""
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
+    check("sample_inputs", "n", n, [Interval(Integral, 1, None)])
     g = torch.Generator().manual_seed(seed)
     clean = ckpt.task.sample(n, ckpt.train["n_examples"], g)  # type: ignore[attr-defined]
     corrupted = None if corruption is None else ckpt.task.corrupt(clean, corruption, g)  # type: ignore[attr-defined]
@@ -105,6 +109,7 @@ def patch(m: CheckpointLike, site: str = "resid_pre", layer: int | None = None, 
     from probes.patching import SITES
     from probes.patching import patch as patch_probe
 
+    check("patch", "n", n, [Interval(Integral, 2, None)])  # one sequence has no spread: the sem would be NaN
     site = SITE_ALIASES.get(site, site)
     if site not in SITES:
         raise ValueError(f"unknown site {site!r}; choose from {', '.join([*SITE_ALIASES, *SITES])}")
@@ -125,6 +130,7 @@ def attribute(m: CheckpointLike, method: str = "dla", corruption: str | None = "
     from probes.attribution import attribute as attribute_probe
     from probes.attribution import correlation
 
+    check("attribute", "n", n, [Interval(Integral, 2, None)])
     ckpt = as_checkpoint(m)
     if method == "attrib" and corruption is None:
         raise ValueError("method 'attrib' needs a corruption (params, query or shift)")

@@ -1,7 +1,8 @@
 """`interp`: train, evaluate and inspect checkpoints from the shell.
 
-Bad input (unknown flags, a flag that does not apply to the task, a missing or corrupt checkpoint) prints
-one line on stderr and exits with code 2.
+Bad input (unknown flags, a flag that does not apply to the task, a field of the wrong type or range, a
+missing or corrupt checkpoint, an --out that cannot be written or holds something that is not our checkpoint)
+prints one line on stderr and exits with code 2, before any work starts; nothing on disk is changed.
 """
 from __future__ import annotations
 
@@ -101,6 +102,7 @@ def build_parser() -> Parser:
     w.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
     w.add_argument("--backend", choices=["local", "ray"], default="local")
     w.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    w.add_argument("--force", action="store_true", help="overwrite a shipped summary (one whose runs are not here)")
 
     e = sub.add_parser("eval", help="ID/OOD error against the number of examples, beside the baselines")
     e.add_argument("--ckpt", required=True, type=Path)
@@ -216,11 +218,33 @@ def train_from_config(args: argparse.Namespace, parser_defaults: dict[str, Any])
     if given:
         raise UsageError(f"--config holds the whole run; drop --{given[0].replace('_', '-')} or edit the config file")
     run = load_run(args.config)
+    check_out_folder(args.out)
     set_threads(args.threads)
     cfg = dataclasses.replace(run.train, device=args.device) if args.device != "auto" else run.train
     ckpt = train(run.task, run.spec, cfg, out=args.out, resume=not args.no_resume)
     print_saved(args.out, ckpt)
     return 0
+
+
+def check_out_folder(out: Path) -> None:
+    """--out of train, before any work: writable, and nothing there that a save may not replace."""
+    from .checkpoint import check_replaceable, check_writable
+
+    check_writable(out)
+    check_replaceable(out)
+
+
+def check_out_file(out: Path | None) -> None:
+    """--out of eval and the probes (a JSON file), before any work: not a folder, in a writable folder."""
+    if out is None:
+        return
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name, e.g. {out / 'result.json'}")
+    parent = out.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out {out}: {parent} is not a folder" + ("" if parent.exists() else " (it does not exist)"))
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UsageError(f"--out {out} is not writable")
 
 
 def print_saved(out: Path, ckpt) -> None:
@@ -235,9 +259,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.task is None:
         raise UsageError("interp train needs --task or --config")
     task = make_task(args)  # before the heavy imports, so a bad flag fails fast
-    n_examples = args.n_examples or DEFAULT_EXAMPLES[args.task]
-    if args.steps < 1 or n_examples < 1:
-        raise UsageError("--steps and --n-examples must be positive")
+    n_examples = args.n_examples if args.n_examples is not None else DEFAULT_EXAMPLES[args.task]
+    for flag in ("steps", "n_examples", "eval_every", "layers", "heads", "d_model", "batch_size", "checkpoint_every"):
+        value = n_examples if flag == "n_examples" else getattr(args, flag)
+        if value is not None and value < 1:  # the configs check again; here the message names the flag
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    check_out_folder(args.out)
     from .spec import ModelSpec
     from .train import Curriculum, TrainConfig, train
 
@@ -256,7 +283,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, n_examples=n_examples, lr=args.lr,
         weight_decay=args.weight_decay, warmup_steps=args.warmup if args.warmup is not None else max(1, args.steps // 20),
-        eval_every=args.eval_every or max(1, args.steps // 20), checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every if args.eval_every is not None else max(1, args.steps // 20),
+        checkpoint_every=args.checkpoint_every,
         keep_best=args.keep_best, patience=args.patience, curriculum=curriculum, seed=args.seed, device=args.device,
     )
     ckpt = train(task, spec, cfg, out=args.out, resume=not args.no_resume)
@@ -265,14 +293,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import load_sweep, run_sweep
+    from .sweep import check_sweep, load_sweep, run_sweep
 
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     sweep = load_sweep(args.config)  # every cell's config is checked before anything trains
+    check_sweep(sweep, args.force)
     print(f"sweep {sweep.name}: {len(sweep.cells)} cells into {sweep.runs} ({args.backend})", flush=True)
     done = iter(range(1, len(sweep.cells) + 1))
-    summary = run_sweep(args.config, args.workers, args.backend, args.address,
+    summary = run_sweep(args.config, args.workers, args.backend, args.address, force=args.force,
                         on_done=lambda cell, outcome: print(f"[{next(done)}/{len(sweep.cells)}] {cell.name}: {outcome}", flush=True))
     failed = [c["name"] for c in summary["cells"] if c["status"].startswith("failed")]
     print(f"wrote {sweep.summary}" + (f"; {len(failed)} cell(s) failed: {', '.join(failed)}" if failed else ""))
@@ -307,6 +336,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from . import api
     from .checkpoint import load_checkpoint
 
+    check_out_file(args.out)
     ckpt = load_checkpoint(args.ckpt, args.step)
     result = api.evaluate(ckpt, n=args.n, seed=args.seed)
     rows = result.to_table(ci=True)
@@ -350,6 +380,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .report import print_result
 
+    check_out_file(args.out)
     ckpt = load_checkpoint(args.ckpt, args.step)
     check_ckpt_layer(args, ckpt)
     run = {
@@ -387,6 +418,8 @@ def write_json_atomically(path: Path, payload: Any) -> None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be in [1, 65535], got {args.port}")
     app = Path(__file__).resolve().parents[1] / "app" / "Home.py"
     if not app.is_file():
         raise UsageError(f"the dashboard is not installed beside this package ({app} is missing)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,15 +47,28 @@ class RunConfig:
         return ({"name": self.name} if self.name else {}) | ({"purpose": self.purpose} if self.purpose else {}) | out
 
 
+class Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, which also reads ``1e-3`` as a number: YAML 1.1, which PyYAML follows, wants a dot
+    in a float (``1.0e-3``), so ``lr: 1e-3`` would be the string "1e-3"; YAML 1.2 and JSON read it as 0.001."""
+
+
+Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                             list("-+0123456789"))
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The parsed YAML/JSON mapping in ``path``; a missing or malformed file raises ConfigError."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist" if not path.exists() else f"config file {path} is not a file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file (not UTF-8); a run config is YAML or JSON") from None
+    except OSError as e:
+        raise ConfigError(f"{path} cannot be read: {e.strerror}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping with task, model and train sections")
     return data
@@ -67,6 +81,9 @@ def run_from_dict(d: dict[str, Any], where: str = "config") -> RunConfig:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; expected task, model, train")
     if "task" not in d:
         raise ConfigError(f"{where}: no task section")
+    for section in SECTIONS:
+        if d.get(section) is not None and not isinstance(d[section], dict):
+            raise ConfigError(f"{where}: the {section} section must be a mapping of fields, got {d[section]!r}")
     model, train_d = dict(d.get("model") or {}), dict(d.get("train") or {})
     try:
         task = task_from_dict(d["task"])

@@ -24,6 +24,7 @@ from .cheng import CHENG_LAYER, LAYERS, check_spec, install_fused_training, rest
 from .fast import install_fast_path
 from .scoring import EXP_CAP, head_scorings, install_context_mask, install_scoring
 from .tasks import RegressionTask, TaskBase
+from .validation import NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_REAL, Options, validate
 
 Normalization = Literal["LN", "LNPre", "RMS", "none"]
 Positional = Literal["learned", "rotary", "none"]
@@ -32,6 +33,16 @@ NORMALIZATIONS = ("LN", "LNPre", "RMS", "none")
 POSITIONALS = ("learned", "rotary", "none")
 MASKS = ("causal", "context")
 INITS = ("tl", "he2024")
+ACT_FNS = ("gelu", "relu", "silu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "solu_ln")  # TransformerLens's
+# every field's type and range, checked once where a spec is built (the API, the CLI, run configs, checkpoints)
+SPEC_CONSTRAINTS = {
+    "n_layers": POSITIVE_INT, "n_heads": POSITIVE_INT, "d_model": POSITIVE_INT, "d_mlp": [None, *POSITIVE_INT],
+    "attn_only": [bool], "normalization": [Options(NORMALIZATIONS)], "positional": [Options(POSITIONALS)],
+    "scoring": [str], "mask": [Options(MASKS)], "act_fn": [Options(ACT_FNS)], "n_ctx": POSITIVE_INT,
+    "d_vocab": [None, *POSITIVE_INT], "d_in": [None, *POSITIVE_INT], "d_out": POSITIVE_INT, "seed": NON_NEGATIVE_INT,
+    "tied_embed": [bool], "bias": [bool], "init": [Options(INITS)], "layer": [str], "final_norm": [bool],
+    "exp_cap": [None, *POSITIVE_REAL, Options((math.inf,))],  # inf: no cap
+}
 
 
 @dataclass(frozen=True)
@@ -70,12 +81,7 @@ class ModelSpec:
     # layer, no cap in "cheng2024" (as in Cheng et al.'s code)
 
     def __post_init__(self) -> None:
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
-        if self.positional not in POSITIONALS:
-            raise ValueError(f"positional must be one of {', '.join(POSITIONALS)}, got {self.positional!r}")
-        if self.mask not in MASKS:
-            raise ValueError(f"mask must be one of {', '.join(MASKS)}, got {self.mask!r}")
+        validate(self, SPEC_CONSTRAINTS)
         head_scorings(self.scoring, self.n_heads)  # raises ValueError naming scoring
         if self.layer not in LAYERS:
             raise ValueError(f"layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
@@ -88,8 +94,6 @@ class ModelSpec:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if (self.d_vocab is None) == (self.d_in is None):
             raise ValueError("give exactly one of d_vocab (token model) or d_in (real-valued model)")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if not self.final_norm and self.d_vocab is not None:
             raise ValueError("final_norm=False needs a real-valued model (d_in); a token model keeps TransformerLens's ln_final")
         if self.tied_embed and self.d_vocab is None:

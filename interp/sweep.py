@@ -14,7 +14,9 @@
 
 Cells run in worker processes, one per core by default (``backend="local"``), or as Ray tasks on a cluster
 or a local Ray instance (``backend="ray"``). A cell whose folder holds a finished checkpoint of the same
-run is skipped and an unfinished one resumes, so running a sweep again continues it.
+run is skipped and an unfinished one resumes, so running a sweep again continues it. Paths in ``sweep.json`` are
+relative to it. Before anything trains, the summary and every cell's folder are checked (``check_sweep``): a
+summary whose finished runs are not here (a shipped one) is only overwritten with ``--force``.
 
 A modular cell's phase is named from which kinds of query (``interp.query_kinds``) its checkpoint answers, by
 the rule in ``phase`` (``PHASE_RULE``); the old ``phase_threshold`` key is ignored with a warning.
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from .api import evaluate
-from .checkpoint import load_checkpoint
+from .checkpoint import check_replaceable, check_writable, load_checkpoint
 from .config import ConfigError, RunConfig, load_run, read_config_file, run_from_dict, same_run, with_overrides
 from .query_kinds import metric_key
 from .tasks import ModularTask
@@ -253,14 +255,15 @@ def summarize_cell(cell: Cell) -> dict[str, Any]:
 
 def summarize(sweep: Sweep, status: dict[str, str]) -> dict[str, Any]:
     """sweep.json's content: the grid, and per cell its params, folder, status and (when trained) scores."""
-    rows = []
+    rows, here = [], sweep.summary.parent  # paths are relative to the summary, so that it can move with the runs
     for cell in sweep.cells:
-        row: dict[str, Any] = {"name": cell.name, "params": cell.params, "ckpt": os.path.relpath(cell.out),
+        row: dict[str, Any] = {"name": cell.name, "params": cell.params, "ckpt": os.path.relpath(cell.out, here),
                                "status": status.get(cell.name, "not run")}
         if is_finished(cell.out) and not row["status"].startswith("failed"):
             row |= {"status": "done"} | summarize_cell(cell)
         rows.append(row)
-    return {"name": sweep.name, "config": os.path.relpath(sweep.source), "axes": sweep.axes,
+    return {"name": sweep.name, "config": os.path.relpath(sweep.source, here), "paths": "relative to this file",
+            "axes": sweep.axes,
             "phase_rule": PHASE_RULE, "cells": rows}
 
 
@@ -275,10 +278,47 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def check_summary(path: Path, force: bool = False) -> None:
+    """Raise ConfigError, before anything trains, when the summary cannot be written at ``path`` or would
+    overwrite one that is not this machine's to rewrite: a file that is not a sweep summary, or a shipped one
+    whose finished cells' checkpoints are not here (its runs were trained elsewhere); ``force`` allows the latter."""
+    existing = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+    if path.is_dir():
+        raise ConfigError(f"summary {path} is a folder; give a file name such as {path / 'sweep.json'}")
+    if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
+        raise ConfigError(f"summary {path} cannot be written: {existing} is not a writable folder")
+    if not path.exists() or force:
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if not isinstance(old, dict) or not isinstance(old.get("cells"), list):
+        raise ConfigError(f"{path} exists and is not a sweep summary; refusing to overwrite it (choose another "
+                          "summary:, or pass --force)")
+    relative = old.get("paths") == "relative to this file"  # older summaries hold paths relative to the working directory
+    missing = [c.get("ckpt") for c in old["cells"] if isinstance(c, dict) and c.get("status") == "done"
+               and not ((path.parent if relative else Path.cwd()) / str(c.get("ckpt"))).is_dir()]
+    if missing:
+        raise ConfigError(f"{path} is a shipped summary: {len(missing)} of its finished runs are not here (e.g. "
+                          f"{missing[0]}); refusing to overwrite it (write yours elsewhere with summary:, or pass --force)")
+
+
+def check_sweep(sweep: Sweep, force: bool = False) -> None:
+    """Everything a sweep writes, checked before anything trains: its summary (``check_summary``) and every
+    cell's folder (writable, and nothing there but a checkpoint of ours)."""
+    check_summary(sweep.summary, force)
+    for cell in sweep.cells:
+        check_writable(cell.out)
+        check_replaceable(cell.out)
+
+
 def run_sweep(path: str | Path, workers: int | None = None, backend: Backend = "local", address: str | None = None,
-              on_done: Callable[[Cell, str], None] | None = None) -> dict[str, Any]:
-    """Train every cell of the sweep file at ``path`` and write its summary; returns the summary."""
+              on_done: Callable[[Cell, str], None] | None = None, force: bool = False) -> dict[str, Any]:
+    """Train every cell of the sweep file at ``path`` and write its summary; returns the summary. An existing
+    summary that is not this machine's to rewrite is refused before anything trains (``check_summary``)."""
     sweep = load_sweep(path)
+    check_sweep(sweep, force)
     status = run_cells(sweep.cells, workers, backend, address, on_done)
     summary = summarize(sweep, status)
     write_summary(sweep.summary, summary)

@@ -14,6 +14,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, Checkpoint, read_config, read_metrics, read_tensors, save_checkpoint, load_weights
+from .checkpoint import check_replaceable, folder_lock, is_checkpoint
 from .checkpoint import SNAPSHOT_DTYPES, snapshot_file
 from .evaluate import squared_error_over_d
 from .spec import Model, ModelSpec, is_linear_bias, to_device
 from .tasks import Batch, RegressionTask, TaskBase, task_from_dict
+from .validation import NON_NEGATIVE_INT, NON_NEGATIVE_REAL, POSITIVE_INT, POSITIVE_REAL, Interval, Pairs, validate
 
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite; the last saved checkpoint (if any) is left as it was."""
@@ -48,6 +51,10 @@ class Curriculum:
     points_step: int = 2
     every: int = 2000
 
+    def __post_init__(self) -> None:
+        validate(self, {"dims_start": [None, *POSITIVE_INT], "dims_step": NON_NEGATIVE_INT,
+                        "points_start": [None, *POSITIVE_INT], "points_step": NON_NEGATIVE_INT, "every": POSITIVE_INT})
+
     def n_examples(self, step: int, final: int) -> int:
         if self.points_start is None:
             return final
@@ -57,6 +64,32 @@ class Curriculum:
         if self.dims_start is None:
             return None
         return min(final, self.dims_start + self.dims_step * (step // self.every))
+
+
+UNIT = [Interval(Real, 0, 1)]
+# every field's type and range, checked once where a config is built (the API, the CLI, run configs, sweeps)
+TRAIN_CONSTRAINTS = {
+    "steps": POSITIVE_INT, "batch_size": POSITIVE_INT, "n_examples": POSITIVE_INT, "lr": POSITIVE_REAL,
+    "weight_decay": NON_NEGATIVE_REAL, "betas": [Pairs((Interval(Real, 0, 1, closed="left"),) * 2)],
+    "warmup_steps": NON_NEGATIVE_INT, "min_lr_ratio": UNIT, "grad_clip": [None, *NON_NEGATIVE_REAL],
+    "eval_every": POSITIVE_INT, "eval_size": POSITIVE_INT, "checkpoint_every": POSITIVE_INT, "keep_best": [bool],
+    "patience": [None, *POSITIVE_INT], "seed": NON_NEGATIVE_INT, "device": [str], "snapshots": NON_NEGATIVE_INT,
+    "snapshot_dtype": [str], "decay_norms_and_biases": [bool], "warmup_start": UNIT, "balanced_batches": [bool],
+    "resample_every": POSITIVE_INT, "layer_clip": NON_NEGATIVE_REAL,
+    "layer_clip_after": [None, Pairs((NON_NEGATIVE_INT[0], NON_NEGATIVE_REAL[0]))],
+}
+
+
+def check_device(name: str) -> None:
+    """``name`` must be "auto" or a device string torch reads ("cpu", "cuda", "cuda:1", "mps"); whether that
+    device is present is checked when training starts (``pick_device``), so a config from a GPU machine loads."""
+    if name == "auto":
+        return
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"The 'device' parameter of TrainConfig must be 'auto' or a torch device such as 'cpu', "
+                         f"'cuda' or 'cuda:0'. Got {name!r} instead.") from None
 
 
 @dataclass(frozen=True)
@@ -91,8 +124,11 @@ class TrainConfig:
     # (their run-exp.ipynb: 1e-8, and 1e-7 after step 8,000)
 
     def __post_init__(self) -> None:
-        if isinstance(self.snapshots, bool) or not isinstance(self.snapshots, int) or self.snapshots < 0:
-            raise ValueError(f"The 'snapshots' parameter of TrainConfig must be an int >= 0. Got {self.snapshots!r} instead.")
+        validate(self, TRAIN_CONSTRAINTS)
+        if self.curriculum is not None and not isinstance(self.curriculum, Curriculum):
+            raise ValueError(f"The 'curriculum' parameter of TrainConfig must be a Curriculum (a mapping in a config file) "
+                             f"or None. Got {self.curriculum!r} instead.")
+        check_device(self.device)
         if self.snapshot_dtype not in SNAPSHOT_DTYPES:
             raise ValueError(f"The 'snapshot_dtype' parameter of TrainConfig must be one of {', '.join(SNAPSHOT_DTYPES)}. "
                              f"Got {self.snapshot_dtype!r} instead.")
@@ -116,10 +152,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         d = dict(d)
-        if d.get("curriculum") is not None:
+        if isinstance(d.get("curriculum"), dict):  # anything else is named by __post_init__
             d["curriculum"] = Curriculum(**d["curriculum"])
         for key in ("betas", "layer_clip_after"):
-            if d.get(key) is not None:
+            if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])
         return cls(**d)
 
@@ -128,7 +164,15 @@ def pick_device(name: str = "auto") -> torch.device:
     """CUDA when present, else CPU, unless ``name`` says otherwise."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    check_device(name)
+    device = torch.device(name)
+    available = {"cpu": lambda: True, "cuda": torch.cuda.is_available,
+                 "mps": lambda: hasattr(torch.backends, "mps") and torch.backends.mps.is_available()}.get(device.type)
+    if available is None or not available():
+        raise ValueError(f"device {name!r} is not available on this machine (use 'auto' or 'cpu')")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def hardware(device: torch.device) -> str:
@@ -311,9 +355,19 @@ def load_resume(path: Path, model: Model, optimizer: torch.optim.Optimizer, g: t
         if key.startswith("optim."):
             _, idx, name = key.split(".", 2)
             opt["state"].setdefault(int(idx), {})[name] = value.to(device) if name != "step" else value
-    optimizer.load_state_dict(opt)
-    g.set_state(tensors["rng"])
-    return json.loads((path / RESUME_STATE).read_text())
+    try:
+        optimizer.load_state_dict(opt)
+        g.set_state(tensors["rng"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path / RESUME_TENSORS} does not match this run's optimizer ({str(e).splitlines()[0]}); "
+                              "start afresh with --no-resume") from None
+    try:
+        state = json.loads((path / RESUME_STATE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path / RESUME_STATE} is corrupt or truncated ({e}); start afresh with --no-resume") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{path / RESUME_STATE} is not a resume state (no step); start afresh with --no-resume")
+    return state
 
 
 def snapshot_steps(cfg: TrainConfig) -> list[int]:
@@ -357,21 +411,41 @@ def train(
     stop_after: int | None = None,
 ) -> Checkpoint:
     """Train ``spec`` on ``task``. With ``out``, checkpoint there: with ``resume`` continue the unfinished run
-    of the same config it holds, and refuse a folder that holds anything else; without, start afresh over it. ``stop_after`` ends the process after that many steps without
-    saving, as a kill would (used to test resume)."""
+    of the same config it holds, and refuse a folder that holds anything else; without, start afresh over a
+    checkpoint of ours there. Anything at ``out`` that is not a checkpoint of ours is never replaced, and the
+    folder is locked for the whole run, so a second run into it is refused (``checkpoint.folder_lock``); both
+    are checked, with the device and writability, before any work starts. ``stop_after`` ends the process after
+    that many steps without saving, as a kill would (used to test resume)."""
+    pick_device(cfg.device)  # an absent device fails here, before anything is built
+    if out is None:
+        return train_loop(task, spec, cfg, None, resume, progress, stop_after)
+    out = Path(out)
+    with folder_lock(out):
+        check_out(out, resume)
+        return train_loop(task, spec, cfg, out, resume, progress, stop_after)
+
+
+def check_out(out: Path, resume: bool) -> None:
+    """Raise CheckpointError unless a run may write ``out``: nothing or an empty folder is there, or a
+    checkpoint of ours (an unfinished one with ``resume``); only a checkpoint of ours is offered --no-resume."""
+    check_replaceable(out)
+    if resume and is_checkpoint(out) and not (out / RESUME_STATE).is_file():
+        raise CheckpointError(f"{out} already exists and holds a finished checkpoint; choose another --out, "
+                              "or replace it with --no-resume")
+
+
+def train_loop(task: TaskBase, spec: ModelSpec, cfg: TrainConfig, out: Path | None, resume: bool, progress: bool,
+               stop_after: int | None) -> Checkpoint:
+    """``train`` after its checks: the loop, top to bottom (``out``, when given, is locked by the caller)."""
     device = pick_device(cfg.device)
     model = to_device(spec.build(), device)
     optimizer = make_optimizer(model, cfg)
     g = torch.Generator().manual_seed(cfg.seed)
     evals = eval_batches(task, cfg, device)
-    out = Path(out) if out is not None else None
     state: dict[str, Any] = {"step": 0, "best": None, "best_step": None, "since_best": 0, "wall_s": 0.0}
     metrics: list[dict[str, Any]] = []
     best_weights: dict[str, Tensor] | None = None
 
-    if out is not None and resume and out.exists() and not (out / RESUME_STATE).is_file():
-        raise CheckpointError(f"{out} already exists and holds no unfinished run; choose another --out, "
-                              "or start afresh over it with --no-resume")
     if out is not None and resume and (out / RESUME_STATE).is_file():
         saved = read_config(out)
         mine = {"model": spec.to_dict(), "task": task.to_dict(), "train": cfg.to_dict()}  # type: ignore[attr-defined]

@@ -58,16 +58,16 @@ def test_sweep_trains_every_cell_and_its_summary_matches_the_checkpoints(sweep_f
         sets = {"id_train_acc", "id_test_acc", "ood_train_acc", "ood_test_acc"}
         assert cell["status"] == "done" and sets | {s + "_last" for s in sets} <= set(cell["final"])
         assert all(k.split("_acc")[0] in {s[:-4] for s in sets} for k in cell["final"])  # only evaluation sets
-        ckpt = load_checkpoint(tmp_path / cell["ckpt"])
+        ckpt = load_checkpoint(tmp_path / "out" / cell["ckpt"])
         assert ckpt.spec.n_layers == cell["params"]["model.n_layers"] and ckpt.task.sampling == "parallelogram"
         assert cell["final"] == {k: v for k, v in ckpt.metrics[-1].items() if "_acc" in k}
         # the kinds and the phase are the checkpoint's, on the summary's sequences
-        kinds = interp.evaluate(tmp_path / cell["ckpt"], n=512, seed=0, baselines=False).kind_metrics()
+        kinds = interp.evaluate(tmp_path / "out" / cell["ckpt"], n=512, seed=0, baselines=False).kind_metrics()
         assert cell["kinds"] == pytest.approx(kinds) and cell["kinds"]["ood_test_n_last"] == 512 * 2
         assert cell["phase"] == phase(kinds, p=5)
-        assert cell["ood_acc_last_shot"] == pytest.approx(last_shot_accuracy(tmp_path / cell["ckpt"], "ood_test"))
+        assert cell["ood_acc_last_shot"] == pytest.approx(last_shot_accuracy(tmp_path / "out" / cell["ckpt"], "ood_test"))
         # the same quantity from an independent draw agrees within sampling error (4 s.e. of 512 sequences)
-        assert abs(cell["ood_acc_last_shot"] - direct_last_shot_accuracy(tmp_path / cell["ckpt"], "ood_test")) < 4 * 0.5 / 512**0.5
+        assert abs(cell["ood_acc_last_shot"] - direct_last_shot_accuracy(tmp_path / "out" / cell["ckpt"], "ood_test")) < 4 * 0.5 / 512**0.5
         assert cell["best"]["ood_test_acc"] == max(m["ood_test_acc"] for m in ckpt.metrics)
         assert cell["curve"]["step"] == [6, 12] and cell["curve"]["ood_test_acc"] == [m["ood_test_acc"] for m in ckpt.metrics]
         target = objective_key(ckpt.metrics[-1])  # regression-only OOD accuracy when the log has it
@@ -93,7 +93,7 @@ def test_ray_backend_runs_the_same_cells(sweep_file, tmp_path):
         ray.shutdown()
     assert [c["status"] for c in summary["cells"]] == ["done", "done"]
     for cell in summary["cells"]:
-        assert cell["ood_acc_last_shot"] == pytest.approx(last_shot_accuracy(tmp_path / cell["ckpt"], "ood_test"))
+        assert cell["ood_acc_last_shot"] == pytest.approx(last_shot_accuracy(tmp_path / "out" / cell["ckpt"], "ood_test"))
 
 
 def test_bad_sweep_files_name_the_problem(tmp_path, monkeypatch):

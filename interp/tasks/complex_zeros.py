@@ -13,6 +13,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from ..validation import POSITIVE_INT, POSITIVE_REAL, Options, validate
 from .base import Batch, RegressionTask, interleave
 
 
@@ -45,10 +46,8 @@ class ComplexZerosTask(RegressionTask):
     x_range: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.d_x != 2:
-            raise ValueError("complex-zeros inputs are complex numbers: d_x must be 2")
-        if self.degree < 1:
-            raise ValueError(f"degree must be at least 1, got {self.degree}")
+        # d_x: complex-zeros inputs are complex numbers, two real channels
+        validate(self, {"d_x": [Options((2,))], "degree": POSITIVE_INT, "root_radius": POSITIVE_REAL, "x_range": POSITIVE_REAL})
 
     def n_ctx(self, n_examples: int) -> int:
         return 2 * n_examples + 1

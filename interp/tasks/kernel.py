@@ -16,6 +16,7 @@ from typing import Callable, ClassVar, Literal
 import torch
 from torch import Tensor
 
+from ..validation import POSITIVE_INT, POSITIVE_REAL, Options, validate
 from .base import LAYOUTS, Layout, RegressionTask
 
 KernelName = Literal["linear", "relu", "exp", "comb", "exp-unscaled"]
@@ -59,12 +60,10 @@ class KernelTask(RegressionTask):
     layout: Layout = "interleaved"
 
     def __post_init__(self) -> None:
-        if self.kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}")
+        validate(self, {"d_x": POSITIVE_INT, "kernel": [Options(tuple(KERNELS))], "x_scale": POSITIVE_REAL,
+                        "layout": [Options(LAYOUTS)]})
         if self.kernel == "comb" and self.d_x < 4:
             raise ValueError(f"kernel 'comb' needs d_x >= 4 (exp on coordinates 0-1, linear on 2 to d_x - 2), got d_x={self.d_x}")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 
     def sample_params(self, batch_size: int, n_examples: int, generator: torch.Generator) -> dict[str, Tensor]:
         """The GP draw is carried by white noise ``eps`` [batch, k]; ``label`` colours it with the Gram matrix

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
+from ..validation import POSITIVE_INT, POSITIVE_REAL, Options, validate
 from .base import RegressionTask
 
 
@@ -25,8 +26,8 @@ class LinearTask(RegressionTask):
     active_dims: int | None = None
 
     def __post_init__(self) -> None:
-        if self.x_dist not in ("normal", "uniform"):
-            raise ValueError(f"x_dist must be 'normal' or 'uniform', got {self.x_dist!r}")
+        validate(self, {"d_x": POSITIVE_INT, "x_dist": [Options(("normal", "uniform"))], "x_scale": POSITIVE_REAL,
+                        "w_scale": POSITIVE_REAL, "active_dims": [None, *POSITIVE_INT]})
         if self.active_dims is not None and not 1 <= self.active_dims <= self.d_x:
             raise ValueError(f"active_dims must be in [1, {self.d_x}], got {self.active_dims}")
 

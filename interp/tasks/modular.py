@@ -13,9 +13,11 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
+from ..validation import NON_NEGATIVE_INT, Interval, Integral, Options, Real, check, is_prime, validate
 from .base import Batch, TaskBase, TaskKind
 
 SAMPLINGS = ("random", "parallelogram", "parallelogram-legacy")
+MAX_P = 1000  # the p² task vectors and pairs are enumerated (and the parallelograms drawn) in Python
 
 
 @dataclass(frozen=True)
@@ -41,20 +43,17 @@ class ModularTask(TaskBase):
     sampling: Literal["random", "parallelogram", "parallelogram-legacy"] = "random"
 
     def __post_init__(self) -> None:
-        if self.p < 2:
-            raise ValueError(f"p must be at least 2, got {self.p}")
+        check("ModularTask", "p", self.p, [Interval(Integral, 2, MAX_P)])
+        if not is_prime(self.p):  # He et al.'s task: Z_p is a field, so every (a, b) is a function of two shots
+            raise ValueError(f"The 'p' parameter of ModularTask must be a prime (He et al.'s z = a·x + b·y mod p). "
+                             f"Got {self.p!r} instead.")
+        validate(self, {"n_tasks": [None, Interval(Integral)], "split_seed": NON_NEGATIVE_INT,
+                        "split": [Options(("id", "ood"))], "pair_fraction": [Interval(Real, 0, 1, closed="right")],
+                        "pairs": [Options(("train", "test", "all"))], "sampling": [Options(SAMPLINGS)]})
         if self.n_tasks is None:
             object.__setattr__(self, "n_tasks", min(256, self.p**2 // 2))
         if not 1 <= self.n_tasks < self.p**2:
             raise ValueError(f"n_tasks must be in [1, p² - 1 = {self.p**2 - 1}], got {self.n_tasks}")
-        if self.split not in ("id", "ood"):
-            raise ValueError(f"split must be 'id' or 'ood', got {self.split!r}")
-        if not 0.0 < self.pair_fraction <= 1.0:
-            raise ValueError(f"pair_fraction must be in (0, 1], got {self.pair_fraction}")
-        if self.pairs not in ("train", "test", "all"):
-            raise ValueError(f"pairs must be 'train', 'test' or 'all', got {self.pairs!r}")
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
         if self.sampling == "parallelogram" and self.n_tasks % 4:
             raise ValueError(f"n_tasks must be a multiple of 4 with sampling 'parallelogram' (four corners per "
                              f"parallelogram), got {self.n_tasks}")

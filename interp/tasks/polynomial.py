@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
+from ..validation import NON_NEGATIVE_INT, POSITIVE_REAL, Options, check, validate
 from .base import RegressionTask
 
 
@@ -39,15 +40,15 @@ class PolynomialTask(RegressionTask):
     x_range: float = 1.0
 
     def __post_init__(self) -> None:
+        # d_x: polynomial tasks are 1-D
+        validate(self, {"d_x": [Options((1,))], "basis": [Options(("monomial", "chebyshev"))], "coef_scale": POSITIVE_REAL,
+                        "coef_dist": [Options(("normal", "uniform"))], "x_range": POSITIVE_REAL})
+        if not isinstance(self.degrees, (list, tuple)) or not self.degrees:
+            raise ValueError(f"The 'degrees' parameter of PolynomialTask must be a non-empty list of ints >= 0. "
+                             f"Got {self.degrees!r} instead.")
+        for degree in self.degrees:
+            check("PolynomialTask", "degrees", degree, NON_NEGATIVE_INT)
         object.__setattr__(self, "degrees", tuple(int(d) for d in self.degrees))
-        if self.d_x != 1:
-            raise ValueError("polynomial tasks are 1-D: d_x must be 1")
-        if not self.degrees or min(self.degrees) < 0:
-            raise ValueError(f"degrees must be non-negative and non-empty, got {self.degrees}")
-        if self.basis not in ("monomial", "chebyshev"):
-            raise ValueError(f"basis must be 'monomial' or 'chebyshev', got {self.basis!r}")
-        if self.coef_dist not in ("normal", "uniform"):
-            raise ValueError(f"coef_dist must be 'normal' or 'uniform', got {self.coef_dist!r}")
 
     @property
     def max_degree(self) -> int:
