@@ -31,7 +31,8 @@ from interp.sweep import Cell, is_finished, load_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT, FIGURES, MODELS, CONFIGS = ROOT / "models" / "cheng", ROOT / "docs" / "figures", ROOT / "models", ROOT / "configs" / "cheng"
-SWEEPS = {"table": ROOT / "configs" / "cheng_table_cpu.yaml", "comb": ROOT / "configs" / "cheng_comb.yaml"}
+SWEEPS = {"table": ROOT / "configs" / "cheng_table_cpu.yaml", "comb": ROOT / "configs" / "cheng_comb.yaml",
+          "long": ROOT / "configs" / "cheng_long_cpu.yaml"}
 KERNELS, ACTIVATIONS, DEPTHS, SEEDS = ("linear", "relu", "exp"), ("linear", "relu", "exp", "softmax"), (1, 3, 5), (0, 1, 2)
 COMB_MODELS = {"exp,linear": "2 heads: exp + linear", "exp": "1 head: exp", "linear": "1 head: linear"}
 
@@ -56,9 +57,11 @@ def measure_all() -> dict[str, dict[str, Any]]:
             steps = int(ckpt.train.get("steps_done", 0))
             if cache.get(tag, {}).get("steps") != steps:
                 kernel, act, layers, seed = key(cell)
+                measured = query_mse(ckpt)
+                measured["eval_seed"] = measured.pop("seed")
                 cache[tag] = {"sweep": sweep_name, "kernel": kernel, "activation": act, "layers": layers, "seed": seed,
                               "steps": steps, "batch_size": ckpt.train["batch_size"], "out": str(cell.out),
-                              "wall_s": ckpt.train.get("wall_s"), **query_mse(ckpt)}
+                              "wall_s": ckpt.train.get("wall_s"), **measured}
                 cache_path.write_text(json.dumps(cache, indent=1))
     return cache
 
@@ -131,6 +134,30 @@ def depth_figure(measured: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
+def curves_figure(measured: dict[str, dict[str, Any]], depth: int = 3) -> None:
+    """Learning curves (loss on the 30,000 evaluation sequences against step) of the seed-0 cells at ``depth``
+    layers, per data kernel, and of the long runs (configs/cheng_long_cpu.yaml) where they exist: are they converged?"""
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    for ax, kernel in zip(axes, KERNELS):
+        for tag, m in sorted(measured.items()):
+            if m["kernel"] != kernel or m["layers"] != depth or m["seed"] != 0 or m["sweep"] not in ("table", "long"):
+                continue
+            curve = [(r["step"], r["id_loss"]) for r in load(m["out"]).metrics if "id_loss" in r]
+            i = ACTIVATIONS.index(m["activation"])
+            ax.plot(*zip(*curve), color=f"C{i}", ls="-" if m["sweep"] == "table" else "--",
+                    label=f"{m['activation']} attn" + (f", {m['steps']:,} steps" if m["sweep"] == "long" else ""))
+        if any(m["kernel"] == kernel for m in measured.values()):
+            bayes = np.mean([m["bayes"] for m in measured.values() if m["kernel"] == kernel])
+            if bayes > 1e-8:
+                ax.axhline(bayes, color="k", ls=":", lw=0.8, label="Bayes")
+        ax.set(title=f"{kernel} data, {depth} layers, seed 0", xlabel="step", yscale="log")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("squared error at the query (evaluation set)")
+    fig.tight_layout()
+    fig.savefig(FIGURES / "cheng-curves.png", dpi=110)
+    plt.close(fig)
+
+
 def ship(measured: dict[str, dict[str, Any]]) -> list[str]:
     """Copy the seed-0 diagonal and the 2-head models into models/ and write their cards."""
     shipped = []
@@ -159,6 +186,11 @@ def write_card(name: str, dest: Path, m: dict[str, Any], rivals: list[dict[str, 
     ckpt = load(dest)
     sweep = "configs/cheng_comb.yaml" if m["sweep"] == "comb" else "configs/cheng_table_cpu.yaml"
     cell = tag.split("/", 1)[1]
+    curve = [(r["step"], r["id_loss"]) for r in ckpt.metrics if "id_loss" in r]
+    falling = ""
+    if len(curve) >= 2 and curve[-1][1] < 0.95 * curve[-2][1]:
+        falling = (f" **Not converged:** the loss on the evaluation set was still falling at the last step "
+                   f"({curve[-2][1]:.3g} at step {curve[-2][0]}, {curve[-1][1]:.3g} at step {curve[-1][0]}).")
     rows = [{"activation": r["activation"], "squared error (raw)": r["mse"], "± 95% CI": r["mse_ci"],
              "Bayes": r["bayes"]} for r in sorted(rivals, key=lambda r: r["mse"])]
     card = {"name": name, "family": "cheng", "headline": {
@@ -174,7 +206,7 @@ def write_card(name: str, dest: Path, m: dict[str, Any], rivals: list[dict[str, 
              f"trained on {m['kernel']} GP data (`{ckpt.task.describe()}`) with {ckpt.train['n_examples']} context points.",
              "", f"**Headline:** raw squared error at the query, {CHENG_N:,} fresh sequences (seed {CHENG_SEED}) = "
              f"**{m['mse']:.6g}** ± {m['mse_ci']:.2g} (95% CI); the Bayes-optimal predictor (GP posterior mean) on the "
-             f"same sequences: {m['bayes']:.4g}.", "",
+             f"same sequences: {m['bayes']:.4g}.{falling}", "",
              f"Beside the other activations trained the same way at seed 0 and {m['layers']} layer(s) ({'the 2-head model beside one-head models' if m['sweep'] == 'comb' else 'the row of the table'}):", "",
              *markdown_table(rows), "",
              "## Training", "",
@@ -212,6 +244,13 @@ def main() -> None:
     (OUT / "table.json").write_text(json.dumps({"n": CHENG_N, "seed": CHENG_SEED, "cells": sorted(measured.values(), key=lambda m: (m["sweep"], m["kernel"], m["layers"], m["activation"], m["seed"]))}, indent=1))
     if table:
         depth_figure(table)
+        curves_figure(measured)
+    long = [m for m in measured.values() if m["sweep"] == "long"]
+    if long:
+        lines += ["## Longer training (configs/cheng_long_cpu.yaml: relu data, 3 layers, seed 0)", "",
+                  *markdown_table([{"activation": m["activation"], "steps": m["steps"], "squared error (raw)": m["mse"],
+                                    "Bayes": m["bayes"]} for m in sorted(long, key=lambda m: m["activation"])]), ""]
+        (OUT / "table.md").write_text("\n".join(lines))
     print("\n".join(lines))
     print("shipped:", ", ".join(ship(measured)))
 
