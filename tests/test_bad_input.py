@@ -277,10 +277,8 @@ def test_a_run_into_a_folder_another_process_writes_is_refused(tmp_path, ckpt_di
     assert main([*TRAIN, "--no-resume", "--out", str(out)]) == 0  # a dead holder's lock does not block
 
 
-@pytest.mark.xfail(reason="a Ctrl-C while `import interp` loads TransformerLens needs the lazy interp/__init__ of "
-                          "issue 15 part 1; during a command's own imports and its work main() already reports it",
-                   strict=False)
 def test_ctrl_c_during_import_is_one_line(tmp_path):
+    """``import interp`` is lazy, so the CLI's handler is in place before the heavy imports (a command's own)."""
     proc = subprocess.Popen([sys.executable, "-m", "interp.cli", "info", "--ckpt", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)  # importing takes several seconds: the signal lands in the imports
