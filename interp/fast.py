@@ -28,14 +28,20 @@ from transformer_lens.components.mlps.mlp import MLP
 from transformer_lens.hook_points import HookPoint
 
 
-def hooks_attached(module: nn.Module) -> bool:
-    """Whether any HookPoint inside ``module`` (or a global module hook) would run on a forward or backward."""
+def hooks_attached(module: nn.Module, builtin_ok: bool = False) -> bool:
+    """Whether any HookPoint inside ``module`` (or a global module hook) would run on a forward or backward. With
+    ``builtin_ok``, the permanent scoring and mask hooks ``interp.scoring`` installs (marked ``builtin``) do not count."""
     from torch.nn.modules import module as torch_module
 
     if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks or torch_module._global_backward_hooks:
         return True
+
+    def only_builtin(m: HookPoint) -> bool:
+        return len(m._forward_hooks) == len(m.fwd_hooks) and all(getattr(h.user_hook, "builtin", False) for h in m.fwd_hooks)
+
     return any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        or (m._forward_hooks and not (builtin_ok and only_builtin(m)))
         for m in module.modules()
         if isinstance(m, HookPoint)
     )

@@ -100,7 +100,7 @@ def install_scoring(model: HookedRootModule, scoring: str, exp_cap: float | None
         def replace_pattern(pattern: Tensor, hook: HookPoint, scores_hp: ScoresHookPoint = scores_hp) -> Tensor:
             return nonsoftmax_pattern(scores_hp.last, names, exp_cap, softmax_over_n).to(pattern.dtype)
 
-        replace_pattern.builtin = True  # type: ignore[attr-defined]  (interp.cheng's fused path knows it)
+        replace_pattern.builtin = True  # type: ignore[attr-defined]  (hooks_attached(builtin_ok=True) lets it pass)
         attn.hook_pattern.add_hook(replace_pattern, is_permanent=True)
     model.setup()  # re-register hook names so the new HookPoints are found
 

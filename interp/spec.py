@@ -40,7 +40,7 @@ SPEC_CONSTRAINTS = {
     "attn_only": [bool], "normalization": [Options(NORMALIZATIONS)], "positional": [Options(POSITIONALS)],
     "scoring": [str], "mask": [Options(MASKS)], "act_fn": [Options(ACT_FNS)], "n_ctx": POSITIVE_INT,
     "d_vocab": [None, *POSITIVE_INT], "d_in": [None, *POSITIVE_INT], "d_out": POSITIVE_INT, "seed": NON_NEGATIVE_INT,
-    "tied_embed": [bool], "bias": [bool], "init": [Options(INITS)], "layer": [str], "final_norm": [bool],
+    "tied_embed": [bool], "bias": [bool], "init": [Options(INITS)], "layer": [Options(LAYERS)], "final_norm": [bool],
     "exp_cap": [None, *POSITIVE_REAL, Options((math.inf,))],  # inf: no cap
 }
 
@@ -83,8 +83,6 @@ class ModelSpec:
     def __post_init__(self) -> None:
         validate(self, SPEC_CONSTRAINTS)
         head_scorings(self.scoring, self.n_heads)  # raises ValueError naming scoring
-        if self.layer not in LAYERS:
-            raise ValueError(f"layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
         if self.layer == CHENG_LAYER:
             check_spec(self)
             if self.init != "tl":

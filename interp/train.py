@@ -31,7 +31,7 @@ from .checkpoint import SNAPSHOT_DTYPES, snapshot_file
 from .evaluate import squared_error_over_d
 from .spec import Model, ModelSpec, is_linear_bias, to_device
 from .tasks import Batch, RegressionTask, TaskBase, task_from_dict
-from .validation import NON_NEGATIVE_INT, NON_NEGATIVE_REAL, POSITIVE_INT, POSITIVE_REAL, Interval, Pairs, validate
+from .validation import NON_NEGATIVE_INT, NON_NEGATIVE_REAL, POSITIVE_INT, POSITIVE_REAL, Interval, Options, Pairs, validate
 
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite; the last saved checkpoint (if any) is left as it was."""
@@ -74,7 +74,7 @@ TRAIN_CONSTRAINTS = {
     "warmup_steps": NON_NEGATIVE_INT, "min_lr_ratio": UNIT, "grad_clip": [None, *NON_NEGATIVE_REAL],
     "eval_every": POSITIVE_INT, "eval_size": POSITIVE_INT, "checkpoint_every": POSITIVE_INT, "keep_best": [bool],
     "patience": [None, *POSITIVE_INT], "seed": NON_NEGATIVE_INT, "device": [str], "snapshots": NON_NEGATIVE_INT,
-    "snapshot_dtype": [str], "decay_norms_and_biases": [bool], "warmup_start": UNIT, "balanced_batches": [bool],
+    "snapshot_dtype": [Options(tuple(SNAPSHOT_DTYPES))], "decay_norms_and_biases": [bool], "warmup_start": UNIT, "balanced_batches": [bool],
     "resample_every": POSITIVE_INT, "layer_clip": NON_NEGATIVE_REAL,
     "layer_clip_after": [None, Pairs((NON_NEGATIVE_INT[0], NON_NEGATIVE_REAL[0]))],
 }
@@ -129,22 +129,10 @@ class TrainConfig:
             raise ValueError(f"The 'curriculum' parameter of TrainConfig must be a Curriculum (a mapping in a config file) "
                              f"or None. Got {self.curriculum!r} instead.")
         check_device(self.device)
-        if self.snapshot_dtype not in SNAPSHOT_DTYPES:
-            raise ValueError(f"The 'snapshot_dtype' parameter of TrainConfig must be one of {', '.join(SNAPSHOT_DTYPES)}. "
-                             f"Got {self.snapshot_dtype!r} instead.")
-        if self.grad_clip is not None and not self.grad_clip >= 0:
-            raise ValueError(f"The 'grad_clip' parameter of TrainConfig must be >= 0 (0 or None: no clipping). "
-                             f"Got {self.grad_clip!r} instead.")
-        if isinstance(self.resample_every, bool) or not isinstance(self.resample_every, int) or self.resample_every < 1:
-            raise ValueError(f"The 'resample_every' parameter of TrainConfig must be an int >= 1. Got {self.resample_every!r} instead.")
         if self.checkpoint_every % self.resample_every:
             raise ValueError(f"The 'checkpoint_every' parameter of TrainConfig must be a multiple of resample_every "
                              f"({self.resample_every}), so that a resumed run draws the batches an unbroken one does. "
                              f"Got {self.checkpoint_every!r} instead.")
-        if not self.layer_clip >= 0:
-            raise ValueError(f"The 'layer_clip' parameter of TrainConfig must be >= 0 (0: off). Got {self.layer_clip!r} instead.")
-        if not 0.0 <= self.warmup_start <= 1.0:
-            raise ValueError(f"The 'warmup_start' parameter of TrainConfig must be in [0, 1]. Got {self.warmup_start!r} instead.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from interp import load  # noqa: E402
 from interp.cards import CHENG_N, CHENG_SEED, markdown_table, query_mse  # noqa: E402
+from interp.checkpoint import read_config, read_metrics  # noqa: E402
 from interp.config import run_from_dict  # noqa: E402
 from interp.sweep import Cell, is_finished, load_sweep  # noqa: E402
 
@@ -52,10 +53,10 @@ def measure_all() -> dict[str, dict[str, Any]]:
         for cell in load_sweep(path).cells:
             if not is_finished(cell.out):
                 continue
-            ckpt = load(cell.out)
             tag = f"{sweep_name}/{cell.name}"
-            steps = int(ckpt.train.get("steps_done", 0))
-            if cache.get(tag, {}).get("steps") != steps:
+            steps = int(read_config(cell.out)["train"].get("steps_done", 0))
+            if cache.get(tag, {}).get("steps") != steps:  # measured before: no need to build the model
+                ckpt = load(cell.out)
                 kernel, act, layers, seed = key(cell)
                 measured = query_mse(ckpt)
                 measured["eval_seed"] = measured.pop("seed")
@@ -142,7 +143,7 @@ def curves_figure(measured: dict[str, dict[str, Any]], depth: int = 3) -> None:
         for tag, m in sorted(measured.items()):
             if m["kernel"] != kernel or m["layers"] != depth or m["seed"] != 0 or m["sweep"] not in ("table", "long"):
                 continue
-            curve = [(r["step"], r["id_loss"]) for r in load(m["out"]).metrics if "id_loss" in r]
+            curve = [(r["step"], r["id_loss"]) for r in read_metrics(Path(m["out"]) / "metrics.jsonl") if "id_loss" in r]
             i = ACTIVATIONS.index(m["activation"])
             ax.plot(*zip(*curve), color=f"C{i}", ls="-" if m["sweep"] == "table" else "--",
                     label=f"{m['activation']} attn" + (f", {m['steps']:,} steps" if m["sweep"] == "long" else ""))

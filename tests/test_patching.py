@@ -77,13 +77,18 @@ def tl_reference(fn, model, target_inputs, source_cache, metric, axes):
     return fn(model, target_inputs, source_cache, metric, index_axis_names=None, index_df=index_df).reshape(shape)
 
 
+def denoising_reference(fn, model, task, clean, corrupted, axes, order):
+    """TransformerLens's denoising sweep ``fn`` (clean activations into the corrupted run), in our axis order."""
+    _, clean_cache = model.run_with_cache(clean.inputs)
+    ref = tl_reference(fn, model, corrupted.inputs, clean_cache, tl_metric(task, clean, corrupted), axes)
+    return ref.permute(*order) if order else ref
+
+
 @pytest.mark.parametrize("name", list(TASKS))
 @pytest.mark.parametrize("site, by, fn, axes, order", TL_SWEEPS, ids=[f"{s}-{b or 'layer_pos'}" for s, b, *_ in TL_SWEEPS])
 def test_denoising_equals_transformer_lens(setups, name, site, by, fn, axes, order):
     model, task, clean, corrupted = setups[name]
-    _, clean_cache = model.run_with_cache(clean.inputs)
-    ref = tl_reference(fn, model, corrupted.inputs, clean_cache, tl_metric(task, clean, corrupted), axes)
-    ref = ref.permute(*order) if order else ref
+    ref = denoising_reference(fn, model, task, clean, corrupted, axes, order)
     result = patch(model, task, clean, corrupted, site=site, by=by, max_batch=5)
     assert result.extras["metric"].shape == ref.shape
     assert (result.extras["metric"] - ref).abs().max().item() <= TOL
@@ -103,9 +108,7 @@ def test_other_architectures_equal_transformer_lens(knobs, site, by, fn, axes, o
     spec = ModelSpec.for_task(task, n_examples, **({"n_layers": 2, "n_heads": 2, "d_model": d_model} | knobs))
     model = spec.build().eval()
     clean, corrupted = batches(task, n_examples, seed=3)
-    _, clean_cache = model.run_with_cache(clean.inputs)
-    ref = tl_reference(fn, model, corrupted.inputs, clean_cache, tl_metric(task, clean, corrupted), axes)
-    ref = ref.permute(*order) if order else ref
+    ref = denoising_reference(fn, model, task, clean, corrupted, axes, order)
     result = patch(model, task, clean, corrupted, site=site, by=by)
     assert (result.extras["metric"] - ref).abs().max().item() <= TOL
 
@@ -120,9 +123,7 @@ def test_cheng_layer_equals_transformer_lens(scoring, site, by, fn, axes, order)
                               positional="none", scoring=scoring, mask="context")
     model = spec.build().eval()
     clean, corrupted = batches(task, 5, seed=4)
-    _, clean_cache = model.run_with_cache(clean.inputs)
-    ref = tl_reference(fn, model, corrupted.inputs, clean_cache, tl_metric(task, clean, corrupted), axes)
-    ref = ref.permute(*order) if order else ref
+    ref = denoising_reference(fn, model, task, clean, corrupted, axes, order)
     result = patch(model, task, clean, corrupted, site=site, by=by, max_batch=7)
     assert (result.extras["metric"] - ref).abs().max().item() <= TOL
     assert ref.abs().max() > 0  # patching moves the metric somewhere
@@ -135,9 +136,7 @@ def test_a_model_without_a_final_norm_equals_transformer_lens(site, by, fn, axes
     model = ModelSpec.for_task(task, n_examples, n_layers=2, n_heads=2, d_model=d_model, final_norm=False).build().eval()
     assert not hasattr(model, "ln_final") and model.cfg.normalization_type == "LN"
     clean, corrupted = batches(task, n_examples, seed=3)
-    _, clean_cache = model.run_with_cache(clean.inputs)
-    ref = tl_reference(fn, model, corrupted.inputs, clean_cache, tl_metric(task, clean, corrupted), axes)
-    ref = ref.permute(*order) if order else ref
+    ref = denoising_reference(fn, model, task, clean, corrupted, axes, order)
     result = patch(model, task, clean, corrupted, site=site, by=by)
     assert (result.extras["metric"] - ref).abs().max().item() <= TOL
 
