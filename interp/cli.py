@@ -441,7 +441,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interp: interrupted", file=sys.stderr)
         return 130
+    except ImportError as e:  # Ctrl-C inside a C extension's init surfaces as "ImportError: initialization failed"
+        if not _caused_by_interrupt(e):
+            raise
+        print("interp: interrupted", file=sys.stderr)
+        return 130
+
+
+def _caused_by_interrupt(error: BaseException) -> bool:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def entry() -> NoReturn:
+    """The console script: `main`, then exit. After Ctrl-C it leaves through ``os._exit(130)``: CPython kills itself
+    with SIGINT at shutdown when the interrupt landed in C code that runs Python source (torch's imports do),
+    even though `main` caught it, and the caller would see -2 instead of 130."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
