@@ -14,11 +14,15 @@ import types
 from typing import Any
 
 __all__ = ["load", "train", "evaluate", "patch", "attribute", "mlp", "algorithms", "geometry", "saturation",
-           "compare_saturation", "probe"]
+           "compare_saturation", "probe", "Result"]
 _SHADOWED = {"train", "evaluate"}  # API functions that share their name with a submodule
 
 
 def __getattr__(name: str) -> Any:
+    if name == "Result":
+        from .results import Result
+
+        return Result
     if name in __all__:
         from . import api
 

@@ -1,7 +1,7 @@
 """What notebooks import: ``import interp; m = interp.load("models/<name>"); interp.patch(m, ...)``.
 
 Each function takes a loaded checkpoint (or a path to one), draws its inputs from the checkpoint's own task
-with a seed, runs one probe and returns a ``probes.results.Result`` whose metadata names the checkpoint,
+with a seed, runs one probe and returns a ``interp.results.Result`` whose metadata names the checkpoint,
 the corruption, the metric and the seed.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .tasks import TASKS, TaskBase
 from .train import TrainConfig
 from .train import train as train_model
 from .validation import Interval, Integral, check
-from probes.results import Result
+from interp.results import Result
 
 CheckpointLike = Checkpoint | str | Path
 

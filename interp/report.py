@@ -6,7 +6,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from probes.results import Result
+from interp.results import Result
 
 MAX_COLUMNS = 40  # wider results (a p x p grid) are summarised, not printed cell by cell
 

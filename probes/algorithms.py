@@ -30,7 +30,7 @@ from probes.mlp import (
     resolve_context,
     run_grid,
 )
-from probes.results import Result
+from interp.results import Result
 
 SUMMARIES = ("accuracy", "ratio_share", "regression_share", "ratio_coverage", "regression_coverage",
              "ratio_accuracy", "regression_accuracy", "other_accuracy")

@@ -31,7 +31,7 @@ from interp.spec import Model
 from interp.tasks import Batch, TaskBase
 
 from .metrics import Answers, Metric, at_query, metrics_for
-from .results import Result
+from interp.results import Result
 
 METHODS: dict[str, str] = {
     "dla": "direct effect of each head through the read-out at the query (frozen final norm)",

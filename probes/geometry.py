@@ -35,7 +35,7 @@ from probes.mlp import (
     resolve_context,
     run_grid,
 )
-from probes.results import Result
+from interp.results import Result
 
 MEASURES = ("outer x", "inner y", "outer y", "inner x", "parity x", "parity y")
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from interp.tasks import Batch, ModularTask
-from probes.results import Result
+from interp.results import Result
 
 # --- checks ------------------------------------------------------------------------------------------
 

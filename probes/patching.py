@@ -44,7 +44,7 @@ from transformer_lens.hook_points import HookPoint
 from interp.spec import Model
 from interp.tasks import Batch, TaskBase
 from probes.metrics import Answers, Metric, resolve_metric
-from probes.results import Result
+from interp.results import Result
 
 
 @dataclass(frozen=True)

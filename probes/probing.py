@@ -23,7 +23,7 @@ from torch import Tensor
 from interp.baselines import kernel_regression, poly_least_squares
 from interp.spec import Model
 from interp.tasks import Batch, TaskBase, examples_that_fit
-from probes.results import Result
+from interp.results import Result
 
 TargetKind = Literal["regression", "classification"]
 RIDGE_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 4, 15))

@@ -53,7 +53,7 @@ from torch import Tensor
 from interp.evaluate import ERROR, SCALE_FIELDS, squared_error_over_d
 from interp.spec import Model
 from interp.tasks import Batch, TaskBase, examples_that_fit
-from probes.results import Result
+from interp.results import Result
 
 DEFAULT_SCALES: tuple[float, ...] = tuple(2.0 ** (i / 2) for i in range(-4, 9))
 """0.25 to 16 in half-octaves: scale 1 is the training distribution."""

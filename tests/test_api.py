@@ -9,7 +9,7 @@ import torch
 import interp
 from interp.cli import main
 from probes.patching import patch as patch_probe
-from probes.results import Result
+from interp.results import Result
 
 INTERP = [sys.executable, "-m", "interp.cli"]
 

@@ -21,7 +21,7 @@ from probes.attribution import (
     head_types,
 )
 from probes.metrics import Answers, error_metric, logit_diff
-from probes.results import Result
+from interp.results import Result
 
 MODULAR = ModularTask(p=7)
 LINEAR = LinearTask(d_x=3)

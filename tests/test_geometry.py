@@ -11,7 +11,7 @@ from interp.spec import ModelSpec
 from interp.tasks import LinearTask, ModularTask
 from probes.geometry import MEASURES, feature_geometry, head_features, head_geometry
 from probes.mlp import Context, figure_pca
-from probes.results import Result
+from interp.results import Result
 
 
 

@@ -24,7 +24,7 @@ from probes.mlp import (
     query_grid,
     restricted_loss,
 )
-from probes.results import Result
+from interp.results import Result
 
 
 

@@ -12,4 +12,4 @@ def test_quickstart_notebook_runs():
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
-    assert all(c.get("outputs") for c in nb.cells if c.cell_type == "code" and not c.source.startswith("from probes.results"))
+    assert all(c.get("outputs") for c in nb.cells if c.cell_type == "code" and not c.source.startswith("from interp.results"))

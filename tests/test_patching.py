@@ -12,7 +12,7 @@ from interp.tasks import KernelTask, LinearTask, ModularTask
 from interp.train import TrainConfig, train
 from probes.metrics import Answers, at_query, resolve_metric
 from probes.patching import SITES, Stacked, patch
-from probes.results import Result
+from interp.results import Result
 
 tlp.tqdm = lambda it, **_: it  # TransformerLens's progress bar only clutters the test log
 

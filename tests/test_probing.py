@@ -5,7 +5,7 @@ import torch
 from interp.spec import ModelSpec
 from interp.tasks import LinearTask, ModularTask, PolynomialTask
 from probes.probing import TARGETS, probe
-from probes.results import Result
+from interp.results import Result
 
 
 def linear_model(k: int = 8, n_layers: int = 2):

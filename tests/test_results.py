@@ -1,6 +1,6 @@
 import torch
 
-from probes.results import Result
+from interp.results import Result
 
 
 def make():

@@ -7,7 +7,7 @@ import torch
 from interp.spec import ModelSpec
 from interp.tasks import KernelTask, LinearTask, ModularTask, PolynomialTask
 from interp.train import TrainConfig, train
-from probes.results import Result
+from interp.results import Result
 from probes.saturation import (BOUNDARY_KEYS, compare_boundaries, default_field, saturation, saturation_figure,
                                saturation_panel)
 
