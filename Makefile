@@ -25,7 +25,7 @@ test-e2e: setup
 	ICL_E2E=1 $(BIN)/python -m pytest tests/e2e
 
 dashboard: setup
-	$(BIN)/streamlit run app/Home.py --server.headless true
+	$(BIN)/streamlit run app/dashboard.py --server.headless true
 
 bench: setup
 	$(BIN)/python bench/train_throughput.py

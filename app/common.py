@@ -1,8 +1,11 @@
-"""What every dashboard page shares: the sidebar (model, task and probe settings), cached loading and probes.
+"""What every dashboard page shares: the page table, the page frame (sidebar, checkpoint, settings), cached
+loading and probes, and the small views.
 
-The sidebar's choices live in ``st.session_state`` under plain keys (``SELECTED``, ``N_SEQ``, ...), so they
-carry over from page to page; each widget writes its own key back there when it changes. Heavy modules
-(torch, interp, probes) are imported inside the functions that need them, so Home renders without them.
+dashboard.py builds the navigation from ``PAGES`` and runs ``frame`` once per script run before the selected
+page; the page reads what the frame set up with ``current()``. The sidebar's choices live in
+``st.session_state`` under plain keys (``SELECTED``, ``N_SEQ``, ...), so they carry over from page to page;
+each widget writes its own key back there when it changes. Heavy modules (torch, interp, probes) are imported
+inside the functions that need them, so Home renders without them.
 
 Models are cached with ``st.cache_resource`` and results with ``st.cache_data``, both keyed by the
 checkpoint's path and fingerprint (config.json bytes + the size and mtime of its weights), so a model
@@ -14,20 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import streamlit as st
 
-_APP_DIR = str(Path(__file__).resolve().parent)
-if _APP_DIR not in sys.path:
-    sys.path.insert(0, _APP_DIR)
-_REPO = str(Path(__file__).resolve().parents[1])
-if _REPO not in sys.path:  # `interp` and `probes` when the package is not installed
-    sys.path.append(_REPO)
-
-from zoo import ModelEntry, read_sweeps, read_zoo, zoo_dir  # noqa: E402
+from zoo import ModelEntry, read_sweeps, read_zoo, zoo_dir
 
 # session_state keys shared by the pages
 SELECTED = "ckpt_path"  # the chosen checkpoint folder (str)
@@ -37,7 +33,90 @@ CORRUPTION = "corruption"
 METRIC = "metric"
 OTHER = "(type a path…)"
 
+FRAME = "_frame"  # the Frame of the current script run
 DEFAULTS: dict[str, Any] = {N_SEQ: 64, SEED: 0}
+
+
+# --- the pages and their frame -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    """One page: its file under app/, sidebar label, heading, one-line help (Home's links), URL path, and what
+    the frame prepares for it: nothing (Home), the chosen ``path``, or the loaded ``checkpoint``."""
+
+    file: str
+    label: str
+    title: str
+    help: str
+    url: str
+    needs: Literal["nothing", "path", "checkpoint"] = "checkpoint"
+
+
+PAGES: tuple[PageInfo, ...] = (
+    PageInfo("views/0_Home.py", "Home", "icl-interp", "the zoo at a glance", "Home", "nothing"),
+    PageInfo("views/1_Zoo.py", "Zoo", "Zoo", "every checkpoint: task, spec, steps, ID/OOD scores, card", "Zoo", "path"),
+    PageInfo("views/2_Training.py", "Training", "Training", "loss and ID/OOD curves; the modular sweep's phase diagram",
+             "Training", "path"),
+    PageInfo("views/3_ICL_curves.py", "ICL curves", "In-context curves",
+             "error vs number of examples beside the baselines; extrapolation", "ICL_curves"),
+    PageInfo("views/4_Attention.py", "Attention", "Attention", "attention patterns by token role; head-type scores",
+             "Attention"),
+    PageInfo("views/5_Patching.py", "Patching", "Patching", "activation patching heatmaps, per-example spread, JSON/CSV",
+             "Patching"),
+    PageInfo("views/6_Heads.py", "Heads", "Heads", "direct attribution, ablation, attribution patching vs exact", "Heads"),
+    PageInfo("views/7_MLP_and_algorithms.py", "MLP and algorithms", "MLP and algorithms",
+             "Fourier, PCA circles, neuron clusters, algorithm maps", "MLP_and_algorithms"),
+    PageInfo("views/8_Saturation.py", "Saturation", "Saturation",
+             "entropy, max weight, LN scale and prediction vs input scale", "Saturation"),
+)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What the frame hands the page it runs: the chosen checkpoint folder, the checkpoint (loaded only for the
+    pages that need one), and the probe settings from the sidebar."""
+
+    path: str | None
+    ckpt: Any = None
+    n: int = DEFAULTS[N_SEQ]
+    seed: int = DEFAULTS[SEED]
+
+
+def frame(page: PageInfo) -> Frame:
+    """The setup every page shares, run once before it: page config and heading, the sidebar (zoo folder, model,
+    probe settings), and for a page that needs a checkpoint its loading and one line describing it; when it
+    cannot be loaded the run stops here, after the reason. ``current()`` returns the result to the page."""
+    st.set_page_config(page_title="icl-interp" if page.needs == "nothing" else f"icl-interp · {page.title}",
+                       layout="wide")
+    st.title(page.title)
+    with st.sidebar:
+        st.caption(f"Zoo folder: `{zoo_dir()}`")
+        if st.button("Reload zoo"):
+            load_zoo.clear()
+            load_sweeps.clear()
+        st.header("Model")
+        path = sidebar_model()
+        if page.needs != "nothing":
+            st.header("Probe")
+            persistent(st.number_input, "sequences per probe", N_SEQ, DEFAULTS[N_SEQ], min_value=8, max_value=2048,
+                       step=8, help="how many sequences the probes on this page sample from the task")
+            persistent(st.number_input, "seed", SEED, DEFAULTS[SEED], min_value=0, step=1)
+    n = int(st.session_state.get(N_SEQ, DEFAULTS[N_SEQ]))
+    seed = int(st.session_state.get(SEED, DEFAULTS[SEED]))
+    ckpt = None
+    if page.needs == "checkpoint":
+        ckpt = load(path)
+        if ckpt is None:
+            st.stop()
+        st.markdown(describe(ckpt))
+    st.session_state[FRAME] = out = Frame(path, ckpt, n, seed)
+    return out
+
+
+def current() -> Frame:
+    """The frame of this script run (dashboard.py sets it up before the page runs)."""
+    return st.session_state[FRAME]
 
 
 # --- the zoo -------------------------------------------------------------------------------------------
@@ -113,25 +192,6 @@ def sidebar_model(entries: list[ModelEntry] | None = None) -> str | None:
     path = typed.strip() or None
     st.session_state[SELECTED] = path
     return path
-
-
-def sidebar(title: str) -> str | None:
-    """Page setup: config, title, and the shared sidebar (model, probe size, seed). Returns the checkpoint path."""
-    st.set_page_config(page_title=f"icl-interp · {title}", layout="wide")
-    st.title(title)
-    with st.sidebar:
-        st.header("Model")
-        path = sidebar_model()
-        st.header("Probe")
-        persistent(st.number_input, "sequences per probe", N_SEQ, DEFAULTS[N_SEQ], min_value=8, max_value=2048, step=8,
-                   help="how many sequences the probes on this page sample from the task")
-        persistent(st.number_input, "seed", SEED, DEFAULTS[SEED], min_value=0, step=1)
-    return path
-
-
-def settings() -> tuple[int, int]:
-    """(sequences per probe, seed) from the sidebar."""
-    return int(st.session_state.get(N_SEQ, DEFAULTS[N_SEQ])), int(st.session_state.get(SEED, DEFAULTS[SEED]))
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------
@@ -243,8 +303,6 @@ def run_probe(name: str, path: str, fp: str, args_json: str) -> Any:
         return interp.compare_saturation(models, **args)
     if name == "attention":
         return attention_pattern(ckpt, **args)
-    if name == "head_types":
-        return head_types(ckpt, **args)
     return getattr(interp, name)(ckpt, **args)
 
 
@@ -260,24 +318,6 @@ def probe(name: str, ckpt, message: str | None = None, **args: Any) -> Any:
     except Exception as e:  # noqa: BLE001 - a bug in a probe still gets one line on the page, not a traceback
         st.error(f"{name} failed: {type(e).__name__}: {e}")
         return None
-
-
-def head_types(ckpt, n: int = 64, seed: int = 0):
-    """``interp.attribute(method="head_types")``, except that position labels without an example index (the
-    complex-zeros task's final "query") get one, since probes.attribution parses labels as role + index."""
-    import re
-    from dataclasses import replace
-
-    from interp.api import sample_inputs, stamp
-    from probes.attribution import head_types as head_types_probe
-
-    clean, _ = sample_inputs(ckpt, n, seed, None)
-    labels = clean.pos_labels
-    if not all(re.fullmatch(r"[A-Za-z_]+\d+", lab) for lab in labels):
-        last = max((int(m.group(1)) for lab in labels if (m := re.search(r"(\d+)$", lab))), default=-1)
-        labels = tuple(lab if re.fullmatch(r"[A-Za-z_]+\d+", lab) else f"{lab}{last + 1}" for lab in labels)
-        clean = replace(clean, pos_labels=labels)
-    return stamp(head_types_probe(ckpt.model, ckpt.task, clean), ckpt, seed)
 
 
 def attention_pattern(ckpt, example: int = 0, seed: int = 0) -> dict[str, Any]:
@@ -311,9 +351,29 @@ def token_labels(batch, example: int = 0) -> list[str]:
 # --- small views ---------------------------------------------------------------------------------------
 
 
-def not_applicable(message: str) -> None:
-    """The line a page shows when it does not apply to the chosen model."""
-    st.info(message)
+def mark_training(fig, scales: list[float], cells: list[tuple[int, int]], *, label: bool = False,
+                  saturation: dict[str, Any] | None = None) -> None:
+    """The training range on panels against the scale multiplier, drawn the same way on every page: on each
+    (row, col) of ``cells`` a log x-axis with scale ≤ 1 (the training distribution) shaded (and labelled once
+    with ``label``); with ``saturation`` (a saturation Result's metadata) the range's edge dotted and the boundary
+    values B+ and |B−| dashed across those panels, as magnitudes for a log |prediction| axis."""
+    import math
+
+    for i, (row, col) in enumerate(cells):
+        text = {"annotation_text": "training range", "annotation_position": "top left"} if label and i == 0 else {}
+        fig.add_vrect(x0=min(scales), x1=1.0, fillcolor="green", opacity=0.12, line_width=0, row=row, col=col,
+                      exclude_empty_subplots=False, **text)
+        fig.update_xaxes(type="log", row=row, col=col)
+        if saturation is None:
+            continue
+        edge = max(saturation["range_plus"], -saturation["range_minus"])  # the training range's edge, a magnitude
+        fig.add_hline(y=edge, line_dash="dot", line_color="green", annotation_text=f"training range edge {edge:.3g}",
+                      row=row, col=col, exclude_empty_subplots=False)
+        for side, name in (("plus", "B+"), ("minus", "|B−|")):
+            b = saturation[f"boundary_{side}"]
+            if b is not None and math.isfinite(b) and b != 0:
+                fig.add_hline(y=abs(b), line_dash="dash", line_color="red", annotation_text=f"{name} = {abs(b):.3g}",
+                              row=row, col=col, exclude_empty_subplots=False)
 
 
 def heatmap(z: list[list[float]], x: list[str], y: list[str], title: str, x_title: str, y_title: str,

@@ -17,7 +17,7 @@ run as ``--blocks`` calls of the same TransformerLens function, each on a slice 
 TransformerLens's time is the sum over blocks plus its clean-cache run; ours (both cache runs included) is the
 mean of its runs (a mean, not a median, so that our runs pay for load spikes as TransformerLens's blocks do).
 Agreement: max |Δ| of the raw metric (batch-mean logit difference after each patch).
-(c) when probes/attribution.py offers ``attribution_patch``: its time and its Pearson / Spearman correlation
+(c) when probes/attribution_patching.py offers ``attribution_patch``: its time and its Pearson / Spearman correlation
     with TransformerLens's exact head-by-position sweep.
 """
 from __future__ import annotations
@@ -153,11 +153,11 @@ def main() -> None:
 
 
 def attribution_section(model, task, clean, corrupted, exact_head_pos: Tensor, t_tl_head: float) -> None:
-    """Attribution patching against TransformerLens's exact head-by-position sweep, when probes.attribution has it."""
+    """Attribution patching against TransformerLens's exact head-by-position sweep, when probes.attribution_patching has it."""
     try:
-        from probes.attribution import attribution_patch, correlation
+        from probes.attribution_patching import attribution_patch, correlation
     except ImportError as e:
-        print(f"\nattribution patching: skipped (probes.attribution does not offer it yet: {e})")
+        print(f"\nattribution patching: skipped (probes.attribution_patching does not offer it yet: {e})")
         return
     times = [timed(lambda: attribution_patch(model, task, clean, corrupted, site="head_pos", metric="logit_diff"))
              for _ in range(3)]

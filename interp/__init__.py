@@ -14,7 +14,7 @@ import types
 from typing import Any
 
 __all__ = ["load", "train", "evaluate", "patch", "attribute", "mlp", "algorithms", "geometry", "saturation",
-           "compare_saturation", "probe", "Result"]
+           "compare_saturation", "probe", "circuit", "Result"]
 _SHADOWED = {"train", "evaluate"}  # API functions that share their name with a submodule
 
 

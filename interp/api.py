@@ -20,6 +20,8 @@ from .train import TrainConfig
 from .train import train as train_model
 from .validation import Interval, Integral, check
 from interp.results import Result
+from probes.settings import (AlgorithmsSettings, AttributeSettings, CircuitSettings, EvalSettings, GeometrySettings,
+                             MlpSettings, PatchSettings, ProbeSettings, SaturationSettings)
 
 CheckpointLike = Checkpoint | str | Path
 
@@ -56,26 +58,25 @@ def train(task: str | TaskBase, out: str | Path | None = None, n_examples: int =
     return train_model(task, spec, cfg, out=out, progress=progress)
 
 
-def evaluate(m: CheckpointLike, n: int = 1280, seed: int = 0, task: TaskBase | None = None,
-             baselines: bool = True, metric: str | None = None) -> EvalResult:
+def evaluate(m: CheckpointLike, settings: EvalSettings | None = None, *, task: TaskBase | None = None,
+             progress: bool = False, **fields: Any) -> EvalResult:
     """Error (or accuracy) against the number of in-context examples on every evaluation split of the model's
-    task (or of ``task``, e.g. a held-out class), beside the baselines, on ``n`` sequences (1280: Garg et al.'s
-    count). Regression error is squared error / d (``interp.evaluate.metric_of``; ``metric="error_over_mean_y2"``
-    gives the earlier metric). The baselines draw no random numbers, so the model's curves are the same with or
-    without them."""
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
+    task (or of ``task``, e.g. a held-out class), beside the baselines, with ``EvalSettings`` (n sequences, 1280:
+    Garg et al.'s count; seed; metric; baselines). Regression error is squared error / d
+    (``interp.evaluate.metric_of``; ``metric="error_over_mean_y2"`` gives the earlier metric). The baselines draw
+    no random numbers, so the model's curves are the same with or without them."""
+    s = EvalSettings.resolve(settings, fields)
     ckpt = as_checkpoint(m)
-    batch_size = min(n, 256)
-    return evaluate_model(ckpt.model, task or ckpt.task, ckpt.train["n_examples"], n_batches=-(-n // batch_size),
-                          batch_size=batch_size, generator=torch.Generator().manual_seed(seed), baselines=baselines,
-                          metric=metric)
+    batch_size = min(s.n, 256)
+    return evaluate_model(ckpt.model, task or ckpt.task, ckpt.train["n_examples"], n_batches=-(-s.n // batch_size),
+                          batch_size=batch_size, generator=torch.Generator().manual_seed(s.seed), baselines=s.baselines,
+                          metric=s.metric, progress=progress)
 
 
 # --- probes --------------------------------------------------------------------------------------------
+# Each probe's options are the fields of its settings dataclass (``probes.settings``): pass ``settings=`` or the
+# fields by name (``interp.patch(m, site="z", by="head")``); the CLI flags and the dashboard use the same names.
 
-# short site names (the CLI's and the issue's) -> probes.patching site names
-SITE_ALIASES = {"resid": "resid_pre", "attn": "attn_out", "mlp": "mlp_out", "head": "z"}
 # attribution-patching site -> the exact patching sweep it estimates (site, by)
 EXACT_FOR_ATTRIB = {"head": ("z", "head"), "head_pos": ("z", "head_pos"), "resid_pre": ("resid_pre", "layer_pos"),
                     "mlp": ("mlp_out", "layer"), "mlp_pos": ("mlp_out", "layer_pos")}
@@ -98,124 +99,157 @@ def stamp(result: Any, ckpt: Checkpoint, seed: int, **extra: Any) -> Any:
     return result
 
 
-def patch(m: CheckpointLike, site: str = "resid_pre", layer: int | None = None, by: str | None = None,
-          corruption: str = "params", metric: str | Any = None, direction: str = "denoise", n: int = 64,
-          seed: int = 0, progress: bool = False) -> Result:
-    """Exact activation patching (``probes.patching.patch``) on ``n`` sequences of the checkpoint's task.
-    ``site`` is a patching site (resid_pre, resid_mid, attn_out, mlp_out, z, q, k, v, pattern) or a short
-    name: resid, attn, mlp, head (= z, each head's output).
+def patch(m: CheckpointLike, settings: PatchSettings | None = None, *, progress: bool = False, **fields: Any) -> Result:
+    """Exact activation patching (``probes.patching.patch``) on ``n`` sequences of the checkpoint's task, with
+    ``PatchSettings`` (site, layer, by, corruption, metric, direction, n, seed). ``site`` is a patching site
+    (resid_pre, resid_mid, attn_out, mlp_out, z, q, k, v, pattern) or a short name: resid, attn, mlp, head (= z).
 
     scores: normalised effect [layer, pos] / [layer, head, pos] / [layer, head] (0 = corrupted, 1 = clean)."""
-    from probes.patching import SITES
     from probes.patching import patch as patch_probe
 
-    check("patch", "n", n, [Interval(Integral, 2, None)])  # one sequence has no spread: the sem would be NaN
-    site = SITE_ALIASES.get(site, site)
-    if site not in SITES:
-        raise ValueError(f"unknown site {site!r}; choose from {', '.join([*SITE_ALIASES, *SITES])}")
+    s = PatchSettings.resolve(settings, fields)
     ckpt = as_checkpoint(m)
-    clean, corrupted = sample_inputs(ckpt, n, seed, corruption)
-    result = patch_probe(ckpt.model, ckpt.task, clean, corrupted, site=site, layer=layer, by=by,
-                         direction=direction, metric=metric, corruption=corruption, progress=progress)
-    return stamp(result, ckpt, seed, corruption=corruption)
+    clean, corrupted = sample_inputs(ckpt, s.n, s.seed, s.corruption)
+    result = patch_probe(ckpt.model, ckpt.task, clean, corrupted, site=s.site_name, layer=s.layer, by=s.by,
+                         direction=s.direction, metric=s.metric, corruption=s.corruption, progress=progress)
+    return stamp(result, ckpt, s.seed, corruption=s.corruption)
 
 
-def attribute(m: CheckpointLike, method: str = "dla", corruption: str | None = "params", metric: str | Any = None,
-              ablation: str = "mean", site: str = "head", direction: str = "denoise", n: int = 64, seed: int = 0,
-              compare_exact: bool = True) -> Result:
-    """Head attribution (``probes.attribution.attribute``): method dla | ablate | attrib | head_types.
-
-    For ``attrib``, with ``compare_exact``, the exact patching sweep it approximates is run too and its
-    Pearson and Spearman correlation is put in ``metadata["exact_correlation"]``."""
+def attribute(m: CheckpointLike, settings: AttributeSettings | None = None, **fields: Any) -> Result:
+    """Head attribution (``probes.attribution.attribute``) with ``AttributeSettings``: method dla | ablate |
+    attrib | head_types. For ``attrib``, with ``compare_exact``, the exact patching sweep it approximates is run
+    too and its Pearson and Spearman correlation is put in ``metadata["exact_correlation"]``."""
     from probes.attribution import attribute as attribute_probe
-    from probes.attribution import correlation
+    from probes.attribution_patching import correlation
 
-    check("attribute", "n", n, [Interval(Integral, 2, None)])
+    s = AttributeSettings.resolve(settings, fields)
     ckpt = as_checkpoint(m)
-    if method == "attrib" and corruption is None:
+    if s.method == "attrib" and s.corruption is None:
         raise ValueError("method 'attrib' needs a corruption (params, query or shift)")
-    clean, corrupted = sample_inputs(ckpt, n, seed, corruption)
-    result = attribute_probe(ckpt.model, ckpt.task, clean, corrupted, method=method, metric=metric,
-                             ablation=ablation, site=site, direction=direction)
-    if method == "attrib" and compare_exact:
+    clean, corrupted = sample_inputs(ckpt, s.n, s.seed, s.corruption)
+    result = attribute_probe(ckpt.model, ckpt.task, clean, corrupted, method=s.method, metric=s.metric,
+                             ablation=s.ablation, site=s.site, direction=s.direction)
+    if s.method == "attrib" and s.compare_exact:
         from probes.patching import patch as patch_probe
 
-        exact_site, by = EXACT_FOR_ATTRIB[site]
-        exact = patch_probe(ckpt.model, ckpt.task, clean, corrupted, site=exact_site, by=by, direction=direction,
-                            metric=result.metadata.get("metric", metric))
+        exact_site, by = EXACT_FOR_ATTRIB[s.site]
+        exact = patch_probe(ckpt.model, ckpt.task, clean, corrupted, site=exact_site, by=by, direction=s.direction,
+                            metric=result.metadata.get("metric", s.metric))
         result.metadata["exact_correlation"] = correlation(result, exact)
-    return stamp(result, ckpt, seed, corruption=corruption)
+    return stamp(result, ckpt, s.seed, corruption=s.corruption)
 
 
-def mlp(m: CheckpointLike, layer: int = 0, n_context: int | None = None, seed: int = 0) -> dict[str, Result]:
-    """MLP representations of a modular model at ``layer`` over the (x, y) grid (``probes.mlp.mlp_analysis``):
-    Fourier spectrum of W_E, PCA, circularity, per-neuron frequencies, restricted / excluded loss, by name."""
+def mlp(m: CheckpointLike, settings: MlpSettings | None = None, **fields: Any) -> Any:
+    """MLP representations of a modular model at ``layer`` over the (x, y) grid (``probes.mlp.mlp_analysis``), with
+    ``MlpSettings``: an ``MLPAnalysis`` whose attributes are Results (frequencies of W_E, PCA, circularity,
+    per-neuron frequencies, restricted / excluded loss)."""
     from probes.mlp import mlp_analysis
 
+    s = MlpSettings.resolve(settings, fields)
     ckpt = as_checkpoint(m)
-    analysis = mlp_analysis(ckpt.model, ckpt.task, layer, context=n_context, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
-    return {name: stamp(r, ckpt, seed) for name, r in analysis.results().items()}
+    analysis = mlp_analysis(ckpt.model, ckpt.task, s.layer, context=s.n_context,  # type: ignore[arg-type]
+                            generator=torch.Generator().manual_seed(s.seed))
+    for r in analysis.results().values():
+        stamp(r, ckpt, s.seed)
+    return analysis
 
 
-def algorithms(m: CheckpointLike, shots: list[int] | None = None, seed: int = 0) -> Result:
-    """He et al.'s algorithm map (``probes.algorithms.algorithm_map``): per shot count and (x, y) query, is the
-    model right, and do ratio matching and modular regression predict it."""
+def algorithms(m: CheckpointLike, settings: AlgorithmsSettings | None = None, **fields: Any) -> Result:
+    """He et al.'s algorithm map (``probes.algorithms.algorithm_map``) with ``AlgorithmsSettings``: per shot count
+    and (x, y) query, is the model right, and do ratio matching and modular regression predict it."""
     from probes.algorithms import algorithm_map
 
+    s = AlgorithmsSettings.resolve(settings, fields)
     ckpt = as_checkpoint(m)
-    result = algorithm_map(ckpt.model, ckpt.task, shots=shots, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
-    return stamp(result, ckpt, seed)
+    result = algorithm_map(ckpt.model, ckpt.task, shots=None if s.shots is None else list(s.shots),  # type: ignore[arg-type]
+                           generator=torch.Generator().manual_seed(s.seed))
+    return stamp(result, ckpt, s.seed)
 
 
-def geometry(m: CheckpointLike, layer: int = 0, head: int = 0, seed: int = 0) -> Result:
-    """Circle-of-circles and even/odd scores of one head's output over the (x, y) grid (``probes.geometry``)."""
+def geometry(m: CheckpointLike, settings: GeometrySettings | None = None, **fields: Any) -> Result:
+    """Circle-of-circles and even/odd scores of one head's output over the (x, y) grid (``probes.geometry``),
+    with ``GeometrySettings`` (layer, head, seed)."""
     from probes.geometry import head_geometry
 
+    s = GeometrySettings.resolve(settings, fields)
     ckpt = as_checkpoint(m)
-    result = head_geometry(ckpt.model, ckpt.task, layer, head, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
-    return stamp(result, ckpt, seed)
+    result = head_geometry(ckpt.model, ckpt.task, s.layer, s.head,  # type: ignore[arg-type]
+                           generator=torch.Generator().manual_seed(s.seed))
+    return stamp(result, ckpt, s.seed)
 
 
-def saturation(m: CheckpointLike, scales: list[float] | None = None, field: str | None = None, n: int = 256,
-               seed: int = 0) -> Result:
+def saturation(m: CheckpointLike, settings: SaturationSettings | None = None, *, progress: bool = False,
+               **fields: Any) -> Result:
     """Prediction, attention entropy / max weight, score range, LN scale and residual norm as the coefficient (or
     input) scale takes the target out of the training range, and the signed boundary values B+ / B− with the
-    fall-back slope beyond the range (``probes.saturation``; field None: coef where the task has it)."""
+    fall-back slope beyond the range (``probes.saturation``), with ``SaturationSettings`` (field None: coef
+    where the task has it)."""
     from probes.saturation import saturation as saturation_probe
 
+    s = SaturationSettings.resolve(settings, fields)
     ckpt = as_checkpoint(m)
-    result = saturation_probe(ckpt.model, ckpt.task, scales=scales, field=field, n=n,
-                              generator=torch.Generator().manual_seed(seed), n_examples=ckpt.train["n_examples"])
-    return stamp(result, ckpt, seed)
+    result = saturation_probe(ckpt.model, ckpt.task, scales=None if s.scales is None else list(s.scales), field=s.field,
+                              n=s.n, generator=torch.Generator().manual_seed(s.seed), n_examples=ckpt.train["n_examples"],
+                              progress=progress)
+    return stamp(result, ckpt, s.seed)
 
 
-def compare_saturation(models: dict[str, CheckpointLike] | list[CheckpointLike], scales: list[float] | None = None,
-                       field: str | None = None, n: int = 256, seed: int = 0) -> Result:
+def compare_saturation(models: dict[str, CheckpointLike] | list[CheckpointLike],
+                       settings: SaturationSettings | None = None, *, progress: bool = False, **fields: Any) -> Result:
     """B+ and B− per variant trained on the same task (with / without LN or the final LN, softmax / relu /
     linear scoring, full / attention-only): which removal moves the plateau
-    (``probes.saturation.compare_boundaries``; scores [variant, side])."""
+    (``probes.saturation.compare_boundaries``; scores [variant, side]), with ``SaturationSettings``."""
     from probes.saturation import compare_boundaries
 
+    s = SaturationSettings.resolve(settings, fields)
     named = models if isinstance(models, dict) else {str(as_checkpoint(m).path or i): m for i, m in enumerate(models)}
     ckpts = {name: as_checkpoint(m) for name, m in named.items()}
     tasks = {c.task for c in ckpts.values()}
     if len(tasks) != 1:
         raise ValueError("compare_saturation needs models trained on the same task; got " + "; ".join(t.describe() for t in tasks))
     first = next(iter(ckpts.values()))
-    result = compare_boundaries({k: c.model for k, c in ckpts.items()}, first.task, scales=scales, field=field, n=n,
-                                generator=torch.Generator().manual_seed(seed),
-                                n_examples=min(int(c.train["n_examples"]) for c in ckpts.values()))  # fits every context
-    result.metadata |= {"checkpoints": {k: str(c.path) for k, c in ckpts.items()}, "seed": seed}
+    result = compare_boundaries({k: c.model for k, c in ckpts.items()}, first.task,
+                                scales=None if s.scales is None else list(s.scales), field=s.field, n=s.n,
+                                generator=torch.Generator().manual_seed(s.seed),
+                                n_examples=min(int(c.train["n_examples"]) for c in ckpts.values()),  # fits every context
+                                progress=progress)
+    result.metadata |= {"checkpoints": {k: str(c.path) for k, c in ckpts.items()}, "seed": s.seed}
     return result
 
 
-def probe(m: CheckpointLike, target: str | Any, hook: str | list[str] | None = None,
-          positions: int | str | list[int | str] | None = None, n: int = 512, seed: int = 0) -> Result:
+def probe(m: CheckpointLike, target: str | Any = None, settings: ProbeSettings | None = None, **fields: Any) -> Result:
     """Held-out linear-probe R² or accuracy of a task quantity from a hook's activations, per layer and position,
-    with a shuffled-label control in ``extras["control"]`` (``probes.probing.probe``)."""
+    with a shuffled-label control in ``extras["control"]`` (``probes.probing.probe``), with ``ProbeSettings``
+    (``target`` may also be a callable: batch -> [batch, k] targets)."""
     from probes.probing import probe as probe_fn
 
+    callable_target = target if callable(target) else None
+    if target is not None and callable_target is None:
+        fields = {**fields, "target": target}
+    s = ProbeSettings.resolve(settings, fields)
+    target = callable_target if callable_target is not None else s.target
+    if target is None:
+        raise ValueError("The 'target' argument of probe is required (e.g. 'w', 'coefs', 'a').")
     ckpt = as_checkpoint(m)
-    result = probe_fn(ckpt.model, ckpt.task, target, hook=hook, positions=positions, n=n,
-                      generator=torch.Generator().manual_seed(seed), n_examples=ckpt.train["n_examples"])
-    return stamp(result, ckpt, seed)
+    result = probe_fn(ckpt.model, ckpt.task, target, hook=s.hook,
+                      positions=list(s.positions) if isinstance(s.positions, tuple) else s.positions, n=s.n,
+                      generator=torch.Generator().manual_seed(s.seed), n_examples=ckpt.train["n_examples"])
+    return stamp(result, ckpt, s.seed)
+
+
+def circuit(m: CheckpointLike, settings: CircuitSettings | None = None, *, progress: bool = False,
+            **fields: Any) -> Any:
+    """Edge-level circuits (``probes.circuits.circuit``) on ``n`` sequences of the checkpoint's task, with
+    ``CircuitSettings`` (method exact | eap | eap-ig, positions, top, ablation, ...): a ``Circuit`` whose
+    ``edges`` Result scores every sender -> receiver edge, ``matrix`` is the same as [sender, receiver],
+    ``faithfulness`` the top-k circuits' curve (completeness in its extras) and, for an estimate, ``exact`` the
+    exact edge patching beside it (``edges.metadata["exact_correlation"]``)."""
+    from probes.circuits import circuit as circuit_probe
+
+    s = CircuitSettings.resolve(settings, fields)
+    ckpt = as_checkpoint(m)
+    clean, corrupted = sample_inputs(ckpt, s.n, s.seed, s.corruption)
+    found = circuit_probe(ckpt.model, ckpt.task, clean, corrupted, s, progress=progress)
+    for r in found.results().values():
+        stamp(r, ckpt, s.seed, corruption=s.corruption)
+    return found

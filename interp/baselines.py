@@ -18,7 +18,7 @@ import einops
 import torch
 from torch import Tensor
 
-from .tasks import Batch, ComplexZerosTask, KernelTask, LinearTask, ModularTask, PolynomialTask, TaskBase
+from .tasks import Batch
 from .tasks.kernel import covariance
 from .tasks.polynomial import basis
 
@@ -249,22 +249,12 @@ def mod_p_solver(p: int) -> Baseline:
 # --- per task ----------------------------------------------------------------------------------------
 
 
-def baselines_for(task: TaskBase) -> dict[str, Baseline]:
-    """The baselines that make sense for ``task``, by name."""
-    if isinstance(task, ModularTask):
-        return {"exact_mod_p": mod_p_solver(task.p)}
-    if isinstance(task, ComplexZerosTask):
-        return {"poly_root_ls": complex_root_least_squares(task.degree)}
-    if not isinstance(task, (LinearTask, PolynomialTask, KernelTask)):
-        raise ValueError(f"no baselines for task {task.name!r}")
-    out: dict[str, Baseline] = {
+def regression_baselines() -> dict[str, Baseline]:
+    """The baselines of every real-valued task with vector inputs, by name: least squares, ridge (alpha 0.1), 3-NN
+    and averaging. Each task class adds its own in ``task.baselines()``."""
+    return {
         "least_squares": in_context(least_squares),
         "ridge": in_context(partial(ridge, alpha=0.1)),
         "3-nn": in_context(partial(nearest_neighbours, n_neighbors=3)),
         "averaging": in_context(averaging),
     }
-    if isinstance(task, PolynomialTask):
-        out["poly_ls"] = true_degree_poly_least_squares(task.basis, task.max_degree)
-    if isinstance(task, KernelTask):
-        out["kernel_regression"] = in_context(partial(kernel_regression, kernel=task.kernel))
-    return out

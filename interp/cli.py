@@ -17,13 +17,23 @@ from typing import Any, NoReturn, Sequence
 
 from .errors import CheckpointError
 
-# Per-task training defaults: small enough to train on a laptop CPU in minutes.
-DEFAULT_EXAMPLES = {"linear": 11, "polynomial": 11, "kernel": 14, "modular": 16, "complex-zeros": 10}
-# CLI flag -> task field, where the two names differ
-TASK_FLAGS = {"d": "d_x", "x_scale": "x_scale", "x_dist": "x_dist", "w_scale": "w_scale", "degrees": "degrees",
-              "basis": "basis", "coef_scale": "coef_scale", "x_range": "x_range", "kernel": "kernel", "p": "p",
-              "n_tasks": "n_tasks", "split_seed": "split_seed", "pair_fraction": "pair_fraction",
-              "degree": "degree", "root_radius": "root_radius", "layout": "layout"}
+# The task flags whose name is not the field they set; which flags a task takes is its class's ``cli_flags``.
+FLAG_FIELDS = {"d": "d_x"}
+
+
+class TaskNames:
+    """``--task``'s choices, read from ``interp.tasks.TASKS`` only when argparse checks or lists them (with a
+    metavar, adding the argument lists nothing), so that building the parser stays torch-free."""
+
+    def __contains__(self, name: object) -> bool:
+        from .tasks import TASKS
+
+        return name in TASKS
+
+    def __iter__(self):
+        from .tasks import TASKS
+
+        return iter(sorted(TASKS))
 
 
 class UsageError(Exception):
@@ -42,7 +52,7 @@ def build_parser() -> Parser:
     t = sub.add_parser("train", help="train a model and save a checkpoint folder")
     t.add_argument("--config", type=Path, help="a run config (YAML/JSON: task, model, train sections); "
                    "then task, model and training flags are not allowed")
-    t.add_argument("--task", choices=sorted(DEFAULT_EXAMPLES))
+    t.add_argument("--task", choices=TaskNames(), metavar="TASK", help="one of %(choices)s")
     t.add_argument("--out", required=True, type=Path, help="checkpoint folder, e.g. models/<name>")
     g = t.add_argument_group("task")
     g.add_argument("--d", type=int, help="input dims (linear, kernel)")
@@ -104,63 +114,35 @@ def build_parser() -> Parser:
     w.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     w.add_argument("--force", action="store_true", help="overwrite a shipped summary (one whose runs are not here)")
 
+    from probes.settings import PROBE_SETTINGS, EvalSettings  # torch-free: the flags are the settings' fields
+
     e = sub.add_parser("eval", help="ID/OOD error against the number of examples, beside the baselines")
     e.add_argument("--ckpt", required=True, type=Path)
     e.add_argument("--step", type=int, help="load the weight snapshot of this training step")
-    e.add_argument("--n", type=int, default=1280, help="sequences per split (1280: the official Garg et al. count)")
-    e.add_argument("--seed", type=int, default=0)
+    EvalSettings.add_flags(e)
     e.add_argument("--out", type=Path, help="write the table as JSON")
 
     i = sub.add_parser("info", help="describe a checkpoint")
     i.add_argument("--ckpt", required=True, type=Path)
     i.add_argument("--step", type=int, help="load the weight snapshot of this training step")
 
-    def probe_parser(name: str, help: str, n: int = 64) -> Parser:
-        q = sub.add_parser(name, help=help)
+    helps = {"patch": "exact activation patching (0 = corrupted run, 1 = clean run)",
+             "attribute": "attention-head attribution",
+             "mlp": "Fourier / PCA / circularity analysis of a modular model's MLP",
+             "algorithms": "ratio matching vs modular regression maps over the (x, y) grid",
+             "geometry": "circle-of-circles and even/odd geometry of one head's output",
+             "saturation": "prediction, softmax and layer-norm statistics as inputs leave the training range",
+             "probe": "linear probes from activations to a task quantity, with a shuffled control",
+             "circuit": "edge scores (exact edge patching, EAP, EAP-IG), the top-k circuit and its faithfulness"}
+    for name, settings in PROBE_SETTINGS.items():
+        q = sub.add_parser(name, help=helps[name])
         q.add_argument("--ckpt", required=True, type=Path)
         q.add_argument("--step", type=int, help="load the weight snapshot of this training step")
-        q.add_argument("--n", type=int, default=n, help="sequences to average over")
-        q.add_argument("--seed", type=int, default=0)
+        settings.add_flags(q)
         q.add_argument("--out", type=Path, help="write the Result as JSON (readable by the dashboard and Result.from_json)")
-        return q
-
-    p = probe_parser("patch", "exact activation patching (0 = corrupted run, 1 = clean run)")
-    p.add_argument("--layer", type=int, help="default: every layer")
-    p.add_argument("--site", default="resid", help="resid | resid_mid | attn | mlp | head | z | q | k | v | pattern")
-    p.add_argument("--by", help="layer_pos | layer (resid sites); head_pos | head (head sites)")
-    p.add_argument("--corrupt", default="params", choices=["params", "query", "shift"])
-    p.add_argument("--metric", help="squared_error_over_d | signed_error (regression); logit_diff | prob | accuracy (modular)")
-    p.add_argument("--direction", default="denoise", choices=["denoise", "noise"])
-
-    a = probe_parser("attribute", "attention-head attribution")
-    a.add_argument("--method", default="dla", choices=["dla", "ablate", "attrib", "head_types"])
-    a.add_argument("--ablation", default="mean", choices=["zero", "mean", "resample"])
-    a.add_argument("--site", default="head", help="attrib only: head | head_pos | mlp | mlp_pos | resid_pre")
-    a.add_argument("--corrupt", default="params", choices=["params", "query", "shift"])
-    a.add_argument("--metric")
-
-    ml = probe_parser("mlp", "Fourier / PCA / circularity analysis of a modular model's MLP")
-    ml.add_argument("--layer", type=int, default=0)
-
-    al = probe_parser("algorithms", "ratio matching vs modular regression maps over the (x, y) grid")
-    al.add_argument("--shots", type=lambda s: [int(v) for v in s.split(",")], help="e.g. 1,2,13,31")
-
-    ge = probe_parser("geometry", "circle-of-circles and even/odd geometry of one head's output")
-    ge.add_argument("--layer", type=int, default=0)
-    ge.add_argument("--head", type=int, default=0)
-
-    sa = probe_parser("saturation", "prediction, softmax and layer-norm statistics as inputs leave the training range", n=256)
-    sa.add_argument("--scales", type=lambda s: [float(v) for v in s.split(",")], help="e.g. 0.25,1,4,16")
-    sa.add_argument("--field", help="coef (default where the task has one: w_scale, coef_scale, root_radius) | input | "
-                    "a task field such as x_scale")
-    sa.add_argument("--compare", nargs="+", type=Path, metavar="CKPT",
-                    help="other checkpoints trained on the same task (e.g. without LN): B+ and B- per variant")
-
-    pr = probe_parser("probe", "linear probes from activations to a task quantity, with a shuffled control", n=512)
-    pr.add_argument("--target", required=True, help="e.g. w, w_ls, coefs, a, b, task_vector, ax")
-    pr.add_argument("--hook", help="default: every blocks.{l}.hook_resid_post")
-    pr.add_argument("--positions", type=lambda s: [int(v) if v.lstrip("-").isdigit() else v for v in s.split(",")],
-                    help="e.g. query or y3,query")
+        if name == "saturation":
+            q.add_argument("--compare", nargs="+", type=Path, metavar="CKPT",
+                           help="other checkpoints trained on the same task (e.g. without LN): B+ and B- per variant")
 
     d = sub.add_parser("dashboard", help="serve the Streamlit dashboard")
     d.add_argument("--port", type=int, default=8501)
@@ -172,15 +154,14 @@ def make_task(args: argparse.Namespace):
     from .tasks import TASKS
 
     cls = TASKS[args.task]
-    fields = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
-    for flag, field in TASK_FLAGS.items():
+    for flag in dict.fromkeys(f for task in TASKS.values() for f in task.cli_flags):
         value = getattr(args, flag)
         if value is None:
             continue
-        if field not in fields:
+        if flag not in cls.cli_flags:
             raise UsageError(f"--{flag.replace('_', '-')} does not apply to task {args.task}")
-        kwargs[field] = value
+        kwargs[FLAG_FIELDS.get(flag, flag)] = value
     return cls(**kwargs)
 
 
@@ -259,7 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.task is None:
         raise UsageError("interp train needs --task or --config")
     task = make_task(args)  # before the heavy imports, so a bad flag fails fast
-    n_examples = args.n_examples if args.n_examples is not None else DEFAULT_EXAMPLES[args.task]
+    n_examples = args.n_examples if args.n_examples is not None else task.default_examples
     for flag in ("steps", "n_examples", "eval_every", "layers", "heads", "d_model", "batch_size", "checkpoint_every"):
         value = n_examples if flag == "n_examples" else getattr(args, flag)
         if value is not None and value < 1:  # the configs check again; here the message names the flag
@@ -334,11 +315,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from . import api
+    from probes.settings import EvalSettings
+
     from .checkpoint import load_checkpoint
 
+    settings = EvalSettings.from_args(args)
     check_out_file(args.out)
     ckpt = load_checkpoint(args.ckpt, args.step)
-    result = api.evaluate(ckpt, n=args.n, seed=args.seed)
+    result = api.evaluate(ckpt, settings, progress=True)
     rows = result.to_table(ci=True)
     table = Table(title=f"{args.ckpt}: {ckpt.task.describe()}\n{result.label} by number of examples k, "
                         f"mean ± 95% CI over {result.n_sequences} sequences")
@@ -378,32 +362,31 @@ def cmd_probe(args: argparse.Namespace) -> int:
     """patch | attribute | mlp | algorithms | geometry | saturation | probe: run, print, optionally write JSON."""
     from . import api
     from .checkpoint import load_checkpoint
+    from probes.settings import PROBE_SETTINGS
+
     from .report import print_result
 
+    settings = PROBE_SETTINGS[args.command].from_args(args)  # every flag checked before any work
     check_out_file(args.out)
     ckpt = load_checkpoint(args.ckpt, args.step)
     check_ckpt_layer(args, ckpt)
-    run = {
-        "patch": lambda: api.patch(ckpt, site=args.site, layer=args.layer, by=args.by, corruption=args.corrupt,
-                                   metric=args.metric, direction=args.direction, n=args.n, seed=args.seed, progress=True),
-        "attribute": lambda: api.attribute(ckpt, method=args.method, corruption=args.corrupt, metric=args.metric,
-                                           ablation=args.ablation, site=args.site, n=args.n, seed=args.seed),
-        "mlp": lambda: api.mlp(ckpt, layer=args.layer, seed=args.seed),
-        "algorithms": lambda: api.algorithms(ckpt, shots=args.shots, seed=args.seed),
-        "geometry": lambda: api.geometry(ckpt, layer=args.layer, head=args.head, seed=args.seed),
-        "saturation": lambda: api.saturation(ckpt, scales=args.scales, field=args.field, n=args.n, seed=args.seed)
-        if not args.compare else api.compare_saturation(
-            {str(path): load_checkpoint(path) for path in [args.ckpt, *args.compare]},
-            scales=args.scales, field=args.field, n=args.n, seed=args.seed),
-        "probe": lambda: api.probe(ckpt, args.target, hook=args.hook, positions=args.positions, n=args.n, seed=args.seed),
-    }[args.command]
+    if args.command == "saturation" and args.compare:
+        run = lambda: api.compare_saturation({str(path): load_checkpoint(path) for path in [args.ckpt, *args.compare]},
+                                             settings, progress=True)
+    elif args.command == "probe":
+        if settings.target is None:
+            raise UsageError("interp probe needs --target (e.g. w, w_ls, coefs, a, b, task_vector, ax)")
+        run = lambda: api.probe(ckpt, settings=settings)
+    else:
+        run = lambda: getattr(api, args.command)(ckpt, settings,
+                                                 **({"progress": True} if args.command in ("patch", "saturation") else {}))
     result = run()
-    results = result if isinstance(result, dict) else {args.command: result}
+    several = hasattr(result, "results")  # a typed container of Results (interp mlp's MLPAnalysis)
+    results = result.results() if several else {args.command: result}
     for name, r in results.items():
-        print_result(r, title=f"{args.command} {name}" if len(results) > 1 else None)
+        print_result(r, title=f"{args.command} {name}" if several else None)
     if args.out:
-        payload = {k: v.to_dict() for k, v in results.items()} if isinstance(result, dict) else result.to_dict()
-        write_json_atomically(args.out, payload)
+        write_json_atomically(args.out, {k: v.to_dict() for k, v in results.items()} if several else result.to_dict())
     return 0
 
 
@@ -420,42 +403,62 @@ def write_json_atomically(path: Path, payload: Any) -> None:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port must be in [1, 65535], got {args.port}")
-    app = Path(__file__).resolve().parents[1] / "app" / "Home.py"
+    app = Path(__file__).resolve().parents[1] / "app" / "dashboard.py"
     if not app.is_file():
         raise UsageError(f"the dashboard is not installed beside this package ({app} is missing)")
-    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)])
+    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
+                            "--browser.gatherUsageStats", "false"])
 
 
 COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "eval": cmd_eval, "info": cmd_info, "dashboard": cmd_dashboard,
-            **{name: cmd_probe for name in ("patch", "attribute", "mlp", "algorithms", "geometry", "saturation", "probe")}}
+            **{name: cmd_probe for name in ("patch", "attribute", "mlp", "algorithms", "geometry", "saturation", "probe",
+                                            "circuit")}}
+
+
+class _Interrupts:
+    """Ctrl-C while `main` runs: remembered, then raised as KeyboardInterrupt. Some imports turn the interrupt
+    into another error (transformers' lazy modules report a ModuleNotFoundError, a C extension's init an
+    ImportError); the flag still tells `main` that the user pressed Ctrl-C."""
+
+    seen = False
+
+    @classmethod
+    def handler(cls, signum: int, frame: Any) -> None:
+        cls.seen = True
+        raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `interp` console script; returns the exit code."""
+    import signal
+    import threading
+
+    _Interrupts.seen = False
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _Interrupts.handler)
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except (UsageError, CheckpointError, ValueError) as e:
+        if _Interrupts.seen:
+            return _interrupted()
         print(f"interp: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interp: interrupted", file=sys.stderr)
-        return 130
-    except ImportError as e:  # Ctrl-C inside a C extension's init surfaces as "ImportError: initialization failed"
-        if not _caused_by_interrupt(e):
-            raise
-        print("interp: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
+    except Exception:
+        if _Interrupts.seen:
+            return _interrupted()
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
-def _caused_by_interrupt(error: BaseException) -> bool:
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, KeyboardInterrupt):
-            return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return False
+def _interrupted() -> int:
+    print("interp: interrupted", file=sys.stderr)
+    return 130
 
 
 def entry() -> NoReturn:

@@ -26,20 +26,11 @@ import einops
 import torch
 from torch import Tensor, nn
 
-from .baselines import baselines_for
+from .progress import progress_bar
 from .query_kinds import GROUPS, classify_queries, last_region, metric_key, task_averaged, task_ids
 from .tasks import Batch, ModularTask, TaskBase
 
 Predictor = Callable[[Batch], Tensor]
-
-SCALE_FIELDS: dict[str, str] = {
-    "linear": "x_scale",
-    "kernel": "x_scale",
-    "polynomial": "x_range",
-    "complex-zeros": "x_range",
-}
-"""The field ``error_vs_scale`` multiplies by default: the task's input scale."""
-
 
 # --- metrics -----------------------------------------------------------------------------------------
 
@@ -286,9 +277,11 @@ def collect(
     generator: torch.Generator,
     score: Callable[[Tensor, Batch], Tensor],
     keep: Callable[[Batch], dict[str, Tensor]] | None = None,
+    bar: Any = None,
 ) -> tuple[dict[str, Tensor], list[int], dict[str, Tensor]]:
     """Per-sequence scores of every predictor on the same batches: {name: [n_batches * batch_size, k]}, the
-    shots, and what ``keep`` reads off each batch, concatenated over batches ({} without ``keep``)."""
+    shots, and what ``keep`` reads off each batch, concatenated over batches ({} without ``keep``). ``bar``
+    (a ``progress_bar``) advances by one per batch."""
     if n_batches < 1:
         raise ValueError(f"n_batches must be at least 1, got {n_batches}")
     scores: dict[str, list[Tensor]] = {name: [] for name in predictors}
@@ -299,6 +292,8 @@ def collect(
             scores[name].append(score(predict(batch), batch))
         for name, value in (keep(batch) if keep else {}).items():
             kept.setdefault(name, []).append(value)
+        if bar is not None:
+            bar.update(1)
     return {name: torch.cat(s) for name, s in scores.items()}, shots(batch), {k: torch.cat(v) for k, v in kept.items()}
 
 
@@ -335,25 +330,30 @@ def evaluate(
     generator: torch.Generator | None = None,
     baselines: bool = True,
     metric: str | None = None,
+    progress: bool = False,
 ) -> EvalResult:
     """Metric vs number of in-context examples for ``model`` (and the task's baselines) on every split of
     ``task.eval_splits()``: ID and OOD, or He et al.'s four sets for modular tasks with held-out pairs; for
-    modular tasks also the by-kind curves (``EvalResult.by_kind``) of every method. ``metric``: see ``metric_of``."""
+    modular tasks also the by-kind curves (``EvalResult.by_kind``) of every method. ``metric``: see ``metric_of``.
+    ``progress``: a bar over the batches on stderr (plain lines when it is not a terminal)."""
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     metric, score = metric_of(task, metric)
     curves: list[Curve] = []
     by_kind: list[KindCurve] = []
     was_training = model.training
     model.eval()
+    splits = task.eval_splits()
     try:
-        for split, t in task.eval_splits().items():
-            predictors = {"model": model_predictor(model, t)} | (baselines_for(t) if baselines else {})
-            keep = query_info(t) if isinstance(t, ModularTask) else None
-            scores, xs, kept = collect(predictors, t, n_examples, n_batches, batch_size, generator, score, keep)
-            for name, s in scores.items():
-                curves.append(Curve(split, name, xs, *mean_sem(s)))
-                if kept:
-                    by_kind += kind_curves(split, name, xs, s, kept)
+        with progress_bar(total=len(splits) * n_batches, desc="eval", unit="batch", enabled=progress) as bar:
+            for split, t in splits.items():
+                bar.set_description_str(f"eval {split}", refresh=False)
+                predictors = {"model": model_predictor(model, t)} | (t.baselines() if baselines else {})
+                keep = query_info(t) if isinstance(t, ModularTask) else None
+                scores, xs, kept = collect(predictors, t, n_examples, n_batches, batch_size, generator, score, keep, bar)
+                for name, s in scores.items():
+                    curves.append(Curve(split, name, xs, *mean_sem(s)))
+                    if kept:
+                        by_kind += kind_curves(split, name, xs, s, kept)
     finally:
         model.train(was_training)
     d = float(task.error_scale) if metric == ERROR else None  # type: ignore[attr-defined]
@@ -385,11 +385,11 @@ def error_vs_scale(
     """Squared error / d at the query (``squared_error_over_d``, d the task's ``error_scale``) as ``task.<field>``
     is multiplied by each of ``scales``.
 
-    ``field`` defaults to the task's input scale (``SCALE_FIELDS``); pass e.g. "coef_scale" for the
+    ``field`` defaults to the task's input scale (``task.scale_field``); pass e.g. "coef_scale" for the
     polynomial coefficients. Methods: "model", "zero", and the task's baselines if ``baselines``."""
     if task.kind != "regression":
         raise ValueError(f"error_vs_scale needs a regression task, got {task.name!r}")
-    field = field or SCALE_FIELDS.get(task.name)
+    field = field or task.scale_field
     if field is None or not isinstance(getattr(task, field, None), (int, float)):
         raise ValueError(f"field must name a numeric field of {task.name!r}, got {field!r}")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -401,7 +401,7 @@ def error_vs_scale(
         for s in scales:
             t = task.replace(**{field: getattr(task, field) * s})
             predictors = {"model": model_predictor(model, t), "zero": zero_predictor}
-            predictors |= baselines_for(t) if baselines else {}
+            predictors |= t.baselines() if baselines else {}
             scores, _, _ = collect(predictors, t, n_examples, n_batches, batch_size, generator,
                                    partial(error_at_query, d=task.error_scale))  # type: ignore[attr-defined]
             for name, sc in scores.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import Tensor
@@ -20,8 +20,23 @@ FIGURES: dict[str, str] = {
     "saturation": "probes.saturation:saturation_figure",
     "saturation_comparison": "probes.saturation:saturation_figure",
     "algorithm_map": "probes.algorithms:figure_map",
-    "pca": "probes.mlp:figure_pca",
+    "pca": "probes.fourier:figure_pca",
 }
+
+
+def tick_label(layer: int | None = None, head: int | None = None) -> str:
+    """TransformerLens-style name of a layer ("L0"), of an entry of a head axis ("H1"), or of one head ("L0H1")."""
+    if layer is None and head is None:
+        raise ValueError("tick_label needs a layer, a head or both")
+    return ("" if layer is None else f"L{int(layer)}") + ("" if head is None else f"H{int(head)}")
+
+
+def tick_labels(axis: str, indices: int | Iterable[int]) -> list[str]:
+    """Tick labels of a "layer" or "head" axis, one ``tick_label`` per index; an int n means 0..n-1."""
+    if axis not in ("layer", "head"):
+        raise ValueError(f"axis must be 'layer' or 'head', got {axis!r}")
+    items = range(indices) if isinstance(indices, int) else indices
+    return [tick_label(**{axis: i}) for i in items]
 
 
 def tensor_to_json(t: Tensor) -> dict[str, Any]:
@@ -74,22 +89,16 @@ class Result:
     def to_frame(self):
         """Long-format pandas DataFrame: one row per cell, a column per axis, ``value`` (and ``sem``), and
         a column per extra of the same shape."""
-        import itertools
-
         import pandas as pd
 
-        ticks = [self.ticks(a) for a in self.axes]
         sem = self.sem
-        same_shape = {k: v for k, v in self.extras.items() if tuple(v.shape) == tuple(self.scores.shape)}
-        rows = []
-        for idx in itertools.product(*(range(n) for n in self.scores.shape)):
-            row: dict[str, Any] = {a: ticks[i][j] for i, (a, j) in enumerate(zip(self.axes, idx))}
-            row["value"] = self.scores[idx].item()
-            if sem is not None:
-                row["sem"] = sem[idx].item()
-            row |= {k: v[idx].item() for k, v in same_shape.items()}
-            rows.append(row)
-        return pd.DataFrame(rows)
+        columns = {"value": self.scores} | ({} if sem is None else {"sem": sem})
+        columns |= {k: v for k, v in self.extras.items() if tuple(v.shape) == tuple(self.scores.shape)}
+        data = {k: v.detach().cpu().flatten().tolist() for k, v in columns.items()}  # row-major, as the index
+        if not self.axes:  # a single number: one row, no axis columns
+            return pd.DataFrame(data)
+        index = pd.MultiIndex.from_product([self.ticks(a) for a in self.axes], names=list(self.axes))
+        return pd.DataFrame(data, index=index).reset_index()
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save as tensors_to_bytes
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, Checkpoint, read_config, read_metrics, read_tensors, save_checkpoint, load_weights
 from .checkpoint import check_replaceable, folder_lock, is_checkpoint
 from .checkpoint import SNAPSHOT_DTYPES, snapshot_file
 from .evaluate import squared_error_over_d
+from .progress import progress_bar
 from .spec import Model, ModelSpec, is_linear_bias, to_device
 from .tasks import Batch, RegressionTask, TaskBase, task_from_dict
 from .validation import NON_NEGATIVE_INT, NON_NEGATIVE_REAL, POSITIVE_INT, POSITIVE_REAL, Interval, Options, Pairs, validate
@@ -480,7 +480,7 @@ def train_loop(task: TaskBase, spec: ModelSpec, cfg: TrainConfig, out: Path | No
         pending.clear()
 
     started = time.perf_counter() - state.get("wall_s", 0.0)  # training time survives a resume
-    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress or None, desc=task.describe()[:40])  # type: ignore[attr-defined]
+    bar = progress_bar(total=cfg.steps, initial=state["step"], enabled=progress, desc=task.describe()[:40])  # type: ignore[attr-defined]
     batch: Batch | None = None
     while state["step"] < cfg.steps:
         step = state["step"]
@@ -515,7 +515,7 @@ def train_loop(task: TaskBase, spec: ModelSpec, cfg: TrainConfig, out: Path | No
             key = objective_key(record)
             id_key = "id_" + key.split("_", 1)[1].replace("test_", "train_")
             postfix = {"loss": f"{record['train_loss']:.4g}", "id": f"{record.get(id_key, float('nan')):.3g}", "ood": f"{record[key]:.3g}"}
-            bar.set_postfix(postfix)
+            bar.set_postfix(postfix, refresh=False)  # shown with the next (rate-limited) update
             if cfg.patience is not None and state["since_best"] >= cfg.patience:
                 break
         if step in scheduled:

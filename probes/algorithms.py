@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from interp.results import Result
 from interp.tasks import ModularTask
-from probes.mlp import (
+from probes.grid import (
     Context,
     check_modular,
     check_token_model,
@@ -30,7 +31,6 @@ from probes.mlp import (
     resolve_context,
     run_grid,
 )
-from interp.results import Result
 
 SUMMARIES = ("accuracy", "ratio_share", "regression_share", "ratio_coverage", "regression_coverage",
              "ratio_accuracy", "regression_accuracy", "other_accuracy")
@@ -125,7 +125,8 @@ def compare_algorithms(predictions: Tensor, context: Context, p: int, shots: Seq
                   extras={"ratio": ratio.float(), "regression": regression.float(), "prediction": predictions.long(),
                           "answer": answer} | {name: torch.tensor(v) for name, v in summary.items()},
                   metadata={"p": p, "shots": shots, "context": context.to_dict(),
-                            "value_name": "correct", "title": "algorithm map: correct at the query"})
+                            "value_name": "correct", "title": "algorithm map: correct at the query",
+                            "print_extras": ["accuracy", "ratio_share", "regression_share"]})
 
 
 def algorithm_map(

@@ -7,7 +7,7 @@ that example's z token (``pos="z"``: the example is appended whole, as the model
 d=2 model's layer-0 heads collect x and y there) or at its y position, where z is predicted (``pos="query"``).
 
 Scores, each 1 at best and about 0 for structureless features:
-- outer x: circularity (``probes.mlp.circularity``) of the x-means (the mean over y for each x);
+- outer x: circularity (``probes.fourier.circularity``) of the x-means (the mean over y for each x);
 - inner y: mean over x of the circularity of the p points (x, ·);
 - outer y / inner x: the same with the roles swapped;
 - parity x / parity y: 2·(balanced accuracy) − 1 of a linear separator of even from odd residues in the top
@@ -22,20 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from interp.results import Result, tick_label
 from interp.tasks import ModularTask
-from probes.mlp import (
-    Context,
-    check_layer,
-    check_modular,
-    check_token_model,
-    circularity,
-    max_context,
-    pca,
-    query_grid,
-    resolve_context,
-    run_grid,
-)
-from interp.results import Result
+from probes.fourier import circularity, pca
+from probes.grid import (Context, check_layer, check_modular, check_token_model, max_context, query_grid,
+                         resolve_context, run_grid)
 
 MEASURES = ("outer x", "inner y", "outer y", "inner x", "parity x", "parity y")
 
@@ -68,11 +59,11 @@ def _separability(points: np.ndarray, labels: np.ndarray) -> float:
     """2·(balanced accuracy) − 1 of a logistic-regression separator: 0 at chance, 1 when a plane splits the classes."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
+    from sklearn.preprocessing import StandardScaler
 
     if labels.all() or not labels.any():
         return 0.0
-    scale = points.std(axis=0)
-    x = (points - points.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
+    x = StandardScaler().fit_transform(points)
     fit = LogisticRegression(C=100.0, max_iter=2000).fit(x, labels)
     return float(max(0.0, 2 * balanced_accuracy_score(labels, fit.predict(x)) - 1))
 
@@ -138,5 +129,5 @@ def head_geometry(
     result = feature_geometry(features, n_components, parity_dims)
     hook = f"blocks.{layer}.attn.hook_z" + (" @ W_O" if output == "result" else "")
     result.metadata |= {"layer": layer, "head": int(head), "hook_name": hook, "pos": pos, "context": ctx.to_dict(),
-                        "a": ctx.a, "b": ctx.b, "title": f"L{layer}H{head} geometry ({hook} at {pos})"}
+                        "a": ctx.a, "b": ctx.b, "title": f"{tick_label(layer, head)} geometry ({hook} at {pos})"}
     return result

@@ -86,6 +86,52 @@ def resolve_metric(task: TaskBase, metric: str | Metric | None) -> tuple[str, Me
     return metric, known[metric]
 
 
+# the head probes' metrics: also the logit of the answer and the bare prediction, which direct effects add up to
+
+
+def correct_logit(out: Tensor, answers: Answers) -> Tensor:
+    """Logit of the clean answer: [batch, d_vocab] -> [batch]."""
+    return out.gather(-1, answers.clean[:, None])[:, 0]
+
+
+def prediction(out: Tensor, answers: Answers) -> Tensor:
+    """The prediction, summed over output channels: [batch, d_out] -> [batch]."""
+    return out.sum(-1)
+
+
+def _extra_metrics(task: TaskBase) -> dict[str, Metric]:
+    return {"logit": correct_logit} if task.kind == "classification" else {"prediction": prediction}
+
+
+def _linear_metrics(task: TaskBase) -> tuple[str, ...]:
+    """Metrics that are linear in the output, so direct effects add up to them exactly."""
+    return ("logit", "logit_diff") if task.kind == "classification" else ("prediction", "signed_error")
+
+
+def attribution_metric(task: TaskBase, metric: str | Metric | None, corrupted: Batch | None, *,
+                       linear: bool = False) -> tuple[str, Metric]:
+    """(name, function) of a metric: the probes.metrics names plus ``logit`` (classification) and ``prediction``
+    (regression). None means ``logit_diff`` with a corrupted batch and ``logit`` without (classification), and
+    ``squared_error_over_d`` (or ``prediction`` when ``linear``) for regression."""
+    known = metrics_for(task) | _extra_metrics(task)
+    if metric is None:
+        if task.kind == "classification":
+            metric = "logit_diff" if corrupted is not None else "logit"
+        else:
+            metric = "prediction" if linear else "squared_error_over_d"
+    if callable(metric):
+        if linear:
+            raise ValueError(f"metric for direct attribution must be one of {', '.join(_linear_metrics(task))}, not a callable")
+        return getattr(metric, "__name__", "custom"), metric
+    if metric not in known:
+        raise ValueError(f"metric {metric!r} does not apply to task {task.name}; choose from {', '.join(known)}")
+    if linear and metric not in _linear_metrics(task):
+        raise ValueError(f"metric {metric!r} is not linear in the output; direct attribution takes {', '.join(_linear_metrics(task))}")
+    if metric == "logit_diff" and corrupted is None:
+        raise ValueError("metric 'logit_diff' needs a corrupted batch (its answer is the one to beat)")
+    return metric, known[metric]
+
+
 def at_query(out: Tensor, batch: Batch) -> Tensor:
     """The model output at the query position: [batch, pos, d] -> [batch, d]."""
     return out[:, batch.query_pos]

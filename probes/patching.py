@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: one engine read top to bottom under the invariants below, which its shortcuts rely on.
 """Exact activation patching, batched: resid / attn / mlp / per-head sites, by layer, position and head.
 
 Denoising runs the corrupted input with one clean activation patched in; noising runs the clean input
@@ -36,15 +37,15 @@ from typing import Callable, Iterator
 import einops
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens import ActivationCache
 from transformer_lens import TransformerLensKeyValueCacheEntry as KVEntry
 from transformer_lens.hook_points import HookPoint
 
+from interp.progress import progress_bar
+from interp.results import Result, tick_labels
 from interp.spec import Model
 from interp.tasks import Batch, TaskBase
 from probes.metrics import Answers, Metric, resolve_metric
-from interp.results import Result
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,20 @@ class Plan:
     start: Tensor
 
 
+@dataclass(frozen=True, eq=False)  # holds caches: compared by identity
+class Sweep:
+    """What every forward pass of one sweep shares: the model, the patched site, the query row ``q``, the base
+    run's activations (stacked per variant), the source run's cache, the answers and the metric."""
+
+    model: Model
+    site: Site
+    q: int
+    base: Stacked
+    source_cache: ActivationCache
+    answers: Answers
+    metric: Metric
+
+
 # ------------------------------------------------------------------------------------------ public
 
 
@@ -114,7 +129,7 @@ def patch(
     only recorded. Returns a Result: scores [layer, *cells] normalised (0 = corrupted, 1 = clean),
     per_example [example, layer, *cells] on the same scale, extras["metric"] the raw batch-mean metric.
     Cells: ("pos",) for by="layer_pos", () for "layer", ("head", "pos") for "head_pos", ("head",) for "head"."""
-    layers, by = check_args(model, clean, corrupted, site, layer, by, direction, max_batch)
+    layers, by = check_args(model, clean, corrupted, site=site, layer=layer, by=by, direction=direction, max_batch=max_batch)
     metric_name, metric_fn = resolve_metric(task, metric)
     device = next(model.parameters()).device
     clean, corrupted = clean.to(device), corrupted.to(device)
@@ -125,21 +140,23 @@ def patch(
     base_out, base_cache, source_out, source_cache = cached_runs(model, spec, layers, base.inputs, source.inputs)
     base_metric, source_metric = metric_fn(base_out[:, q], answers), metric_fn(source_out[:, q], answers)  # [batch]
 
-    plan = make_plan(model, spec, by, layers, base_cache, source_cache, q)
+    plan = make_plan(model, spec, by=by, layers=layers, base_cache=base_cache, source_cache=source_cache, q=q)
     values = einops.repeat(base_metric, "b -> v b", v=len(plan.layer)).clone()  # [variant, batch]
     per_chunk = max(1, max_batch // clean.inputs.shape[0])
     groups = list(chunks(plan, per_chunk))
-    stacked = Stacked(base_cache)
-    for l, start, idx in tqdm(groups, desc=f"patch {site}", disable=not progress):
-        values[idx] = run_chunk(model, spec, l, start, q, plan.mask[idx], stacked, source_cache, answers, metric_fn)
+    sweep = Sweep(model, spec, q, Stacked(base_cache), source_cache, answers, metric_fn)
+    for l, start, idx in progress_bar(groups, desc=f"patch {site}", enabled=progress):
+        values[idx] = run_chunk(sweep, l, start, plan.mask[idx])
 
     clean_metric, corrupted_metric = (source_metric, base_metric) if direction == "denoise" else (base_metric, source_metric)
     return to_result(
-        values.cpu(), base_metric.cpu(), 0.0 if direction == "denoise" else 1.0, clean_metric.mean().item(),
-        corrupted_metric.mean().item(), layers, by, model.cfg.n_heads, clean.inputs.shape[1], clean.pos_labels,
-        {"site": site, "by": by, "direction": direction, "metric": metric_name, "n_sequences": clean.inputs.shape[0],
-         "query_pos": q, "task": task.describe(), "scale": SCALE, "value_name": "normalised effect",
-         "n_variants": len(plan.layer), "n_patched_runs": int((plan.start >= 0).sum()), "n_forward_passes": len(groups)}
+        values.cpu(), base_metric.cpu(), base_score=0.0 if direction == "denoise" else 1.0,
+        clean_metric=clean_metric.mean().item(), corrupted_metric=corrupted_metric.mean().item(), layers=layers, by=by,
+        n_heads=model.cfg.n_heads, n_pos=clean.inputs.shape[1], pos_labels=clean.pos_labels,
+        metadata={"site": site, "by": by, "direction": direction, "metric": metric_name,
+                  "n_sequences": clean.inputs.shape[0], "query_pos": q, "task": task.describe(), "scale": SCALE,
+                  "value_name": "normalised effect", "n_variants": len(plan.layer),
+                  "n_patched_runs": int((plan.start >= 0).sum()), "n_forward_passes": len(groups)}
         | ({"corruption": corruption} if corruption is not None else {}),
     )
 
@@ -155,7 +172,7 @@ def cached_runs(model: Model, site: Site, layers: list[int], base_inputs: Tensor
     return base_out, base_cache, source_out, source_cache
 
 
-def check_args(model: Model, clean: Batch, corrupted: Batch, site: str, layer: int | None, by: str | None,
+def check_args(model: Model, clean: Batch, corrupted: Batch, *, site: str, layer: int | None, by: str | None,
                direction: str, max_batch: int) -> tuple[list[int], str]:
     """Validate the arguments of ``patch``; returns (layers, by) with defaults filled in."""
     n_layers = model.cfg.n_layers
@@ -226,7 +243,7 @@ def differs(base: Tensor, source: Tensor, layout: str) -> Tensor:
     return einops.rearrange(ne, "head pos -> pos head") if layout == "pattern" else ne
 
 
-def make_plan(model: Model, site: Site, by: str, layers: list[int], base_cache: ActivationCache,
+def make_plan(model: Model, site: Site, *, by: str, layers: list[int], base_cache: ActivationCache,
               source_cache: ActivationCache, q: int) -> Plan:
     """All variants of the sweep, with the cells that cannot reach the query's metric dropped."""
     n_pos, last = base_cache[hook_name(site, layers[0])].shape[1 if site.layout != "pattern" else 2], model.cfg.n_layers - 1
@@ -260,24 +277,24 @@ def chunks(plan: Plan, per_chunk: int) -> Iterator[tuple[int, int, Tensor]]:
 # ------------------------------------------------------------------------------------------ running
 
 
-def run_chunk(model: Model, site: Site, layer: int, start: int, q: int, mask: Tensor, base: "Stacked",
-              source_cache: ActivationCache, answers: Answers, metric: Metric) -> Tensor:
+def run_chunk(sweep: Sweep, layer: int, start: int, mask: Tensor) -> Tensor:
     """The metric of ``len(mask)`` patched variants that all start at ``layer`` and row ``start``: [variant, batch]."""
-    n = len(mask)
+    model, site, q, n = sweep.model, sweep.site, sweep.q, len(mask)
+    name = hook_name(site, layer)
+    source = sweep.source_cache[name]
     if model.cfg.attention_dir != "causal":  # every row may see every other: whole runs, no shortcuts
-        hook = patch_hook(source_cache[hook_name(site, layer)], mask, site.layout, n)
-        out = forward_all_rows(model, base, hook_name(site, layer), layer, q, n, hook)
-        repeated = Answers(*(einops.repeat(a, "b ... -> (n b) ...", n=n) for a in (answers.clean, answers.corrupted)))
-        return einops.rearrange(metric(out, repeated), "(n b) -> n b", n=n)
-    rows = mask if mask.dim() == 2 else mask.any(-1)  # [variant, pos]
-    # a row-local patch changes its layer's output only at the patched rows; any other changes every later row
-    stop = int(rows.any(0).nonzero().max()) if site.row_local else q
-    source = source_cache[hook_name(site, layer)]
-    source = source[:, start : stop + 1] if site.layout != "pattern" else source[:, :, start : stop + 1, : stop + 1]
-    hook = patch_hook(source, mask[:, start : stop + 1], site.layout, n)
-    out = forward_from(model, base, hook_name(site, layer), layer, start, stop, q, n, hook)
+        hook = patch_hook(source, mask, site.layout, n)
+        out = forward_all_rows(model, sweep.base, name, layer=layer, q=q, n=n, hook=hook)
+    else:
+        rows = mask if mask.dim() == 2 else mask.any(-1)  # [variant, pos]
+        # a row-local patch changes its layer's output only at the patched rows; any other changes every later row
+        stop = int(rows.any(0).nonzero().max()) if site.row_local else q
+        source = source[:, start : stop + 1] if site.layout != "pattern" else source[:, :, start : stop + 1, : stop + 1]
+        hook = patch_hook(source, mask[:, start : stop + 1], site.layout, n)
+        out = forward_from(model, sweep.base, name, layer=layer, start=start, stop=stop, q=q, n=n, hook=hook)
+    answers = sweep.answers
     repeated = Answers(*(einops.repeat(a, "b ... -> (n b) ...", n=n) for a in (answers.clean, answers.corrupted)))
-    return einops.rearrange(metric(out, repeated), "(n b) -> n b", n=n)
+    return einops.rearrange(sweep.metric(out, repeated), "(n b) -> n b", n=n)
 
 
 def patch_hook(source: Tensor, mask: Tensor, layout: str, n: int) -> Callable[[Tensor, HookPoint | None], Tensor]:
@@ -292,7 +309,7 @@ def patch_hook(source: Tensor, mask: Tensor, layout: str, n: int) -> Callable[[T
     return hook
 
 
-def forward_from(model: Model, base: "Stacked", name: str, layer: int, start: int, stop: int, q: int, n: int,
+def forward_from(model: Model, base: Stacked, name: str, *, layer: int, start: int, stop: int, q: int, n: int,
                  hook: Callable[[Tensor, HookPoint | None], Tensor]) -> Tensor:
     """The output at the query row ``q`` of ``n`` patched copies of the base run: [n * batch, d_out].
 
@@ -323,7 +340,7 @@ def forward_from(model: Model, base: "Stacked", name: str, layer: int, start: in
     return model.unembed(x)[:, 0]
 
 
-def forward_all_rows(model: Model, base: "Stacked", name: str, layer: int, q: int, n: int,
+def forward_all_rows(model: Model, base: Stacked, name: str, *, layer: int, q: int, n: int,
                      hook: Callable[[Tensor, HookPoint | None], Tensor]) -> Tensor:
     """The output at row ``q`` of ``n`` patched copies of the base run, every row computed from ``layer`` on
     (for bidirectional models): [n * batch, d_out]."""
@@ -385,7 +402,7 @@ def keys_values(block, resid: Tensor) -> tuple[Tensor, Tensor]:
 # ------------------------------------------------------------------------------------------ the result
 
 
-def to_result(values: Tensor, base_metric: Tensor, base_score: float, clean_metric: float, corrupted_metric: float,
+def to_result(values: Tensor, base_metric: Tensor, *, base_score: float, clean_metric: float, corrupted_metric: float,
               layers: list[int], by: str, n_heads: int, n_pos: int, pos_labels: tuple[str, ...], metadata: dict) -> Result:
     """Scores, per-example scores and raw metrics from ``values`` [variant, batch] laid out as [layer, *cells].
 
@@ -401,9 +418,9 @@ def to_result(values: Tensor, base_metric: Tensor, base_score: float, clean_metr
     if denom == 0:
         warnings.warn("clean and corrupted runs have the same mean metric: normalised scores are undefined (nan)")
         denom = float("nan")
-    labels = {"layer": [str(l) for l in layers]}
+    labels = {"layer": tick_labels("layer", layers)}
     if "head" in cells:
-        labels["head"] = [str(h) for h in range(n_heads)]
+        labels["head"] = tick_labels("head", n_heads)
     if "pos" in cells and len(pos_labels) == n_pos:
         labels["pos"] = list(pos_labels)
     return Result(

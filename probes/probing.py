@@ -3,16 +3,15 @@
 A probe is a ridge regression (real-valued targets) or a logistic regression (class targets, one classifier per
 component) from ``cache[hook]`` at one position to a per-sequence quantity: the weight vector w, the
 least-squares estimate, polynomial coefficients, the task vector (a, b), a·x mod p, ... Named quantities live
-in ``TARGETS`` per task; any callable ``batch -> [batch, ...]`` works too. Sequences are split into train and
-test sets, features are standardised on the train set, and the held-out R² (mean over target components) or
-accuracy is reported per hook and position. The control refits on shuffled training labels: it measures what a
-probe of this capacity gets from nothing, and must sit at chance (R² ≤ ~0, accuracy ≈ 1/classes).
+on the task class (``task.probe_targets``); any callable ``batch -> [batch, ...]`` works too. Sequences are split
+into train and test sets, features are standardised on the train set, and the held-out R² (mean over target
+components) or accuracy is reported per hook and position. The control refits on shuffled training labels: it
+measures what a probe of this capacity gets from nothing, and must sit at chance (R² ≤ ~0, accuracy ≈ 1/classes).
 """
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 import einops
 import numpy as np
@@ -20,101 +19,13 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-from interp.baselines import kernel_regression, poly_least_squares
 from interp.spec import Model
 from interp.tasks import Batch, TaskBase, examples_that_fit
-from interp.results import Result
+from interp.tasks.targets import TargetKind
+from interp.results import Result, tick_labels
 
-TargetKind = Literal["regression", "classification"]
 RIDGE_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 4, 15))
 """Ridge penalties tried (by efficient leave-one-out on the train set) per target component."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """A named probe target: ``fn(task, batch) -> [batch, ...]`` (float for regression, long for classes)."""
-
-    fn: Callable[[TaskBase, Batch], Tensor]
-    kind: TargetKind
-    doc: str
-
-
-# --- target functions ------------------------------------------------------------------------------------
-
-
-def _context(batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
-    """Regression context before the query, float64: xs [batch, k-1, d_x], ys [batch, k-1, d_y], query x [batch, d_x]."""
-    xs = batch.examples.double()  # type: ignore[union-attr]
-    ys = einops.rearrange(batch.targets[batch.loss_mask].double(), "(b k) d -> b k d", b=xs.shape[0])
-    return xs[:, :-1], ys[:, :-1], xs[:, -1]
-
-
-def _w_ls(task: TaskBase, batch: Batch) -> Tensor:
-    xs, ys, _ = _context(batch)
-    return (torch.linalg.pinv(xs) @ ys)[..., 0].float()  # minimum-norm least squares, [batch, d_x]
-
-
-def _ls_pred(task: TaskBase, batch: Batch) -> Tensor:
-    xs, ys, xq = _context(batch)
-    return einops.einsum(xq, torch.linalg.pinv(xs) @ ys, "b d, b d o -> b o").float()
-
-
-def _poly_ls_pred(task: TaskBase, batch: Batch) -> Tensor:
-    xs, ys, xq = _context(batch)
-    return poly_least_squares(xs, ys, xq, degree=batch.params["degree"], kind=task.basis).float()  # type: ignore[attr-defined]
-
-
-def _gp_mean(task: TaskBase, batch: Batch) -> Tensor:
-    xs, ys, xq = _context(batch)
-    return kernel_regression(xs, ys, xq, kernel=task.kernel).float()  # type: ignore[attr-defined]
-
-
-def _y_query(task: TaskBase, batch: Batch) -> Tensor:
-    return batch.targets[:, batch.query_pos]
-
-
-def _x_query(task: TaskBase, batch: Batch) -> Tensor:
-    return batch.examples[:, -1]  # type: ignore[index]
-
-
-def _param(name: str) -> Callable[[TaskBase, Batch], Tensor]:
-    return lambda task, batch: batch.params[name]
-
-
-QUERY = {
-    "y_query": Target(_y_query, "regression", "the target at the query"),
-    "x_query": Target(_x_query, "regression", "the query input x"),
-}
-MODULAR = {
-    "a": Target(_param("a"), "classification", "task parameter a"),
-    "b": Target(_param("b"), "classification", "task parameter b"),
-    "task_vector": Target(lambda t, b: torch.stack([b.params["a"], b.params["b"]], -1), "classification",
-                          "the task vector (a, b), one classifier per component"),
-    "z_query": Target(lambda t, b: b.targets[:, b.query_pos], "classification", "the answer z at the query"),
-    "x_query": Target(lambda t, b: b.examples[:, -1, 0], "classification", "the query's x token"),  # type: ignore[index]
-    "y_query": Target(lambda t, b: b.examples[:, -1, 1], "classification", "the query's y token"),  # type: ignore[index]
-    "ax": Target(lambda t, b: b.params["a"] * b.examples[:, -1, 0] % t.p, "classification", "a·x mod p at the query"),  # type: ignore[index, attr-defined]
-    "by": Target(lambda t, b: b.params["b"] * b.examples[:, -1, 1] % t.p, "classification", "b·y mod p at the query"),  # type: ignore[index, attr-defined]
-}
-TARGETS: dict[str, dict[str, Target]] = {
-    "linear": {
-        "w": Target(_param("w"), "regression", "the weight vector w"),
-        "w_ls": Target(_w_ls, "regression", "least-squares estimate of w from the examples before the query"),
-        "ls_pred": Target(_ls_pred, "regression", "least-squares prediction at the query"),
-        **QUERY,
-    },
-    "polynomial": {
-        "coefs": Target(_param("coefs"), "regression", "the polynomial coefficients"),
-        "degree": Target(_param("degree"), "classification", "the polynomial degree"),
-        "ls_pred": Target(_poly_ls_pred, "regression", "least squares at the true degree, predicted at the query"),
-        **QUERY,
-    },
-    "kernel": {"gp_mean": Target(_gp_mean, "regression", "GP posterior mean at the query"), **QUERY},
-    "complex-zeros": {"root": Target(_y_query, "regression", "the root nearest the query point"),
-                      "x_query": QUERY["x_query"]},
-    "modular": MODULAR,
-}
-"""Named probe targets per task name: users may add their own, or pass a callable."""
 
 
 # --- arguments -----------------------------------------------------------------------------------------
@@ -124,7 +35,7 @@ def _resolve_target(task: TaskBase, target: str | Callable[[Batch], Tensor], kin
                     ) -> tuple[str, Callable[[Batch], Tensor], TargetKind | None]:
     if callable(target):
         return getattr(target, "__name__", "custom"), target, kind
-    known = TARGETS.get(task.name, {})
+    known = task.probe_targets
     if target not in known:
         raise ValueError(f"target {target!r} is not defined for task {task.name!r}; choose from "
                          f"{', '.join(known) or 'none'} or pass a callable batch -> [batch, ...]")
@@ -136,7 +47,7 @@ def _hooks(model: Model, hook: str | Sequence[str] | None) -> tuple[str, list[st
     """(axis name, hook names, tick labels): all resid_post layers by default."""
     if hook is None:
         hooks = [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
-        return "layer", hooks, [str(l) for l in range(model.cfg.n_layers)]
+        return "layer", hooks, tick_labels("layer", model.cfg.n_layers)
     hooks = [hook] if isinstance(hook, str) else list(hook)
     bad = [h for h in hooks if h not in model.hook_dict]
     if not hooks or bad:
@@ -195,28 +106,25 @@ def _activations(model: Model, batch: Batch, hooks: list[str], positions: list[i
     return {h: torch.cat(p) for h, p in parts.items()}
 
 
-def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean, std = train.mean(0), train.std(0)
-    std[std < 1e-12] = 1.0
-    return (train - mean) / std, (test - mean) / std
-
-
 def _r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Held-out R² (around the test mean, as sklearn), averaged over components that vary on the test set."""
-    ss_tot = ((y_true - y_true.mean(0)) ** 2).sum(0)
-    keep = ss_tot > 1e-12 * max(1.0, float(ss_tot.max(initial=0.0)))
+    """Held-out R² (scikit-learn's, around the test mean), averaged over components that vary on the test set."""
+    from sklearn.metrics import r2_score
+
+    spread = y_true.var(0) * len(y_true)  # the total sum of squares per component
+    keep = spread > 1e-12 * max(1.0, float(spread.max(initial=0.0)))
     if not keep.any():
         return float("nan")
-    ss_res = ((y_true - y_pred.reshape(y_true.shape)) ** 2).sum(0)
-    return float(np.mean(1 - ss_res[keep] / ss_tot[keep]))
+    return float(r2_score(y_true[:, keep], y_pred.reshape(y_true.shape)[:, keep]))
 
 
 def _fit(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, kind: TargetKind) -> tuple[float, float]:
     """(held-out score, train score) of one probe: R² for regression, accuracy (mean over components) for classes."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression, RidgeCV
+    from sklearn.preprocessing import StandardScaler
 
-    x_tr, x_te = _standardise(x_tr, x_te)
+    scaler = StandardScaler().fit(x_tr)
+    x_tr, x_te = scaler.transform(x_tr), scaler.transform(x_te)
     if kind == "regression":
         ridge = RidgeCV(alphas=RIDGE_ALPHAS, alpha_per_target=True).fit(x_tr, y_tr)
         return _r2(y_te, ridge.predict(x_te)), _r2(y_tr, ridge.predict(x_tr))
@@ -251,7 +159,7 @@ def probe(
 ) -> Result:
     """Held-out linear-probe score of ``target`` from ``hook`` activations: Result over ("layer", "pos").
 
-    target: a name in ``TARGETS[task.name]`` or a callable batch -> [batch, ...] (float: ridge, R²; integer:
+    target: a name in ``task.probe_targets`` or a callable batch -> [batch, ...] (float: ridge, R²; integer:
     logistic per component, accuracy; ``kind`` overrides). hook: None (every blocks.{l}.hook_resid_post, axis
     "layer") or one or more hook names (axis "hook"). positions: None (all), ints, labels ("y0") or "query".
     scores [layer|hook, pos]: held-out R² or accuracy. Extras: control [same] (shuffled training labels),
@@ -318,6 +226,7 @@ def probe(
         "n_test": int(n_test),
         "n_examples": n_examples,
         "task": task.to_dict(),  # type: ignore[attr-defined]
+        "print_extras": ["control"],  # the CLI prints the shuffled-label control under the scores
     }
     return Result(kind="probe", scores=scores, axes=(axis, "pos"),
                   labels={axis: ticks, "pos": [batch.pos_labels[p] if batch.pos_labels else str(p) for p in pos]},

@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: the one definition of B± (the docstring) sits beside the only code that measures and draws it.
 """Saturation: how far outside its training range a regression model's prediction can go, and why.
 
 Naim & Asher (SCIENCE.md §2): a model trained on bounded targets tracks the target inside the training range
@@ -50,17 +51,14 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from interp.evaluate import ERROR, SCALE_FIELDS, squared_error_over_d
+from interp.evaluate import ERROR, squared_error_over_d
+from interp.progress import progress_bar
 from interp.spec import Model
 from interp.tasks import Batch, TaskBase, examples_that_fit
-from interp.results import Result
+from interp.results import Result, tick_labels
 
 DEFAULT_SCALES: tuple[float, ...] = tuple(2.0 ** (i / 2) for i in range(-4, 9))
 """0.25 to 16 in half-octaves: scale 1 is the training distribution."""
-
-COEF_FIELDS: dict[str, str] = {"linear": "w_scale", "polynomial": "coef_scale", "complex-zeros": "root_radius"}
-"""The field that scales the function (σ, or the roots' radius) per task; ``field="coef"`` picks it (the
-default where the task has one), ``field="input"`` the input scale."""
 
 RANGE_QUANTILE = 0.99
 """The training range [R−, R+] holds this central share of the training targets (half the rest on each side)."""
@@ -101,14 +99,14 @@ def _check_task(task: TaskBase, what: str) -> None:
 
 
 def _resolve_field(task: TaskBase, field: str | None) -> str:
-    """The task field a sweep multiplies: ``field`` itself, the input scale ("input") or σ ("coef"); None is
-    ``default_field(task)``."""
+    """The task field a sweep multiplies: ``field`` itself, the input scale ("input": ``task.scale_field``) or σ
+    ("coef": ``task.coef_field``); None is ``default_field(task)``."""
     floats = [f.name for f in dataclasses.fields(task) if isinstance(getattr(task, f.name), float)]  # type: ignore[arg-type]
     field = default_field(task) if field is None else field
     if field == "input":
-        field = SCALE_FIELDS.get(task.name)
+        field = task.scale_field
     elif field == "coef":
-        field = COEF_FIELDS.get(task.name)
+        field = task.coef_field
         if field is None:
             raise ValueError(f"field 'coef' has no meaning for task {task.name!r}; choose from {', '.join(floats)}")
     if field not in floats:
@@ -119,7 +117,7 @@ def _resolve_field(task: TaskBase, field: str | None) -> str:
 def default_field(task: TaskBase) -> str:
     """The sweep a saturation probe runs when none is named: "coef" where the task has a field that scales the
     function (the target leaves the training range while x stays in it), else "input"."""
-    return "coef" if task.name in COEF_FIELDS else "input"
+    return "coef" if task.coef_field is not None else "input"
 
 
 def _check_scales(scales: Sequence[float] | None) -> list[float]:
@@ -190,8 +188,9 @@ def _query_stats(model: Model, batch: Batch, sites: dict[str, list[str]], device
 
 @torch.no_grad()
 def _sweep(model: Model, task: TaskBase, scales: list[float], field: str, n: int, n_examples: int, seed: int,
-           chunk: int = 512) -> dict[str, Tensor]:
-    """Per-example query statistics at every scale: {name: [scale, example, ...]}."""
+           chunk: int = 512, bar: Any = None) -> dict[str, Tensor]:
+    """Per-example query statistics at every scale: {name: [scale, example, ...]}; ``bar`` (a
+    ``progress_bar``) advances by one per scale."""
     device = next(model.parameters()).device
     sites = _sites(model)
     base = getattr(task, field)
@@ -203,6 +202,8 @@ def _sweep(model: Model, task: TaskBase, scales: list[float], field: str, n: int
             batch = task.replace(**{field: base * s}).sample(n, n_examples, torch.Generator().manual_seed(seed))  # type: ignore[attr-defined]
             parts = [_query_stats(model, _rows(batch, i, i + chunk), sites, device) for i in range(0, n, chunk)]
             rows.append({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
+            if bar is not None:
+                bar.update(1)
     finally:
         model.train(was_training)
     return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
@@ -330,6 +331,7 @@ def saturation(
     quantile: float = 0.9,
     bins: int = 64,
     follows: float = 0.5,
+    progress: bool = False,
 ) -> Result:
     """Sweep ``task.<field>`` by ``scales`` and record saturation at the query: Result over ("scale",).
 
@@ -342,14 +344,16 @@ def saturation(
     target_quantile, median_prediction, relative_error (median |p − y| / |y|), squared_error_over_d (the one regression error) [scale].
     Metadata: the boundary values of the module docstring (``BOUNDARY_KEYS``, with ``bins`` and ``follows``),
     n_beyond_plus / n_beyond_minus, note, train_max (largest |y| at scale 1), ln_final_bound (the read-out's
-    supremum through the final norm, or None)."""
+    supremum through the final norm, or None). ``progress``: a bar over the scales on stderr (plain lines when
+    it is not a terminal)."""
     _check_task(task, "saturation")
     field = _resolve_field(task, field)
     scales = _check_scales(scales)
     _check_sizes(n, quantile, bins, follows)
     n_examples = examples_that_fit(task, model.cfg.n_ctx, n_examples)
     seed = _seed(generator)
-    raw = _sweep(model, task, scales, field, n, n_examples, seed)
+    with progress_bar(total=len(scales), desc="saturation", unit="scale", enabled=progress) as bar:
+        raw = _sweep(model, task, scales, field, n, n_examples, seed, bar=bar)
     return _result(model, task, raw, scales, field, n, n_examples, seed, quantile, bins, follows)
 
 
@@ -390,11 +394,12 @@ def _result(model: Model, task: TaskBase, raw: dict[str, Tensor], scales: list[f
         "ln_final_bound": _ln_final_bound(model),
         "architecture": _architecture(model),
         "extra_axes": {k: list(v) for k, v in EXTRA_AXES.items()},
+        "print_extras": ["entropy", "ln_scale"],  # the CLI prints these under the prediction's quantile
         "extra_labels": {
             "scale": [f"{s:g}" for s in scales],
-            "layer": [str(l) for l in range(n_layers)],
-            "head": [str(h) for h in range(n_heads)],
-            "site": [h.removesuffix(".hook_scale") for h in _sites(model)["ln"]],
+            "layer": tick_labels("layer", n_layers),
+            "head": tick_labels("head", n_heads),
+            "site": [h.removesuffix(".hook_scale").replace("blocks.", "L") for h in _sites(model)["ln"]],
         },
     }
     return Result(kind="saturation", scores=torch.quantile(p_mag, quantile, dim=1), axes=("scale",),
@@ -426,6 +431,7 @@ def compare_boundaries(
     bins: int = 64,
     follows: float = 0.5,
     moved: float = 0.25,
+    progress: bool = False,
 ) -> Result:
     """B+ and B− per variant on identical sequences: Result over ("variant", "side"), scores [variant, side],
     side ticks SIDES ("B+", "B-"); each variant's values are exactly what ``saturation`` gives it alone.
@@ -435,7 +441,7 @@ def compare_boundaries(
     bin_prediction [variant, bin] (the median curves: the sequences, hence the groups, are the same for every
     variant). metadata["moves_plateau"][name] is True where B+ or B− differs from the reference's by more than
     ``moved`` (relative; a side read for one and not the other counts), or the variant saturates where the
-    reference does not, or the reverse."""
+    reference does not, or the reverse. ``progress``: a bar over variants × scales on stderr."""
     _check_task(task, "compare_boundaries")
     pairs = list(variants.items()) if isinstance(variants, Mapping) else [tuple(v) for v in variants]
     if not pairs or any(len(v) != 2 or not isinstance(v[0], str) for v in pairs):
@@ -449,8 +455,13 @@ def compare_boundaries(
     # the same examples for every variant: the fewest that fit every model's context
     n_examples = min(examples_that_fit(task, m.cfg.n_ctx, n_examples) for _, m in pairs)
     seed = _seed(generator)
-    results = [_result(m, task, _sweep(m, task, scales, field, n, n_examples, seed), scales, field, n, n_examples,
-                       seed, quantile, bins, follows) for _, m in pairs]
+    with progress_bar(total=len(pairs) * len(scales), desc="saturation", unit="scale", enabled=progress) as bar:
+        raws = []
+        for name, m in pairs:
+            bar.set_description_str(f"saturation {name}", refresh=False)
+            raws.append(_sweep(m, task, scales, field, n, n_examples, seed, bar=bar))
+    results = [_result(m, task, raw, scales, field, n, n_examples, seed, quantile, bins, follows)
+               for (_, m), raw in zip(pairs, raws)]
     meta = [r.metadata for r in results]
 
     def sided(key: str) -> Tensor:
@@ -564,8 +575,7 @@ def saturation_figure(result: Result, max_points: int = 3000):
         values = result.extras[name]
         values = values.mean(-1) if name == "entropy" else values
         for j, site in enumerate(sites):
-            label = f"layer {site}" if name == "entropy" else site
-            fig.add_trace(go.Scatter(x=scales, y=values[:, j].tolist(), name=label, mode="lines"), row=2, col=col)
+            fig.add_trace(go.Scatter(x=scales, y=values[:, j].tolist(), name=site, mode="lines"), row=2, col=col)
     # scale ≤ 1 is the training distribution on every scale axis
     for row, col in ((1, 2), (2, 1), (2, 2)):
         fig.add_vrect(x0=scales[0], x1=1.0, fillcolor="green", opacity=0.12, line_width=0, exclude_empty_subplots=False,

@@ -176,7 +176,7 @@ def card(name: str, ckpt: Checkpoint, cell: str) -> dict[str, Any]:
         key = [(h["layer"], h["head"]) for h in layer0[:2]]
         ablation = resample_ablated_by_kind(ckpt, key)
         clean, ablated = ablation["all"]
-        freqs = interp.mlp(ckpt, layer=0, seed=SEED)["frequencies"].metadata["key_frequencies"]
+        freqs = interp.mlp(ckpt, layer=0, seed=SEED).frequencies.metadata["key_frequencies"]
         alg = interp.algorithms(ckpt, shots=[k for k in (1, 2, 4, 8, 13, 15, 31) if k < int(t["n_examples"])], seed=SEED)
         alg_rows = [{"shots": k, "accuracy": float(alg.extras["accuracy"][i]), "ratio matching share": float(alg.extras["ratio_share"][i]),
                      "modular regression share": float(alg.extras["regression_share"][i])} for i, k in enumerate(alg.metadata["shots"])]

@@ -9,7 +9,7 @@ from interp.baselines import mod_p_solver
 from interp.spec import ModelSpec
 from interp.tasks import LinearTask, ModularTask
 from probes.algorithms import algorithm_map, compare_algorithms, figure_map, modular_regression, ratio_matching
-from probes.mlp import Context, grid_answers, query_grid
+from probes.grid import Context, grid_answers, query_grid
 from interp.results import Result
 
 

@@ -64,7 +64,7 @@ def test_cli_patch_sweeps_every_layer_and_writes_the_api_result(modular_ckpt, tm
 
 @pytest.mark.parametrize("argv, message", [
     (["patch", "--ckpt", "{ckpt}", "--layer", "2"], "--layer 2 does not exist"),
-    (["patch", "--ckpt", "{ckpt}", "--site", "nope"], "unknown site"),
+    (["patch", "--ckpt", "{ckpt}", "--site", "nope"], "--site: invalid choice: 'nope'"),
     (["patch", "--ckpt", "/no/such/model", "--layer", "1"], "no checkpoint folder"),
     (["patch", "--ckpt", "{ckpt}", "--metric", "squared_error_over_d"], "does not apply"),
     (["saturation", "--ckpt", "{ckpt}"], "modular"),
@@ -123,3 +123,24 @@ def test_cli_saturation_compares_variants(linear_ckpt, tmp_path):
                  "--n", "32", "--out", str(out)]) == 0
     r = Result.from_json(out)
     assert r.kind == "saturation_comparison" and r.labels["variant"] == [str(linear_ckpt), str(other)]
+
+
+def test_api_circuit_puts_the_estimate_beside_exact_edge_patching(modular_ckpt, tmp_path):
+    c = interp.circuit(modular_ckpt, method="eap", top=5, n=8, seed=1)
+    exact = interp.circuit(modular_ckpt, top=5, n=8, seed=1)
+    assert c.edges.axes == ("edge",) and c.matrix.axes == ("sender", "receiver") and exact.exact is None
+    assert torch.equal(c.exact.scores, exact.edges.scores)  # the same seeded inputs, the same exact scores
+    assert all(" -> " in label for label in c.edges.ticks("edge"))
+    corr = c.edges.metadata["exact_correlation"]
+    assert {"pearson", "spearman", "top5_recovered"} <= set(corr) and 0 <= corr["top5_recovered"] <= 1
+    curve = exact.faithfulness
+    assert curve.scores[0].item() == pytest.approx(0.0, abs=1e-5)  # the empty circuit: every edge ablated
+    assert curve.scores[-1].item() == pytest.approx(1.0, abs=1e-4)  # every edge: the full model
+    out = tmp_path / "circuit.json"
+    assert main(["circuit", "--ckpt", str(modular_ckpt), "--method", "eap", "--top", "5", "--n", "8", "--seed", "1",
+                 "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert set(payload) == {"edges", "matrix", "faithfulness", "exact"}
+    assert torch.equal(Result.from_dict(payload["edges"]).scores, c.edges.scores)
+    with pytest.raises(ValueError, match="'method' parameter of CircuitSettings"):
+        interp.circuit(modular_ckpt, method="acdc")

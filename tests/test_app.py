@@ -1,4 +1,5 @@
-"""The dashboard: the zoo reader, and every page run under Streamlit's AppTest.
+"""The dashboard: the zoo reader, and every page run under Streamlit's AppTest through the entry script
+(app/dashboard.py: the navigation and the page frame), as a browser's visit runs it.
 
 Pages run on tiny checkpoints trained here (one per task family, plus an attention-only and a no-LN variant) and
 on every checkpoint in models/ at test time. Content checks compare what a page draws with the API's own numbers.
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 APP_DIR = Path(__file__).resolve().parents[1] / "app"
-PAGES_DIR = APP_DIR / "pages"
+ENTRY = APP_DIR / "dashboard.py"
+VIEWS = APP_DIR / "views"
 sys.path.insert(0, str(APP_DIR))
 
 from zoo import DEFAULT_ZOO, read_metrics, read_sweeps, read_zoo, score_keys, sweep_rows, zoo_rows  # noqa: E402
@@ -30,7 +32,8 @@ CONFIG = {
               "normalization": "LN", "scoring": "softmax"},
     "train": {"steps": 500},
 }
-PAGES = sorted(p.name for p in PAGES_DIR.glob("[0-9]_*.py"))
+HOME = "0_Home.py"
+PAGES = sorted(p.name for p in VIEWS.glob("[1-9]_*.py"))  # every page but Home
 N = 16  # sequences per probe in the tests
 TIMEOUT = 120
 
@@ -96,10 +99,22 @@ def test_read_zoo_env_var(zoo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert [e.name for e in read_zoo()] == ["broken", "linear-tiny"]
 
 
+def test_navigation_lists_every_view() -> None:
+    """common.PAGES is the navigation: every file under app/views is in it once, with its file's page name as URL
+    path (what a bookmark of the old pages/ folder and AppTest.switch_page before a first run both use)."""
+    from streamlit.source_util import page_icon_and_name  # how Streamlit names a page after its file
+
+    from common import PAGES as TABLE
+
+    assert sorted(Path(p.file).name for p in TABLE) == sorted([HOME, *PAGES])
+    assert [p.url for p in TABLE] == [page_icon_and_name(VIEWS / Path(p.file).name)[1] for p in TABLE]
+    assert TABLE[0].file == f"views/{HOME}" and TABLE[0].needs == "nothing"
+
+
 def _run_home():
     from streamlit.testing.v1 import AppTest
 
-    return AppTest.from_file(str(APP_DIR / "Home.py"), default_timeout=TIMEOUT).run()
+    return AppTest.from_file(str(ENTRY), default_timeout=TIMEOUT).run()
 
 
 def test_home_page_lists_models(zoo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,20 +184,20 @@ def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_page(page: str, ckpt: str | Path | None, zoo_root: Path | None = None, n: int = N, **state):
-    """Run one page (file name under app/pages, or Home.py) with the checkpoint chosen and small probes."""
+    """Run one page (file name under app/views) in the frame, with the checkpoint chosen and small probes."""
     import os
 
     from streamlit.testing.v1 import AppTest
 
     if zoo_root is not None:
         os.environ["ICL_INTERP_ZOO"] = str(zoo_root)
-    script = APP_DIR / page if page == "Home.py" else PAGES_DIR / page
-    at = AppTest.from_file(str(script), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(ENTRY), default_timeout=TIMEOUT)
     at.session_state["ckpt_path"] = None if ckpt is None else str(ckpt)
     at.session_state["n_sequences"] = n
     for k, v in state.items():
         at.session_state[k] = v
-    return at.run()
+    # the url paths are the file names' (common.PAGES), so a page is found before the first run
+    return at.switch_page(f"views/{page}").run()
 
 
 @pytest.fixture
@@ -245,7 +260,7 @@ TINY = ["mod", "lin", "poly", "kern", "cheng", "cz"]
 @pytest.mark.parametrize("name", TINY)
 def test_every_page_on_tiny_models(tiny_zoo: Path, use_zoo, name: str) -> None:
     use_zoo(tiny_zoo)
-    for page in ["Home.py", *PAGES]:
+    for page in [HOME, *PAGES]:
         at = run_page(page, tiny_zoo / name)
         clean(at)
 
@@ -283,11 +298,11 @@ def test_zoo_page(tiny_zoo: Path, use_zoo) -> None:
 def test_model_choice_carries_over(tiny_zoo: Path, use_zoo) -> None:
     """The sidebar's model is session state: chosen on one page, it is the model of the next."""
     use_zoo(tiny_zoo)
-    at = run_page("Home.py", None)
-    at.switch_page("pages/1_Zoo.py").run()
+    at = run_page(HOME, None)
+    at.switch_page("views/1_Zoo.py").run()
     at.sidebar.selectbox(key="_w_model").select("poly").run()
     assert at.session_state["ckpt_path"] == str(tiny_zoo / "poly")
-    at.switch_page("pages/3_ICL_curves.py").run()
+    at.switch_page("views/3_ICL_curves.py").run()
     clean(at)
     assert at.sidebar.selectbox(key="_w_model").value == "poly"
     assert any("polynomial" in m.value for m in at.markdown)
@@ -392,7 +407,7 @@ def test_patching_click_selects_the_cell(tiny_zoo: Path, use_zoo) -> None:
     use_zoo(tiny_zoo)
     at = run_page("5_Patching.py", tiny_zoo / "lin", patch_site="resid_pre", patch_by="layer_pos")
     clean(at)
-    event = {"selection": {"points": [{"x": "x1", "y": "0", "curve_number": 0}], "point_indices": [], "box": [], "lasso": []}}
+    event = {"selection": {"points": [{"x": "x1", "y": "L0", "curve_number": 0}], "point_indices": [], "box": [], "lasso": []}}
     chart_el = at.get("plotly_chart")[0]
     states = at._tree.get_widget_states()  # AppTest has no plotly API: send what the frontend would
     state = states.widgets.add()
@@ -400,7 +415,7 @@ def test_patching_click_selects_the_cell(tiny_zoo: Path, use_zoo) -> None:
     state.string_value = json.dumps(event)
     at._run(widget_state=states)
     clean(at)
-    assert at.session_state["patch_cell"] == "layer 0 · pos x1"
+    assert at.session_state["patch_cell"] == "layer L0 · pos x1"
 
 
 def test_heads_page_matches_attribute(tiny_zoo: Path, use_zoo) -> None:
@@ -425,9 +440,9 @@ def test_mlp_page(tiny_zoo: Path, use_zoo) -> None:
     at = run_page("7_MLP_and_algorithms.py", tiny_zoo / "mod")
     clean(at)
     res = interp.mlp(interp.load(tiny_zoo / "mod"), layer=0, seed=0)
-    key = res["frequencies"].metadata["key_frequencies"]
+    key = res.frequencies.metadata["key_frequencies"]
     assert any(c.value.startswith("key frequencies") and all(str(k) in c.value for k in key) for c in at.caption)
-    assert close(chart(at, "circularity")["data"][0]["z"], res["circularity"].scores.tolist())
+    assert close(chart(at, "circularity")["data"][0]["z"], res.circularity.scores.tolist())
     alg = interp.algorithms(interp.load(tiny_zoo / "mod"), seed=0)
     table = at.dataframe[-1].value
     assert list(table["shots"]) == alg.metadata["shots"]

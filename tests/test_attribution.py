@@ -9,17 +9,9 @@ from transformer_lens import patching as tlp
 from interp.spec import ModelSpec
 from interp.tasks import Batch, LinearTask, ModularTask
 from interp.train import TrainConfig, train
-from probes.attribution import (
-    HEAD_TYPES,
-    ablate_heads,
-    attribute,
-    attribution_patch,
-    attribution_patching,
-    correlation,
-    decompose_output,
-    direct_attribution,
-    head_types,
-)
+from probes.attribution import ablate_heads, attribute, decompose_output, direct_attribution
+from probes.attribution_patching import attribution_patch, attribution_patching, correlation
+from probes.head_types import HEAD_TYPES, head_types
 from probes.metrics import Answers, error_metric, logit_diff
 from interp.results import Result
 
@@ -200,7 +192,7 @@ def exact_and_estimate(model, clean, corrupted):
     _, clean_cache = model.run_with_cache(clean.inputs)
     with torch.no_grad():
         base = metric(model(corrupted.inputs)).item()
-    assert res["head"].metadata["metric_corrupted"] == pytest.approx(base, abs=1e-5)
+    assert res.head.metadata["metric_corrupted"] == pytest.approx(base, abs=1e-5)
     return res, metric, clean_cache, base
 
 
@@ -210,21 +202,21 @@ def test_attribution_patching_is_exact_where_the_output_is_linear():
     clean, corrupted = batches(MODULAR)
     model = build(MODULAR, normalization="none", attn_only=True)
     res, metric, clean_cache, base = exact_and_estimate(model, clean, corrupted)
-    assert "mlp" not in res
+    assert res.mlp is None and "mlp" not in res.results()
     heads = tlp.get_act_patch_attn_head_out_all_pos(model, corrupted.inputs, clean_cache, metric) - base
-    torch.testing.assert_close(res["head"].scores[1], heads[1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(res.head.scores[1], heads[1], atol=1e-5, rtol=1e-4)
     by_pos = tlp.get_act_patch_attn_head_out_by_pos(model, corrupted.inputs, clean_cache, metric) - base  # [l, p, h]
-    torch.testing.assert_close(res["head_pos"].scores[1], by_pos[1].T, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(res["head"].scores, res["head_pos"].scores.sum(-1))
+    torch.testing.assert_close(res.head_pos.scores[1], by_pos[1].T, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(res.head.scores, res.head_pos.scores.sum(-1))
     assert heads[1].abs().max() > 1e-3
 
     model = build(MODULAR, normalization="none")
     res, metric, clean_cache, base = exact_and_estimate(model, clean, corrupted)
     mlp = tlp.get_act_patch_mlp_out(model, corrupted.inputs, clean_cache, metric) - base  # [l, p]
-    torch.testing.assert_close(res["mlp_pos"].scores[1], mlp[1], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(res["mlp"].scores, res["mlp_pos"].scores.sum(-1))
+    torch.testing.assert_close(res.mlp_pos.scores[1], mlp[1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(res.mlp.scores, res.mlp_pos.scores.sum(-1))
     assert mlp[1].abs().max() > 1e-3
-    assert res["resid_pre"].axes == ("layer", "pos") and res["resid_pre"].labels["pos"][:3] == ["x0", "y0", "z0"]
+    assert res.resid_pre.axes == ("layer", "pos") and res.resid_pre.labels["pos"][:3] == ["x0", "y0", "z0"]
 
 
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
@@ -236,8 +228,8 @@ def test_attribution_patching_takes_the_gradient_on_the_patched_run(direction):
     with torch.no_grad():
         model.blocks[1].attn.W_O.mul_(10.0)  # a large change in prediction, so the square stands out
     clean, corrupted = batches(LINEAR, kind="params")
-    est = attribution_patching(model, LINEAR, clean, corrupted, "squared_error_over_d", direction=direction)["head"]
-    shift = attribution_patching(model, LINEAR, clean, corrupted, "prediction", direction=direction)["head"]
+    est = attribution_patching(model, LINEAR, clean, corrupted, "squared_error_over_d", direction=direction).head
+    shift = attribution_patching(model, LINEAR, clean, corrupted, "prediction", direction=direction).head
     source, target = (clean, corrupted) if direction == "denoise" else (corrupted, clean)
     answers, q = Answers.of(clean, corrupted), clean.query_pos
     _, source_cache = model.run_with_cache(source.inputs)
@@ -275,7 +267,7 @@ def test_attribution_patching_is_first_order_for_small_corruptions(direction):
     index = pd.DataFrame([(l, p) for l in range(2) for p in range(n_pos)], columns=["layer", "pos"])
     resid = tlp.generic_activation_patch(model, target.inputs, source_cache, metric, tlp.layer_pos_patch_setter,
                                          "resid_pre", index_df=index).reshape(2, n_pos) - base
-    for ours, exact in ((res["head"].scores, heads), (res["resid_pre"].scores, resid)):
+    for ours, exact in ((res.head.scores, heads), (res.resid_pre.scores, resid)):
         scale = exact.abs().max()
         assert scale > 1e-6
         torch.testing.assert_close(ours, exact, atol=0.05 * scale.item(), rtol=0)

@@ -140,7 +140,7 @@ ROWS: list[tuple] = [
     ("--device nonsense", lambda t, c: ([*TRAIN, "--device", "nonsense", "--out", str(t / "m")], "'device' parameter")),
     ("--device cuda without a GPU", lambda t, c: ([*TRAIN, "--device", "cuda", "--out", str(t / "m")], "not available"),
      pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
-    ("patch --n 1", lambda t, c: (["patch", "--ckpt", str(c), "--n", "1"], "'n' parameter of patch must be an int >= 2")),
+    ("patch --n 1", lambda t, c: (["patch", "--ckpt", str(c), "--n", "1"], "'n' parameter of PatchSettings must be an int >= 2")),
     # accepted silently before
     ("--layers 0", lambda t, c: ([*TRAIN, "--layers", "0", "--out", str(t / "m")], "--layers must be at least 1")),
     ("--layers -1", lambda t, c: ([*TRAIN, "--layers", "-1", "--out", str(t / "m")], "--layers must be at least 1")),

@@ -10,7 +10,6 @@ from sklearn.neighbors import KNeighborsRegressor
 
 from interp.baselines import (
     averaging,
-    baselines_for,
     complex_root_least_squares,
     in_context,
     kernel_regression,
@@ -115,7 +114,7 @@ def test_averaging_by_hand():
 def test_poly_least_squares_of_true_degree_is_exact_once_k_exceeds_degree(kind):
     task = PolynomialTask(degrees=(1, 2, 3), basis=kind)
     batch = task.sample(96, 10, gen(3))
-    err = by_position(baselines_for(task)["poly_ls"](batch), batch)
+    err = by_position(task.baselines()["poly_ls"](batch), batch)
     degree = batch.params["degree"]
     past = torch.arange(10)[None] > degree[:, None]  # more earlier examples than the degree
     # exact up to the float32 rounding of the data, which two nearly equal x's can amplify when
@@ -132,7 +131,7 @@ def test_poly_least_squares_of_true_degree_is_exact_once_k_exceeds_degree(kind):
 def test_kernel_regression_with_linear_kernel_beats_averaging_and_matches_least_squares():
     task = KernelTask(d_x=5, kernel="linear")
     batch = task.sample(128, 12, gen(4))
-    bl = baselines_for(task)
+    bl = task.baselines()
     kr = by_position(bl["kernel_regression"](batch), batch)
     avg = by_position(bl["averaging"](batch), batch)
     ls = by_position(bl["least_squares"](batch), batch)
@@ -158,7 +157,7 @@ def test_kernel_regression_is_bayes_optimal(kernel):
 
     task = KernelTask(d_x=5, kernel=kernel, layout="paired")
     batch = task.sample(20000, 8, gen(7))
-    pred = baselines_for(task)["kernel_regression"](batch)
+    pred = task.baselines()["kernel_regression"](batch)
     sq = ((pred - batch.targets)[:, -1, 0] ** 2).double()
     evals, evecs = torch.linalg.eigh(gram(batch.examples.double(), batch.examples.double(), kernel))
     sigma = evecs @ torch.diag_embed(evals.abs()) @ evecs.transpose(-1, -2)
@@ -171,7 +170,7 @@ def test_kernel_regression_is_bayes_optimal(kernel):
     else:  # a real regression problem: relu with its eigenvalues clipped at 0 instead had ~4e-5
         assert post_var.mean() > 1e-4
     # and it beats every other baseline there
-    for name, baseline in baselines_for(task).items():
+    for name, baseline in task.baselines().items():
         assert ((baseline(batch) - batch.targets)[:, -1, 0] ** 2).mean() >= sq.mean() - 1e-6, name
 
 
@@ -181,7 +180,7 @@ def test_regression_baselines_use_only_earlier_examples(task: RegressionTask):
     changed = Batch(batch.inputs.clone(), batch.targets.clone(), batch.loss_mask, batch.params, batch.pos_labels)
     changed.inputs[:, -1, 0] += 5.0  # the last y
     changed.inputs[:, -2, :-1] += 5.0  # the last x: only the last prediction may move
-    for name, baseline in baselines_for(task).items():
+    for name, baseline in task.baselines().items():
         before, after = baseline(batch), baseline(changed)
         assert before.shape == batch.targets.shape, name
         assert torch.equal(before[:, :-2], after[:, :-2]), name
@@ -238,12 +237,12 @@ def test_mod_p_solver_does_ratio_matching():
     assert pred[0, 1].item() == -1  # no example yet and (x, y) != (0, 0): undetermined
 
 
-def test_baselines_for_each_task():
-    assert set(baselines_for(LinearTask())) == {"least_squares", "ridge", "3-nn", "averaging"}
-    assert set(baselines_for(PolynomialTask())) == {"least_squares", "ridge", "3-nn", "averaging", "poly_ls"}
-    assert "kernel_regression" in baselines_for(KernelTask())
-    assert set(baselines_for(ComplexZerosTask())) == {"poly_root_ls"}
-    assert set(baselines_for(ModularTask(p=5, n_tasks=4))) == {"exact_mod_p"}
+def test_baselines_of_each_task():
+    assert set(LinearTask().baselines()) == {"least_squares", "ridge", "3-nn", "averaging"}
+    assert set(PolynomialTask().baselines()) == {"least_squares", "ridge", "3-nn", "averaging", "poly_ls"}
+    assert "kernel_regression" in KernelTask().baselines()
+    assert set(ComplexZerosTask().baselines()) == {"poly_root_ls"}
+    assert set(ModularTask(p=5, n_tasks=4).baselines()) == {"exact_mod_p"}
 
 
 def test_bad_hyperparameters_name_the_argument():

@@ -10,7 +10,8 @@ import torch
 from interp.spec import ModelSpec
 from interp.tasks import LinearTask, ModularTask
 from probes.geometry import MEASURES, feature_geometry, head_features, head_geometry
-from probes.mlp import Context, figure_pca
+from probes.fourier import figure_pca
+from probes.grid import Context
 from interp.results import Result
 
 

@@ -1,5 +1,5 @@
-"""probes.mlp: Fourier basis, key frequencies, circularity and neuron DFT on planted data; the query grid,
-restricted / excluded loss and mlp_analysis on a tiny untrained model."""
+"""probes.fourier, probes.grid, probes.mlp: Fourier basis, key frequencies, circularity and neuron DFT on planted
+data; the query grid, restricted / excluded loss and mlp_analysis on a tiny untrained model."""
 from __future__ import annotations
 
 import math
@@ -10,20 +10,9 @@ import torch.nn.functional as F
 
 from interp.spec import ModelSpec
 from interp.tasks import LinearTask, ModularTask
-from probes.mlp import (
-    Context,
-    circularity,
-    figure_pca,
-    fourier_basis,
-    frequency_norms,
-    grid_activations,
-    mlp_analysis,
-    neuron_fourier,
-    pca,
-    primitive_root,
-    query_grid,
-    restricted_loss,
-)
+from probes.fourier import circularity, figure_pca, fourier_basis, frequency_norms, neuron_fourier, pca, primitive_root
+from probes.grid import Context, grid_activations, query_grid
+from probes.mlp import mlp_analysis, restricted_loss
 from interp.results import Result
 
 

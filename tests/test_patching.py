@@ -228,7 +228,7 @@ def test_chunking_and_layer_choice_do_not_change_numbers(setups, name):
     delta = abs(one.metadata["clean_metric"] - one.metadata["corrupted_metric"])
     assert torch.allclose(one.per_example, many.per_example, atol=max(1e-4, TOL / delta))
     layer1 = patch(model, task, clean, corrupted, site="k", layer=1)
-    assert layer1.scores.shape[0] == 1 and layer1.labels["layer"] == ["1"]
+    assert layer1.scores.shape[0] == 1 and layer1.labels["layer"] == ["L1"]
     assert (layer1.extras["metric"][0] - many.extras["metric"][1]).abs().max().item() <= TOL
 
 

@@ -4,7 +4,7 @@ import torch
 
 from interp.spec import ModelSpec
 from interp.tasks import LinearTask, ModularTask, PolynomialTask
-from probes.probing import TARGETS, probe
+from probes.probing import probe
 from interp.results import Result
 
 
@@ -30,7 +30,7 @@ def test_probe_reads_an_input_channel_that_holds_the_target(gen):
 def test_shuffled_label_control_scores_at_chance_for_regression(gen):
     task, model = linear_model()
     r = probe(model, task, "w", generator=gen(2))  # every resid_post layer, every position
-    assert r.axes == ("layer", "pos") and r.scores.shape == (2, 16) and r.ticks("layer") == ["0", "1"]
+    assert r.axes == ("layer", "pos") and r.scores.shape == (2, 16) and r.ticks("layer") == ["L0", "L1"]
     assert r.metadata["hooks"] == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
     control = r.extras["control"]
     assert control.max() < 0.1 and control.mean() < 0.02  # R² ≈ 0 or below: no signal without the labels
@@ -58,20 +58,20 @@ def test_registry_targets_are_the_quantities_they_name(gen):
     """With more examples than dims the least-squares estimate is exact: w_ls = w and ls_pred = y_query."""
     task = LinearTask(d_x=3)
     batch = task.sample(16, 6, gen(5))
-    t = TARGETS["linear"]
+    t = task.probe_targets
     assert torch.allclose(t["w_ls"].fn(task, batch), batch.params["w"], atol=1e-4)
     assert torch.allclose(t["ls_pred"].fn(task, batch), t["y_query"].fn(task, batch), atol=1e-4)
     assert torch.equal(t["x_query"].fn(task, batch), batch.inputs[:, batch.query_pos, :3])
     poly = PolynomialTask(degrees=(2,))
     pb = poly.sample(16, 6, gen(6))
-    assert torch.allclose(TARGETS["polynomial"]["ls_pred"].fn(poly, pb), pb.targets[:, pb.query_pos], atol=1e-3)
+    assert torch.allclose(poly.probe_targets["ls_pred"].fn(poly, pb), pb.targets[:, pb.query_pos], atol=1e-3)
     mod = ModularTask(p=5, n_tasks=6)
     mb = mod.sample(16, 4, gen(7))
-    ax = TARGETS["modular"]["ax"].fn(mod, mb)
+    ax = mod.probe_targets["ax"].fn(mod, mb)
     x_q = mb.inputs[:, mb.query_pos - 1]  # the query's x token sits just before its y
     assert torch.equal(ax, mb.params["a"] * x_q % 5)
-    z = (TARGETS["modular"]["ax"].fn(mod, mb) + TARGETS["modular"]["by"].fn(mod, mb)) % 5
-    assert torch.equal(z, TARGETS["modular"]["z_query"].fn(mod, mb))
+    z = (mod.probe_targets["ax"].fn(mod, mb) + mod.probe_targets["by"].fn(mod, mb)) % 5
+    assert torch.equal(z, mod.probe_targets["z_query"].fn(mod, mb))
 
 
 def test_result_figure_and_json(gen):

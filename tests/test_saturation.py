@@ -101,7 +101,7 @@ def test_final_layer_norm_bound_and_mechanism_records_are_exact(gen):
     assert torch.allclose(ex["max_weight"], torch.full_like(ex["max_weight"], 1 / n_keys), atol=1e-6)
     assert torch.all(ex["score_range"] == 0)
     # LN scale at the query: ln1 and ln_final see the same residual, √((x² + 1)/2 + ε), x ~ U[-s, s]
-    assert md["extra_labels"]["site"] == ["blocks.0.ln1", "ln_final"]
+    assert md["extra_labels"]["site"] == ["L0.ln1", "ln_final"]
     assert torch.allclose(ex["ln_scale"][:, 0], ex["ln_scale"][:, 1])
     for j, s in enumerate(float(t) for t in r.ticks("scale")):
         expected = (s / 2 * math.sqrt(s * s + 1) + math.asinh(s) / 2) / (s * math.sqrt(2))  # E √((x²+1)/2)

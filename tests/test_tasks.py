@@ -191,3 +191,35 @@ def test_kernel_gram_overflow_is_a_clear_error(gen):
 
     with pytest.raises(ValueError, match="overflows at x_scale=40"):  # exp(40²/2) is past float64's e^709
         KernelTask(kernel="exp", x_scale=40.0).sample(4, 5, gen())
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_per_task_knowledge_on_the_class_names_real_fields(name):
+    """What the CLI, evaluation and probes read off a task class: flags that set a field, float scale fields,
+    probe targets that give one row per sequence, and baselines that predict every position."""
+    import dataclasses
+
+    from interp.cli import FLAG_FIELDS
+
+    cls = TASKS[name]
+    task = cls(p=5, n_tasks=4) if name == "modular" else cls()
+    fields = {f.name for f in dataclasses.fields(cls)}
+    assert cls.default_examples >= 1 and cls.cli_flags
+    assert {FLAG_FIELDS.get(flag, flag) for flag in cls.cli_flags} <= fields
+    for field in (cls.scale_field, cls.coef_field):
+        assert field is None or isinstance(getattr(task, field), float)
+    assert (cls.scale_field is not None) == (task.kind == "regression")
+    batch = task.sample(4, 5, torch.Generator().manual_seed(0))
+    for target in cls.probe_targets.values():
+        assert target.fn(task, batch).shape[0] == 4
+    for baseline in task.baselines().values():
+        assert baseline(batch).shape == batch.targets.shape
+
+
+def test_the_train_parsers_task_flags_are_the_task_classes():
+    from interp.cli import build_parser
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    group = next(g for g in train._action_groups if g.title == "task")
+    assert [a.dest for a in group._group_actions] and \
+        {a.dest for a in group._group_actions} == {f for cls in TASKS.values() for f in cls.cli_flags}

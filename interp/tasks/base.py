@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, Callable, ClassVar, Literal, Protocol, runtime_checkable
 
 import einops
 import torch
 from torch import Tensor
+
+from .targets import Target
 
 TaskKind = Literal["regression", "classification"]
 Layout = Literal["interleaved", "paired"]
@@ -76,9 +78,18 @@ class Task(Protocol):
 
     name: ClassVar[str]
     kind: ClassVar[TaskKind]
+    default_examples: ClassVar[int]
+    cli_flags: ClassVar[tuple[str, ...]]
+    scale_field: ClassVar[str | None]
+    coef_field: ClassVar[str | None]
+    probe_targets: ClassVar[dict[str, Target]]
 
     def sample(self, batch_size: int, n_examples: int, generator: torch.Generator) -> Batch:
         """Draw ``batch_size`` sequences of ``n_examples`` in-context examples each."""
+        ...
+
+    def baselines(self) -> dict[str, Callable[[Batch], Tensor]]:
+        """The in-context baselines that make sense for this task, by name (``interp.baselines``)."""
         ...
 
     def corrupt(self, clean: Batch, kind: str, generator: torch.Generator) -> Batch:
@@ -101,10 +112,29 @@ class Task(Protocol):
 class TaskBase:
     """Shared plumbing for the frozen-dataclass tasks. A task is three draws: parameters (the function,
     e.g. w or (a, b)), example inputs, and ``assemble`` which labels the inputs and lays out the sequence.
-    Keeping them apart lets a corruption resample one and keep the other."""
+    Keeping them apart lets a corruption resample one and keep the other.
+
+    What the CLI, the evaluation and the probes need to know of a task family is said here, on the class,
+    not in tables keyed by its name elsewhere."""
 
     name: ClassVar[str]
     kind: ClassVar[TaskKind]
+    default_examples: ClassVar[int]
+    """In-context examples per sequence of ``interp train`` without --n-examples (small enough for a laptop CPU)."""
+    cli_flags: ClassVar[tuple[str, ...]] = ()
+    """The ``interp train`` task flags (argparse names: "d", "x_scale") that apply; any other is refused."""
+    scale_field: ClassVar[str | None] = None
+    """The field that scales the inputs: ``error_vs_scale``'s default and saturation's field="input"."""
+    coef_field: ClassVar[str | None] = None
+    """The field that scales the function (σ, or the roots' radius): saturation's field="coef" (its default
+    where there is one)."""
+    probe_targets: ClassVar[dict[str, Target]] = {}
+    """Named quantities a linear probe (``probes.probing.probe``) can be asked to read; users may add their own."""
+
+    def baselines(self) -> dict[str, Callable[[Batch], Tensor]]:
+        """The in-context baselines that make sense for this task, by name (``interp.baselines``, which imports
+        the tasks: the subclasses import it when called)."""
+        raise ValueError(f"no baselines for task {self.name!r}")
 
     def sample_params(self, batch_size: int, n_examples: int, generator: torch.Generator) -> dict[str, Tensor]:
         """The task parameters of ``batch_size`` sequences."""

@@ -8,13 +8,14 @@ Complex numbers are written as (real, imag) channels.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import Tensor
 
 from ..validation import POSITIVE_INT, POSITIVE_REAL, Options, validate
 from .base import Batch, RegressionTask, interleave
+from .targets import QUERY, Target, y_query
 
 
 def as_pairs(z: Tensor) -> Tensor:
@@ -39,6 +40,14 @@ class ComplexZerosTask(RegressionTask):
     """f(z) = prod_j (z - r_j), degree ``degree``; inputs z_i uniform in the disk of radius ``x_range``."""
 
     name: ClassVar[str] = "complex-zeros"
+    default_examples: ClassVar[int] = 10
+    cli_flags: ClassVar[tuple[str, ...]] = ("d", "x_range", "degree", "root_radius")
+    scale_field: ClassVar[str | None] = "x_range"
+    coef_field: ClassVar[str | None] = "root_radius"
+    probe_targets: ClassVar[dict[str, Target]] = {
+        "root": Target(y_query, "regression", "the root nearest the query point"),
+        "x_query": QUERY["x_query"],
+    }
     d_x: int = 2
     d_y: ClassVar[int] = 2
     degree: int = 2
@@ -75,6 +84,12 @@ class ComplexZerosTask(RegressionTask):
         loss_mask[:, -1] = True
         labels = tuple(f"{r}{i}" for i in range(n_examples) for r in ("x", "y")) + ("query",)
         return Batch(inputs, targets, loss_mask, params, examples, labels)
+
+    def baselines(self) -> dict[str, Callable[[Batch], Tensor]]:
+        """Least squares on the degree-``degree`` polynomials, then its root nearest the query ("poly_root_ls")."""
+        from ..baselines import complex_root_least_squares
+
+        return {"poly_root_ls": complex_root_least_squares(self.degree)}
 
     def ood(self) -> "ComplexZerosTask":
         """Roots spread twice as far as in training."""

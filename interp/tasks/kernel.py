@@ -11,13 +11,15 @@ predictor (``interp.baselines.kernel_regression``) uses that same matrix. For a 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from ..validation import POSITIVE_INT, POSITIVE_REAL, Options, validate
-from .base import LAYOUTS, Layout, RegressionTask
+from .base import LAYOUTS, Batch, Layout, RegressionTask
+from .targets import QUERY, Target, context
 
 KernelName = Literal["linear", "relu", "exp", "comb", "exp-unscaled"]
 
@@ -47,6 +49,14 @@ def covariance(points: Tensor, kernel: str) -> Tensor:
     return evecs @ torch.diag_embed(evals.abs()) @ evecs.transpose(-1, -2)
 
 
+def gp_mean(task: "KernelTask", batch: Batch) -> Tensor:
+    """The GP posterior mean at the query given the context (``interp.baselines.kernel_regression``): [batch, 1]."""
+    from ..baselines import kernel_regression
+
+    xs, ys, xq = context(batch)
+    return kernel_regression(xs, ys, xq, kernel=task.kernel).float()
+
+
 @dataclass(frozen=True)
 class KernelTask(RegressionTask):
     """x uniform on the sphere of radius ``x_scale`` in d_x dims; y ~ GP(0, K) with K = h(<u, v>).
@@ -54,6 +64,13 @@ class KernelTask(RegressionTask):
     ``layout="paired"`` is Cheng et al.'s: ``n_examples`` tokens [x_i, y_i], then the query [x_q, 0]."""
 
     name: ClassVar[str] = "kernel"
+    default_examples: ClassVar[int] = 14
+    cli_flags: ClassVar[tuple[str, ...]] = ("d", "x_scale", "kernel", "layout")
+    scale_field: ClassVar[str | None] = "x_scale"
+    probe_targets: ClassVar[dict[str, Target]] = {
+        "gp_mean": Target(gp_mean, "regression", "GP posterior mean at the query"),  # type: ignore[arg-type]
+        **QUERY,
+    }
     d_x: int = 5
     kernel: KernelName = "exp"
     x_scale: float = 1.0
@@ -88,6 +105,12 @@ class KernelTask(RegressionTask):
         """1: the error of a kernel task is the raw squared error, the number Cheng et al. report (their
         ``in_context_loss``), not Garg et al.'s squared error / d."""
         return 1.0
+
+    def baselines(self) -> dict[str, Callable[[Batch], Tensor]]:
+        """The regression baselines and the Bayes predictor ("kernel_regression", the GP posterior mean)."""
+        from ..baselines import in_context, kernel_regression, regression_baselines
+
+        return regression_baselines() | {"kernel_regression": in_context(partial(kernel_regression, kernel=self.kernel))}
 
     def ood(self) -> "KernelTask":
         """Inputs off the training sphere, at twice its radius."""

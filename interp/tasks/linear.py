@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Callable, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from ..validation import POSITIVE_INT, POSITIVE_REAL, Options, validate
-from .base import RegressionTask
+from .base import Batch, RegressionTask
+from .targets import QUERY, Target, context, least_squares_pred, param
+
+
+def w_least_squares(task: RegressionTask, batch: Batch) -> Tensor:
+    """Minimum-norm least-squares estimate of w from the examples before the query: [batch, d_x]."""
+    xs, ys, _ = context(batch)
+    return (torch.linalg.pinv(xs) @ ys)[..., 0].float()
 
 
 @dataclass(frozen=True)
@@ -19,6 +26,16 @@ class LinearTask(RegressionTask):
     ``active_dims`` < d zeroes the trailing dims of x and w (Garg's curriculum grows it)."""
 
     name: ClassVar[str] = "linear"
+    default_examples: ClassVar[int] = 11
+    cli_flags: ClassVar[tuple[str, ...]] = ("d", "x_dist", "x_scale", "w_scale")
+    scale_field: ClassVar[str | None] = "x_scale"
+    coef_field: ClassVar[str | None] = "w_scale"
+    probe_targets: ClassVar[dict[str, Target]] = {
+        "w": Target(param("w"), "regression", "the weight vector w"),
+        "w_ls": Target(w_least_squares, "regression", "least-squares estimate of w from the examples before the query"),
+        "ls_pred": Target(least_squares_pred, "regression", "least-squares prediction at the query"),
+        **QUERY,
+    }
     d_x: int = 5
     x_dist: Literal["normal", "uniform"] = "normal"
     x_scale: float = 1.0
@@ -49,6 +66,12 @@ class LinearTask(RegressionTask):
 
     def label(self, xs: Tensor, params: dict[str, Tensor]) -> Tensor:
         return torch.einsum("bkd,bd->bk", xs, params["w"]).unsqueeze(-1)
+
+    def baselines(self) -> dict[str, Callable[[Batch], Tensor]]:
+        """Least squares, ridge, 3-NN and averaging (``interp.baselines.regression_baselines``)."""
+        from ..baselines import regression_baselines
+
+        return regression_baselines()
 
     def ood(self) -> "LinearTask":
         """Inputs three times wider than in training (Garg's scaled-x shift test)."""

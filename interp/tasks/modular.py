@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar, Literal
+from typing import Callable, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from ..validation import NON_NEGATIVE_INT, Interval, Integral, Options, Real, check, is_prime, validate
 from .base import Batch, TaskBase, TaskKind
+from .targets import Target, param
 
 SAMPLINGS = ("random", "parallelogram", "parallelogram-legacy")
 MAX_P = 1000  # the p² task vectors and pairs are enumerated (and the parallelograms drawn) in Python
@@ -34,6 +35,19 @@ class ModularTask(TaskBase):
 
     name: ClassVar[str] = "modular"
     kind: ClassVar[TaskKind] = "classification"
+    default_examples: ClassVar[int] = 16
+    cli_flags: ClassVar[tuple[str, ...]] = ("p", "n_tasks", "split_seed", "pair_fraction")
+    probe_targets: ClassVar[dict[str, Target]] = {
+        "a": Target(param("a"), "classification", "task parameter a"),
+        "b": Target(param("b"), "classification", "task parameter b"),
+        "task_vector": Target(lambda t, b: torch.stack([b.params["a"], b.params["b"]], -1), "classification",
+                              "the task vector (a, b), one classifier per component"),
+        "z_query": Target(lambda t, b: b.targets[:, b.query_pos], "classification", "the answer z at the query"),
+        "x_query": Target(lambda t, b: b.examples[:, -1, 0], "classification", "the query's x token"),  # type: ignore[index]
+        "y_query": Target(lambda t, b: b.examples[:, -1, 1], "classification", "the query's y token"),  # type: ignore[index]
+        "ax": Target(lambda t, b: b.params["a"] * b.examples[:, -1, 0] % t.p, "classification", "a·x mod p at the query"),  # type: ignore[index, attr-defined]
+        "by": Target(lambda t, b: b.params["b"] * b.examples[:, -1, 1] % t.p, "classification", "b·y mod p at the query"),  # type: ignore[index, attr-defined]
+    }
     p: int = 29
     n_tasks: int | None = None  # default: min(256, p² // 2)
     split_seed: int = 0
@@ -166,6 +180,12 @@ class ModularTask(TaskBase):
             return super().eval_splits()
         return {f"{split}_{pairs}": self.replace(split=split, pairs=pairs)
                 for split in ("id", "ood") for pairs in ("train", "test")}
+
+    def baselines(self) -> dict[str, Callable[[Batch], Tensor]]:
+        """The exact solver: every (a, b) consistent with the examples so far ("exact_mod_p")."""
+        from ..baselines import mod_p_solver
+
+        return {"exact_mod_p": mod_p_solver(self.p)}
 
     def ood(self) -> "ModularTask":
         """The held-out task vectors (a, b), on the same (x, y) pairs."""

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Callable, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from ..validation import NON_NEGATIVE_INT, POSITIVE_REAL, Options, check, validate
-from .base import RegressionTask
+from .base import Batch, RegressionTask
+from .targets import QUERY, Target, context, param
 
 
 def basis(x: Tensor, degree: int, kind: Literal["monomial", "chebyshev"]) -> Tensor:
@@ -22,6 +23,14 @@ def basis(x: Tensor, degree: int, kind: Literal["monomial", "chebyshev"]) -> Ten
     return torch.stack(cols, dim=-1)
 
 
+def poly_least_squares_pred(task: "PolynomialTask", batch: Batch) -> Tensor:
+    """Least squares at each sequence's true degree on the context, predicted at the query: [batch, 1]."""
+    from ..baselines import poly_least_squares
+
+    xs, ys, xq = context(batch)
+    return poly_least_squares(xs, ys, xq, degree=batch.params["degree"], kind=task.basis).float()
+
+
 @dataclass(frozen=True)
 class PolynomialTask(RegressionTask):
     """f(x) = sum_j c_j phi_j(x), with the degree drawn per sequence from ``degrees`` and c_j ~ N(0, coef_scale²),
@@ -32,6 +41,17 @@ class PolynomialTask(RegressionTask):
     and testing with ``task.replace(degrees=(4,))``."""
 
     name: ClassVar[str] = "polynomial"
+    default_examples: ClassVar[int] = 11
+    cli_flags: ClassVar[tuple[str, ...]] = ("d", "degrees", "basis", "coef_scale", "x_range")
+    scale_field: ClassVar[str | None] = "x_range"
+    coef_field: ClassVar[str | None] = "coef_scale"
+    probe_targets: ClassVar[dict[str, Target]] = {
+        "coefs": Target(param("coefs"), "regression", "the polynomial coefficients"),
+        "degree": Target(param("degree"), "classification", "the polynomial degree"),
+        "ls_pred": Target(poly_least_squares_pred, "regression",  # type: ignore[arg-type]
+                          "least squares at the true degree, predicted at the query"),
+        **QUERY,
+    }
     d_x: int = 1
     degrees: tuple[int, ...] = (1, 2, 3)
     basis: Literal["monomial", "chebyshev"] = "monomial"
@@ -72,6 +92,12 @@ class PolynomialTask(RegressionTask):
         coefs = params["coefs"]
         ys = torch.einsum("bkj,bj->bk", basis(xs[..., 0], coefs.shape[-1] - 1, self.basis), coefs)
         return ys.unsqueeze(-1)
+
+    def baselines(self) -> dict[str, Callable[[Batch], Tensor]]:
+        """The regression baselines and least squares at each sequence's true degree ("poly_ls")."""
+        from ..baselines import regression_baselines, true_degree_poly_least_squares
+
+        return regression_baselines() | {"poly_ls": true_degree_poly_least_squares(self.basis, self.max_degree)}
 
     def ood(self) -> "PolynomialTask":
         """Coefficients three times larger than in training (outputs leave the trained range)."""

@@ -1,7 +1,8 @@
-"""The dashboard in a real browser: `streamlit run app/Home.py` on a free loopback port, every page opened in
+"""The dashboard in a real browser: `streamlit run app/dashboard.py` on a free loopback port, every page opened in
 Debian's Chromium through Playwright. Each page must draw its charts (and the Attention page its circuitsvis
-view) without a Streamlit exception box; a screenshot per page goes to tests/e2e/screenshots/, and the Patching
-page's is copied to docs/dashboard-patching.png for the README.
+view) without a Streamlit exception box. Screenshots go to tests/e2e/screenshots/ only (gitignored): one per
+page, and the Patching page's first screen as patching-view.png, which scripts/dashboard_screenshots.py copies
+over the README's docs/dashboard-patching.png when asked to.
 
 Run with `make test-e2e` (installs the `e2e` extra and Chromium when missing), or
 `ICL_E2E=1 .venv/bin/python -m pytest tests/e2e`.
@@ -10,7 +11,6 @@ Run with `make test-e2e` (installs the `e2e` extra and Chromium when missing), o
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,13 +22,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = Path(__file__).resolve().parent / "screenshots"
-DOCS_SHOT = REPO / "docs" / "dashboard-patching.png"
+VIEW_SHOT = SHOTS / "patching-view.png"  # the README's picture, refreshed by scripts/dashboard_screenshots.py
 CHROMIUM = os.environ.get("ICL_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run"]
-# page file -> (nav label, what must appear on it for a modular model): charts, or the circuitsvis view
+# page file under app/views -> (nav label, what must appear on it for a modular model): charts, or the circuitsvis view
 PAGES = {
-    "Home.py": ("Home", 0),
+    "0_Home.py": ("Home", 0),
     "1_Zoo.py": ("Zoo", 0),
     "2_Training.py": ("Training", 1),
     "3_ICL_curves.py": ("ICL curves", 1),
@@ -54,10 +54,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server():
-    """`streamlit run app/Home.py` headless on a free loopback port; yields its URL."""
+    """`streamlit run app/dashboard.py` headless on a free loopback port; yields its URL."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [str(Path(sys.executable).parent / "streamlit"), "run", str(REPO / "app" / "Home.py"),
+    cmd = [str(Path(sys.executable).parent / "streamlit"), "run", str(REPO / "app" / "dashboard.py"),
            "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     SHOTS.mkdir(exist_ok=True)
@@ -122,6 +122,7 @@ def go_to(pg, label: str) -> None:
 def choose_model(pg, name: str) -> None:
     box = pg.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first
     box.click()
+    pg.keyboard.type(name)  # the list renders a dozen options at a time: filter it
     pg.get_by_role("option", name=name, exact=True).click()
     settle(pg)
 
@@ -156,7 +157,7 @@ def test_every_page_in_chromium(page, server) -> None:
         pytest.skip("the zoo has no modular model")
     choose_model(pg, model)
     for file, (label, min_charts) in PAGES.items():
-        if file != "Home.py":
+        if file != "0_Home.py":
             go_to(pg, label)
         no_exception(pg, label)
         charts = pg.locator('[data-testid="stPlotlyChart"]')
@@ -169,8 +170,7 @@ def test_every_page_in_chromium(page, server) -> None:
             # circuitsvis renders its React view inside the iframe: head selectors and the pattern grid
             frame.locator("text=/L0H0/").first.wait_for(state="visible", timeout=60_000)
         if file == "5_Patching.py":
-            DOCS_SHOT.parent.mkdir(exist_ok=True)  # the README's picture: the strongest cell's spread
-            pg.screenshot(path=str(DOCS_SHOT), full_page=False)
+            pg.screenshot(path=str(VIEW_SHOT), full_page=False)  # the README's view: the strongest cell's spread
             # click a heatmap cell: the per-example distribution follows the clicked component
             # (default view: resid_pre, layer x position; click the first position of the last layer)
             n_layers, n_pos = model_shape(model)
@@ -181,7 +181,7 @@ def test_every_page_in_chromium(page, server) -> None:
             settle(pg)
             no_exception(pg, label + " after a click")
             titles = [t for t in pg.locator(".gtitle").all_text_contents() if t and "per-example" in t]
-            assert titles == [f"layer {n_layers - 1} · pos x0: per-example normalised effect"], titles
+            assert titles == [f"layer L{n_layers - 1} · pos x0: per-example normalised effect"], titles
             assert pg.locator('[data-testid="stDownloadButton"]').count() == 2
         name = file.removesuffix(".py").lower()
         pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)

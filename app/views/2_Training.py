@@ -3,7 +3,6 @@ against depth and against steps."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,9 +10,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import load_sweeps, sidebar  # noqa: E402
-from zoo import read_metrics, read_sweep, sweep_rows, zoo_dir  # noqa: E402
+from common import current, load_sweeps
+from zoo import read_metrics, read_sweep, sweep_rows, zoo_dir
 
 # interp.sweep.PHASES from the bottom up (not_learned stays uncoloured); ratio_matching_only: OOD queries
 # answered only by copying or ratio matching
@@ -149,7 +147,7 @@ def show_sweep(path: str) -> None:
         st.dataframe(frame, hide_index=True)
 
 
-path = sidebar("Training")
+path = current().path
 if path:
     from interp.checkpoint import read_config
     from interp.errors import CheckpointError

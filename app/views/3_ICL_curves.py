@@ -3,16 +3,11 @@ error against input or coefficient scale with the training range shaded and the 
 
 from __future__ import annotations
 
-import math
-import sys
-from pathlib import Path
-
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import describe, is_regression, load, persistent, probe, settings, sidebar  # noqa: E402
+from common import boundary_text, current, is_regression, mark_training, persistent, probe, saturated_text
 
 SCALES = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
 
@@ -68,25 +63,18 @@ def scale_figure(sr, sat) -> go.Figure:
 
     error = metric_label(sr.metric, sr.error_scale)
     fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{error} at the query", "|prediction| vs |target|"))
-    fig.add_vrect(x0=min(sr.scales), x1=1.0, fillcolor="green", opacity=0.12, line_width=0, row=1, col=1, exclude_empty_subplots=False,
-                  annotation_text="training range", annotation_position="top left")
+    mark_training(fig, sr.scales, [(1, 1)], label=True)
     for method, errs in sr.errors.items():
         fig.add_trace(go.Scatter(x=sr.scales, y=errs, error_y={"type": "data", "array": [Z95 * s for s in sr.sems[method]]}, name=method,
                                  mode="lines+markers", line={"dash": None if method == "model" else "dot"}), row=1, col=1)
     if sat is not None:
         meta = sat.metadata
         scales = [float(s) for s in sat.ticks("scale")]
-        edge = max(meta["range_plus"], -meta["range_minus"])  # the training range's edge, as a magnitude
-        fig.add_hline(y=edge, line_dash="dot", line_color="green", annotation_text=f"training range edge {edge:.3g}",
-                      row=1, col=2)
+        mark_training(fig, scales, [(1, 2)], saturation=meta)
         fig.add_trace(go.Scatter(x=scales, y=sat.scores.tolist(), name=meta.get("value_name", "|prediction|"),
                                  mode="lines+markers"), row=1, col=2)
         fig.add_trace(go.Scatter(x=scales, y=sat.extras["target_quantile"].tolist(), name="|target|",
                                  line={"dash": "dot", "color": "black"}), row=1, col=2)
-        for side, name in (("plus", "B+"), ("minus", "|B−|")):  # the boundary values, as magnitudes on this log axis
-            b = meta[f"boundary_{side}"]
-            if math.isfinite(b) and b != 0:
-                fig.add_hline(y=abs(b), line_dash="dash", line_color="red", annotation_text=f"{name} = {abs(b):.3g}", row=1, col=2)
     for col in (1, 2):
         fig.update_xaxes(type="log", title_text=f"{sr.field} × scale", row=1, col=col)
         fig.update_yaxes(type="log", row=1, col=col)
@@ -95,51 +83,48 @@ def scale_figure(sr, sat) -> go.Figure:
     return fig
 
 
-path = sidebar("In-context curves")
-ckpt = load(path)
-if ckpt is not None:
-    st.markdown(describe(ckpt))
-    n, seed = settings()
-    ev = probe("evaluate", ckpt, "Evaluating the model and its baselines…", n=n, seed=seed)
-    if ev is not None:
-        st.plotly_chart(curves_figure(ev), key="icl_curves")
-        with st.expander("table"):
-            st.caption(f"{ev.label}; each \"ci95\" column is the half-width of the 95% interval of the mean over sequences")
-            st.dataframe(ev.to_table(ci=True), hide_index=True)
-        if getattr(ev, "by_kind", None):
-            st.subheader("By kind of query")
-            st.caption("Copyable: the (x, y) pair appeared earlier; ratio-matchable: a multiple c·(x_j, y_j) mod p of "
-                       "an earlier example; regression-only: neither, with at least 2 examples before it, so only "
-                       "modular regression answers it. Gaps: no query of that kind at that shot.")
-            st.plotly_chart(kinds_figure(ev), key="icl_kinds")
-            with st.expander("by-kind table (model and baselines; last = the last quarter of the shots)"):
-                st.dataframe(ev.kind_table(methods=sorted({c.method for c in ev.by_kind})), hide_index=True)
+page = current()
+ckpt, n, seed = page.ckpt, page.n, page.seed
+ev = probe("evaluate", ckpt, "Evaluating the model and its baselines…", n=n, seed=seed)
+if ev is not None:
+    st.plotly_chart(curves_figure(ev), key="icl_curves")
+    with st.expander("table"):
+        st.caption(f"{ev.label}; each \"ci95\" column is the half-width of the 95% interval of the mean over sequences")
+        st.dataframe(ev.to_table(ci=True), hide_index=True)
+    if getattr(ev, "by_kind", None):
+        st.subheader("By kind of query")
+        st.caption("Copyable: the (x, y) pair appeared earlier; ratio-matchable: a multiple c·(x_j, y_j) mod p of "
+                   "an earlier example; regression-only: neither, with at least 2 examples before it, so only "
+                   "modular regression answers it. Gaps: no query of that kind at that shot.")
+        st.plotly_chart(kinds_figure(ev), key="icl_kinds")
+        with st.expander("by-kind table (model and baselines; last = the last quarter of the shots)"):
+            st.dataframe(ev.kind_table(methods=sorted({c.method for c in ev.by_kind})), hide_index=True)
 
-    st.subheader("Extrapolation")
-    if not is_regression(ckpt):
-        st.info(f"Error against input scale applies to regression tasks; {ckpt.task.name} is a classification task.")
-    else:
-        from probes.saturation import COEF_FIELDS, DEFAULT_SCALES, default_field
-        from interp.evaluate import SCALE_FIELDS
+st.subheader("Extrapolation")
+if not is_regression(ckpt):
+    st.info(f"Error against input scale applies to regression tasks; {ckpt.task.name} is a classification task.")
+else:
+    from probes.saturation import DEFAULT_SCALES, default_field
 
-        fields = {"input": SCALE_FIELDS.get(ckpt.task.name)}
-        if ckpt.task.name in COEF_FIELDS:
-            fields["coef"] = COEF_FIELDS[ckpt.task.name]
-        with st.sidebar:
-            st.header("Extrapolation")
-            which = persistent(st.radio, "scale", "scale_field", default_field(ckpt.task), options=list(fields),
-                               format_func=lambda k: f"{k} ({fields[k]})")
-            baselines = persistent(st.checkbox, "with baselines", "scale_baselines", False)
-        field = fields[which]
-        sr = probe("error_vs_scale", ckpt, "Sweeping the scale…", scales=SCALES, field=field,
-                   n_batches=1, batch_size=max(8, n), baselines=baselines, seed=seed)
-        # the Saturation page's own sweep, so both pages (and `interp saturation`) give the same B±
-        sat = probe("saturation", ckpt, "Measuring the plateau…", scales=list(DEFAULT_SCALES), field=which, n=max(8, n), seed=seed)
-        if sr is not None:
-            st.plotly_chart(scale_figure(sr, sat), key="scale_curves")
-            if sat is not None:
-                m = sat.metadata
-                st.caption(f"training range [R−, R+] = [{m['range_minus']:.3g}, {m['range_plus']:.3g}] (central 99% of y "
-                           f"at scale 1) · B+ = {m['boundary_plus']:.3g} · B− = {m['boundary_minus']:.3g} · fall-back "
-                           f"slope {m['fallback_plus']:.2g} / {m['fallback_minus']:.2g} · saturated: "
-                           f"{ {True: 'yes', False: 'no', None: '—'}[m['saturated']]} (the Saturation page has the details)")
+    fields = {"input": ckpt.task.scale_field}
+    if ckpt.task.coef_field is not None:
+        fields["coef"] = ckpt.task.coef_field
+    with st.sidebar:
+        st.header("Extrapolation")
+        which = persistent(st.radio, "scale", "scale_field", default_field(ckpt.task), options=list(fields),
+                           format_func=lambda k: f"{k} ({fields[k]})")
+        baselines = persistent(st.checkbox, "with baselines", "scale_baselines", False)
+    field = fields[which]
+    sr = probe("error_vs_scale", ckpt, "Sweeping the scale…", scales=SCALES, field=field,
+               n_batches=1, batch_size=max(8, n), baselines=baselines, seed=seed)
+    # the Saturation page's own sweep, so both pages (and `interp saturation`) give the same B±
+    sat = probe("saturation", ckpt, "Measuring the plateau…", scales=list(DEFAULT_SCALES), field=which, n=max(8, n), seed=seed)
+    if sr is not None:
+        st.plotly_chart(scale_figure(sr, sat), key="scale_curves")
+        if sat is not None:
+            m = sat.metadata
+            st.caption(f"training range [R−, R+] = [{m['range_minus']:.3g}, {m['range_plus']:.3g}] (central 99% of y "
+                       f"at scale 1) · B+ = {boundary_text(m['boundary_plus'])} · B− = {boundary_text(m['boundary_minus'])} "
+                       f"· fall-back slope {boundary_text(m['fallback_plus'], '.2g')} / "
+                       f"{boundary_text(m['fallback_minus'], '.2g')} · saturated: {saturated_text(m['saturated'])} "
+                       "(the Saturation page has the details)")

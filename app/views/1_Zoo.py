@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import SELECTED, describe, load, sidebar, zoo_entries, zoo_table  # noqa: E402
-from zoo import score_keys  # noqa: E402
+from common import SELECTED, current, describe, load, zoo_entries, zoo_table
+from zoo import score_keys
 
-path = sidebar("Zoo")
+path = current().path
 entries = zoo_entries()
 if entries:
     st.subheader(f"Models in the zoo ({len(entries)})")

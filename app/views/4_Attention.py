@@ -1,0 +1,54 @@
+"""Attention: the patterns of one sampled sequence through circuitsvis (tokens labelled by role), and the
+head-type scores (previous token, same role, own x / y, …) as a layer × head heatmap."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from common import ckpt_key, current, embed_html, heatmap, persistent, probe, run_probe
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def attention_html(path: str, fp: str, layer: int, example: int, seed: int) -> tuple[str, list[str]]:
+    """circuitsvis attention_heads for one layer, as self-contained HTML (``local_src`` inlines the JavaScript;
+    ``str()`` would load it from a CDN, and the dashboard must work offline)."""
+    import json
+
+    import numpy as np
+    from circuitsvis.attention import attention_heads
+
+    from interp.results import tick_label
+
+    data = run_probe("attention", path, fp, json.dumps({"example": example, "seed": seed}, sort_keys=True))
+    pattern = np.asarray(data["patterns"][layer])  # [head, dest, src]
+    html = attention_heads(attention=pattern, tokens=data["tokens"],
+                           attention_head_names=[tick_label(layer, h) for h in range(pattern.shape[0])])
+    return html.local_src, data["tokens"]
+
+
+page = current()
+ckpt, n, seed = page.ckpt, page.n, page.seed
+with st.sidebar:
+    st.header("Attention")
+    layer = persistent(st.selectbox, "layer", "attn_layer", 0, options=list(range(ckpt.spec.n_layers)))
+    example = persistent(st.number_input, "example (sequence index)", "attn_example", 0, min_value=0, max_value=63, step=1)
+with st.spinner("Rendering attention patterns…"):
+    html, tokens = attention_html(*ckpt_key(ckpt), int(layer), int(example), seed)
+st.caption("tokens by role: " + " ".join(f"`{t}`" for t in tokens))
+embed_html(html, height=max(650, 18 * len(tokens) + 250))
+
+st.subheader("Head types")
+r = probe("attribute", ckpt, "Scoring head types…", method="head_types", corruption=None, n=n, seed=seed)
+if r is not None:
+    types = r.ticks("type")
+    kind = persistent(st.selectbox, "head type", "head_type", types[0], options=types)
+    from probes.head_types import HEAD_TYPES
+
+    st.caption(f"share of each head's attention on **{kind}**: {HEAD_TYPES.get(kind, '')}")
+    t = types.index(kind)
+    fig = heatmap(r.scores[:, :, t].tolist(), r.ticks("head"), r.ticks("layer"), f"head type: {kind}",
+                  "head", "layer", zmid=None, colorscale="Viridis")
+    fig.update_traces(zmin=0, zmax=1)
+    st.plotly_chart(fig, key="head_types")
+    with st.expander("all head types"):
+        st.dataframe(r.to_frame().pivot_table(index=["layer", "head"], columns="type", values="value"))

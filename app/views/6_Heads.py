@@ -1,0 +1,57 @@
+"""Heads: direct attribution, ablation and attribution patching side by side (layer × head), and attribution
+patching against exact activation patching of each head's output."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from common import corruption_and_metric, current, heatmap, persistent, probe
+from interp.results import tick_label
+from probes.attribution import ABLATIONS
+
+page = current()
+ckpt, n, seed = page.ckpt, page.n, page.seed
+
+with st.sidebar:
+    st.header("Heads")
+    corruption, metric = corruption_and_metric(ckpt, "metric (ablation, attribution patching)")
+    ablation = persistent(st.selectbox, "ablation", "ablation", "mean", options=list(ABLATIONS),
+                          format_func=lambda a: f"{a}: {ABLATIONS[a]}")
+
+common = {"corruption": corruption, "n": n, "seed": seed}
+dla = probe("attribute", ckpt, "Direct attribution…", method="dla", **common)
+abl = probe("attribute", ckpt, "Ablating heads…", method="ablate", ablation=ablation, metric=metric, **common)
+att = probe("attribute", ckpt, "Attribution patching…", method="attrib", metric=metric, compare_exact=False, **common)
+cols = st.columns(3)
+for col, (name, r) in zip(cols, (("direct attribution", dla), (f"{ablation} ablation", abl),
+                                 ("attribution patching", att))):
+    if r is None:
+        continue
+    fig = heatmap(r.scores.tolist(), r.ticks("head"), r.ticks("layer"), name, "head", "layer")
+    col.plotly_chart(fig, key=f"heads_{name.split()[0]}")
+    col.caption(f"metric: {r.metadata.get('metric')}")
+
+if att is not None:
+    exact = probe("patch", ckpt, "Exact patching of every head…", site="z", by="head",
+                  metric=att.metadata.get("metric", metric), **common)
+    if exact is not None:
+        from probes.attribution_patching import correlation
+
+        st.subheader("Attribution patching against exact patching")
+        corr = correlation(att, exact)
+        labels = [tick_label(l, h) for l in range(att.scores.shape[0]) for h in range(att.scores.shape[1])]
+        xs, ys = exact.extras["metric"].flatten().tolist(), att.scores.flatten().tolist()
+        # exact patching's raw metric minus the corrupted run's: the quantity attribution patching estimates
+        base = exact.metadata.get("corrupted_metric", 0.0)
+        xs = [x - base for x in xs]
+        fig = go.Figure(go.Scatter(x=xs, y=ys, mode="markers+text", text=labels, textposition="top center",
+                                   marker={"size": 9}))
+        lo, hi = min(xs + ys), max(xs + ys)
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line={"dash": "dot", "color": "grey"},
+                                 name="y = x"))
+        fig.update_layout(title=f"per head: Pearson {corr.get('pearson', float('nan')):.3f}, "
+                                f"Spearman {corr.get('spearman', float('nan')):.3f}",
+                          xaxis_title=f"exact patching: Δ {exact.metadata.get('metric')}",
+                          yaxis_title="attribution patching estimate", showlegend=False, height=450)
+        st.plotly_chart(fig, key="attrib_vs_exact")

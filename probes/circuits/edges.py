@@ -1,0 +1,466 @@
+"""Exact edge patching, batched; the plain loop of one hooked forward pass per edge it is checked against; path
+patching of one sender through a set of its edges. See ``probes.circuits`` for the conventions and shortcuts."""
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import einops
+import torch
+from torch import Tensor
+from transformer_lens.hook_points import HookPoint
+from transformer_lens.utilities import get_act_name
+
+from interp.progress import progress_bar
+from interp.results import Result
+from interp.spec import Model
+from interp.tasks import Batch, TaskBase
+from probes.patching import Stacked, keys_values, kv_cache
+
+from .graph import (HEAD_INPUTS, Node, Runs, cells, edge_result, input_name, make_runs, norm_delta, norm_of,
+                    normalised_result, scale_name)
+
+Hook = Callable[[Tensor, HookPoint], Tensor]
+
+
+@dataclass(frozen=True)
+class Adds:
+    """What the patched runs of a sweep add: add i puts sender ``sender[i]``'s delta, on the rows ``rows[i]``, into
+    the input of receiver ``receiver[i]`` in variant ``variant[i]``. An edge patch is one add, a path several."""
+
+    variant: Tensor  # [add] long
+    sender: Tensor  # [add] long
+    receiver: Tensor  # [add] long
+    rows: Tensor  # [add, pos] bool
+    head: Tensor | None = None  # [add] long, each receiver's head (0 for MLPs and the read-out), once split by kind
+
+    def subset(self, keep: Tensor) -> "Adds":
+        return Adds(self.variant[keep], self.sender[keep], self.receiver[keep], self.rows[keep],
+                    None if self.head is None else self.head[keep])
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The senders' deltas where they enter one (layer, kind) of receivers, on rows lo.. only (the rows some patch
+    reaches): values [sender, head, batch, rows, d_head] (q, k, v), [sender, batch, rows, d_mlp] (mlp) or
+    [sender, batch, rows, d_model] (readout)."""
+
+    values: Tensor
+    lo: int
+
+    def span(self, a: int, b: int) -> tuple[int, int] | None:
+        """Rows a..b-1 clipped to the rows held, or None when none are."""
+        a, b = max(a, self.lo), min(b, self.lo + self.values.shape[-2])
+        return (a, b) if a < b else None
+
+    def take(self, a: int, b: int) -> Tensor:
+        return self.values[..., a - self.lo : b - self.lo, :]
+
+
+class Entries:
+    """Each sender's delta where it enters a receiver of a layer, through the receiver's norm (frozen at the base
+    run's scale, or recomputed at its input) and projection, computed once per (layer, kind) on the rows its
+    patches reach (``windows``): q / k / v at hook_q / hook_k / hook_v (before rotary), mlp at hook_pre, readout
+    after the final norm."""
+
+    def __init__(self, runs: Runs, freeze: bool, windows: dict[tuple[int, str], tuple[int, int]]):
+        self.runs, self.freeze, self.windows, self.memo = runs, freeze, windows, {}
+
+    def get(self, receiver: Node) -> Entry:
+        key = (receiver.layer, receiver.kind)
+        if key not in self.memo:
+            runs, model = self.runs, self.runs.model
+            lo, hi = self.windows.get(key, (0, 0))
+            n_up = runs.graph.n_upstream(receiver)
+            delta, x, scale = runs.delta[:n_up, :, lo:hi], runs.base_input(receiver)[:, lo:hi], runs.scale(receiver)
+            normed = norm_delta(norm_of(model, receiver), delta, x=x, freeze=self.freeze,
+                                scale=None if scale is None else scale[:, lo:hi])
+            if receiver.kind in HEAD_INPUTS:
+                attn = model.blocks[receiver.layer].attn
+                W = {"q": attn.W_Q, "k": attn.W_K, "v": attn.W_V}[receiver.kind]
+                normed = einops.einsum(normed, W, "s b p d, h d e -> s h b p e")
+            elif receiver.kind == "mlp":
+                normed = einops.einsum(normed, model.blocks[receiver.layer].mlp.W_in, "s b p d, d m -> s b p m")
+            self.memo[key] = Entry(normed, lo)
+        return self.memo[key]
+
+
+def windows(runs: Runs, adds: Adds) -> dict[tuple[int, str], tuple[int, int]]:
+    """(layer, kind) -> the rows lo..hi-1 that the live rows of its adds span."""
+    receivers, out = runs.graph.receivers, {}
+    keys = [(receivers[r].layer, receivers[r].kind) for r in adds.receiver.tolist()]
+    for key in set(keys):
+        rows = adds.rows[torch.tensor([k == key for k in keys], device=adds.rows.device)].any(0).nonzero()
+        if len(rows):
+            out[key] = (int(rows.min()), int(rows.max()) + 1)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the engine
+
+
+def prune(runs: Runs, adds: Adds) -> Adds:
+    """The rows of each add that can change the metric: where the sender's delta is not zero anywhere in the batch
+    (a zero delta adds exactly zero, frozen or not); in a causal model none after the query; of the last layer's
+    row-local receivers (q, mlp) and of the read-out only the query row (their other rows reach other rows only)."""
+    graph, q, last = runs.graph, runs.q, runs.model.cfg.n_layers - 1
+    nonzero = (runs.delta != 0).any(-1).any(1)  # [sender, pos]
+    rows = adds.rows.to(nonzero.device) & nonzero[adds.sender]
+    query_only = torch.tensor([r.kind == "readout" or (r.layer == last and r.kind in ("q", "mlp"))
+                               for r in graph.receivers], device=rows.device)[adds.receiver]
+    keep = torch.zeros_like(rows)
+    keep[:, q] = True
+    if runs.causal:
+        keep[~query_only, : q + 1] = True
+    else:
+        keep[~query_only] = True
+    return Adds(adds.variant, adds.sender, adds.receiver, rows & keep)
+
+
+def closed_form_attention(model: Model) -> bool:
+    """Whether a q or k patch can be computed for its head alone (``head_attention``): softmax attention that no
+    permanent hook rescores or masks (relu / linear / exp scoring and the context mask hook the pattern)."""
+    return all(not block.attn.hook_attn_scores.fwd_hooks and not block.attn.hook_pattern.fwd_hooks
+               and not block.cfg.use_attention_sinks and not block.cfg.use_logn_attn for block in model.blocks)
+
+
+def groups(runs: Runs, adds: Adds, per_chunk: int) -> Iterator[tuple[int, int, bool, Tensor]]:
+    """(layer, start row, closed form, variant indices) of the forward passes: variants grouped by the first layer
+    and (causal models) the first row they change, and by whether their first layer can take its patches in
+    closed form (``receiver_block``), in chunks of ``per_chunk``. Variants that change nothing are left out."""
+    receivers = runs.graph.receivers
+    layers = torch.tensor([r.layer for r in receivers], device=adds.rows.device)[adds.receiver]
+    live = adds.rows.any(-1)
+    first_row = torch.where(live, adds.rows.int().argmax(-1), adds.rows.shape[1])
+    qk_ok = closed_form_attention(runs.model)
+    start: dict[int, tuple[int, int]] = {}
+    heads: dict[int, list[tuple[int, int, str]]] = defaultdict(list)  # variant -> (layer, head, kind) of its adds
+    for v, r, l, row, ok in zip(adds.variant.tolist(), adds.receiver.tolist(), layers.tolist(), first_row.tolist(),
+                                live.tolist()):
+        if ok:
+            old = start.get(v, (l, row))
+            start[v] = (min(old[0], l), min(old[1], row))
+            heads[v].append((l, receivers[r].head, receivers[r].kind))
+    by_start: dict[tuple[int, int, bool], list[int]] = defaultdict(list)
+    for v, (l, row) in start.items():
+        mine = [(h, kind) for layer, h, kind in heads[v] if layer == l and kind in HEAD_INPUTS]
+        closed = len({h for h, _ in mine}) == len(mine) and (qk_ok or all(kind == "v" for _, kind in mine))
+        by_start[(l, row if runs.causal else 0, closed)].append(v)
+    for (l, row, closed), idx in sorted(by_start.items()):
+        for i in range(0, len(idx), per_chunk):
+            yield l, row, closed, torch.tensor(idx[i : i + per_chunk])
+
+
+def head_adder(entry: Entry, adds: Adds, n: int, offset: int) -> Hook:
+    """A hook on hook_q / hook_k / hook_v [(variant batch), rows, head, d_head] adding each add's entry (its sender
+    and head) on its rows, in place (the activation is the projection's fresh output); the hook sees rows offset..
+    of the sequence."""
+
+    def hook(act: Tensor, hook: HookPoint) -> Tensor:
+        span = entry.span(offset, offset + act.shape[1])
+        if span is not None:
+            a, b = span
+            update = entry.take(a, b)[adds.sender, adds.head] * adds.rows[:, None, a:b, None]
+            per_head = einops.rearrange(act, "(v b) r h e -> v h b r e", v=n)[:, :, :, a - offset : b - offset]
+            per_head.index_put_((adds.variant, adds.head), update, accumulate=True)  # writes through the views
+        return act
+
+    return hook
+
+
+def mlp_adder(entry: Entry, adds: Adds, n: int, offset: int) -> Hook:
+    """A hook on hook_pre [(variant batch), rows, d_mlp] adding each add's entry on its rows, in place."""
+
+    def hook(act: Tensor, hook: HookPoint) -> Tensor:
+        span = entry.span(offset, offset + act.shape[1])
+        if span is not None:
+            a, b = span
+            update = entry.take(a, b)[adds.sender] * adds.rows[:, None, a:b, None]
+            per_variant = einops.rearrange(act, "(v b) r m -> v b r m", v=n)[:, :, a - offset : b - offset]
+            per_variant.index_add_(0, adds.variant, update)  # writes through the views
+        return act
+
+    return hook
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """The adds of one forward pass, variants renumbered 0..n-1, grouped by receiver layer and then kind (one
+    receiver node stands for its (layer, kind))."""
+
+    n: int
+    by_layer: dict[int, list[tuple[Node, Adds]]]
+
+
+def split_chunk(runs: Runs, adds: Adds, idx: Tensor) -> Chunk:
+    """The adds of the variants ``idx``, renumbered, grouped by (layer, kind), with their heads."""
+    device, receivers = adds.variant.device, runs.graph.receivers
+    local = torch.full((int(adds.variant.max()) + 1,), -1, dtype=torch.long, device=device)
+    local[idx.to(device)] = torch.arange(len(idx), device=device)
+    mine = adds.subset(local[adds.variant] >= 0)
+    keys = [(receivers[r].layer, receivers[r].kind) for r in mine.receiver.tolist()]
+    heads = torch.tensor([receivers[r].head or 0 for r in mine.receiver.tolist()], dtype=torch.long, device=device)
+    by_layer: dict[int, list[tuple[Node, Adds]]] = defaultdict(list)
+    for key in sorted(set(keys)):
+        sel = torch.tensor([k == key for k in keys], device=device)
+        node = receivers[int(mine.receiver[sel][0])]
+        by_layer[key[0]].append((node, Adds(local[mine.variant[sel]], mine.sender[sel], mine.receiver[sel],
+                                            mine.rows[sel], heads[sel])))
+    return Chunk(len(idx), by_layer)
+
+
+def block_hooks(entries: Entries, chunk: Chunk, layer: int, offset: int) -> list[tuple[str, Hook]]:
+    """The hooks adding a chunk's deltas into the receivers of ``layer``, for rows offset.. of the sequence."""
+    hooks = []
+    for node, adds in chunk.by_layer.get(layer, []):
+        if node.kind in HEAD_INPUTS:
+            hooks.append((get_act_name(node.kind, layer), head_adder(entries.get(node), adds, chunk.n, offset)))
+        elif node.kind == "mlp":
+            hooks.append((get_act_name("pre", layer), mlp_adder(entries.get(node), adds, chunk.n, offset)))
+    return hooks
+
+
+def head_attention(attn, q: Tensor, k: Tensor, v: Tensor, offset: int, causal: bool) -> Tensor:
+    """z of one head, as TransformerLens's softmax attention computes it: queries q [batch, rows, 1, d_head] at rows
+    offset.., keys and values k, v [batch, keys, 1, d_head] (before rotary) -> [batch, rows, 1, d_head]."""
+    if attn.cfg.positional_embedding_type == "rotary":
+        q, k = attn.apply_rotary(q, offset), attn.apply_rotary(k, 0)
+    scores = attn.calculate_attention_scores(q, k)
+    if causal:
+        scores = attn.apply_causal_mask(scores, offset)
+    pattern = torch.softmax(scores, dim=-1)
+    return attn.calculate_z_scores(v, torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern))
+
+
+def post_name(model: Model, layer: int) -> str:
+    """A cached name holding resid_post of ``layer`` (the next layer's resid_pre, or the last resid_post)."""
+    last = layer == model.cfg.n_layers - 1
+    return get_act_name("resid_post" if last else "resid_pre", layer if last else layer + 1)
+
+
+def receiver_block(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, layer: int, a: int, end: int) -> Tensor:
+    """resid_post rows a..end-1 of ``layer`` for a chunk whose receivers there take their patches in closed form:
+    [(variant batch), rows, d_model]. The block's input is the base run's, so a v patch changes its head's z by
+    pattern @ δv (the pattern is the base run's), a q or k patch is recomputed for its head alone, and the MLP runs
+    on resid_mid plus the heads' changes, with its own patches at hook_pre."""
+    model, cache, n = runs.model, runs.base_cache, chunk.n
+    block, n_pos = model.blocks[layer], runs.base.inputs.shape[1]
+    keys = end if runs.causal else n_pos  # the keys rows a..end-1 read
+    change = torch.zeros(n, runs.base.inputs.shape[0], end - a, model.cfg.d_model, device=runs.delta.device)
+    for node, adds in chunk.by_layer.get(layer, []):
+        entry = entries.get(node)
+        span = entry.span(a, end) if node.kind == "q" else entry.span(0, keys)
+        if node.kind not in HEAD_INPUTS or span is None:
+            continue
+        (lo, hi), m, h = span, len(adds.variant), adds.head
+        update = entry.take(lo, hi)[adds.sender, h] * adds.rows[:, None, lo:hi, None]  # [add, batch, rows, d_head]
+        if node.kind == "v":
+            pattern = einops.rearrange(cache[get_act_name("pattern", layer)][:, h], "b m r k -> m b r k")
+            dz = einops.einsum(pattern[:, :, a:end, lo:hi], update, "m b r k, m b k e -> m b r e")
+        else:
+            base = {t: einops.rearrange(cache[get_act_name(t, layer)][:, :, h], "b p m e -> m b p e")  # copies
+                    for t in ("q", "k", "v", "z")}
+            base[node.kind][:, :, lo:hi] += update
+            flat = lambda t: einops.rearrange(t, "m b p e -> (m b) p 1 e")  # noqa: E731
+            z = head_attention(block.attn, flat(base["q"][:, :, a:end]), flat(base["k"][:, :, :keys]),
+                               flat(base["v"][:, :, :keys]), a, runs.causal)
+            dz = einops.rearrange(z, "(m b) r 1 e -> m b r e", m=m) - base["z"][:, :, a:end]
+        change.index_add_(0, adds.variant, einops.einsum(dz, block.attn.W_O[h], "m b r e, m e d -> m b r d"))
+    change = einops.rearrange(change, "v b r d -> (v b) r d")
+    if model.cfg.attn_only:
+        return stacked.rows(post_name(model, layer), a, end, n) + change
+    mid = stacked.rows(get_act_name("resid_mid", layer), a, end, n) + change
+    with model.hooks(fwd_hooks=block_hooks(entries, chunk, layer, a)):
+        return mid + block.mlp(block.ln2(mid))
+
+
+def run_chunk(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, layer: int, start: int,
+              closed: bool = True) -> Tensor:
+    """The metric of a chunk's variants, which change nothing before ``layer`` (nor, causal, before row ``start``):
+    [variant, batch]. ``layer`` itself in closed form (``receiver_block``: in a causal model's last layer the query
+    row alone) or as a hooked TransformerLens block; then, causal, rows start..q of each later layer, the rows
+    before as the base run's keys and values, the last layer's keys and values for rows start..q-1 and its block
+    for the query row alone; bidirectional, every row of every later layer."""
+    model, q, n, n_layers = runs.model, runs.q, chunk.n, runs.model.cfg.n_layers
+    s, end = (start, q) if runs.causal else (0, runs.base.inputs.shape[1] - 1)
+    last = n_layers - 1
+    if layer < n_layers:
+        if closed:
+            # of the last layer only the query row reaches the metric
+            a, b = (q, q + 1) if layer == last else (s, end + 1)
+            x = receiver_block(runs, entries, stacked, chunk, layer, a, b)
+            first = layer + 1
+        else:
+            x, first = stacked.rows(get_act_name("resid_pre", layer), s, end + 1, n), layer
+        for l in range(first, n_layers):
+            block = model.blocks[l]
+            if runs.causal and l == last:
+                k = v = None
+                if x.shape[1] > 1:
+                    with model.hooks(fwd_hooks=block_hooks(entries, chunk, l, s)):
+                        k, v = keys_values(block, x[:, :-1])
+                kv = kv_cache(stacked, l, n, s, k, v, until=q)
+                with model.hooks(fwd_hooks=block_hooks(entries, chunk, l, q)):
+                    x = block(x[:, -1:], past_kv_cache_entry=kv)
+            else:
+                with model.hooks(fwd_hooks=block_hooks(entries, chunk, l, s)):
+                    x = block(x, past_kv_cache_entry=kv_cache(stacked, l, n, s) if runs.causal else None)
+        x = x[:, -1] if runs.causal or (closed and layer == last) else x[:, q]
+    else:  # only the read-out is patched
+        x = stacked.rows(input_name(model, runs.graph.receivers[-1]), q, q + 1, n)[:, 0]
+    if hasattr(model, "ln_final"):
+        x = model.ln_final(x)
+    for node, adds in chunk.by_layer.get(n_layers, []):  # the read-out's adds enter after the final norm
+        entry = entries.get(node)
+        if entry.span(q, q + 1) is None:
+            continue
+        update = entry.take(q, q + 1)[adds.sender][:, :, 0] * adds.rows[:, q, None, None]  # [add, batch, d_model]
+        x = einops.rearrange(einops.rearrange(x, "(v b) d -> v b d", v=n).index_add(0, adds.variant, update),
+                             "v b d -> (v b) d")
+    return runs.metric_of(model.unembed(x[:, None])[:, 0], n)
+
+
+@torch.no_grad()
+def run_adds(runs: Runs, adds: Adds, n_variants: int, *, freeze: bool = True, max_batch: int = 512,
+             progress: bool = False) -> tuple[Tensor, int]:
+    """The metric of every variant of ``adds``: ([variant, batch], number of forward passes). A variant that
+    changes nothing gets the base run's metric without one."""
+    adds = prune(runs, adds)
+    values = einops.repeat(runs.base_metric, "b -> v b", v=n_variants).clone()
+    entries, stacked = Entries(runs, freeze, windows(runs, adds)), Stacked(runs.base_cache)
+    per_chunk = max(1, max_batch // runs.base.inputs.shape[0])
+    plan = list(groups(runs, adds, per_chunk))
+    for layer, start, closed, idx in progress_bar(plan, desc="edge patching", enabled=progress):
+        chunk = split_chunk(runs, adds, idx)
+        values[idx.to(values.device)] = run_chunk(runs, entries, stacked, chunk, layer, start, closed)
+    return values, len(plan)
+
+
+def cell_adds(runs: Runs, positions: str) -> Adds:
+    """One variant per cell of an edge sweep (``graph.cells``), each adding its edge's delta on its rows."""
+    n_pos, device = runs.base.inputs.shape[1], runs.delta.device
+    pairs = list(cells(runs.graph, positions, n_pos, runs.q))
+    edges = torch.tensor([runs.graph.edges[e] for e, _ in pairs], dtype=torch.long, device=device)
+    rows = torch.stack([r for _, r in pairs]).to(device)
+    return Adds(torch.arange(len(pairs), device=device), edges[:, 0], edges[:, 1], rows)
+
+
+def edge_patch(model: Model, task: TaskBase, clean: Batch, corrupted: Batch, settings=None,
+               progress: bool = False) -> Result:
+    """Exact edge patching of every edge, batched: scores [edge] (positions "all" / "query") or [edge, pos]
+    ("each"), normalised 0 = corrupted, 1 = clean; extras["metric"] the raw batch-mean metric."""
+    from . import CircuitSettings
+
+    settings = settings or CircuitSettings()
+    runs = make_runs(model, task, clean, corrupted, direction=settings.direction, metric=settings.metric)
+    adds = cell_adds(runs, settings.positions)
+    values, passes = run_adds(runs, adds, len(adds.variant), freeze=settings.freeze_ln, max_batch=settings.max_batch,
+                              progress=progress)
+    return edge_result("edge_patching", runs, values, positions=settings.positions, pos_labels=clean.pos_labels,
+                       metadata={"method": "exact", "freeze_ln": settings.freeze_ln, "corruption": settings.corruption,
+                                 "task": task.describe(), "n_forward_passes": passes})
+
+
+# ------------------------------------------------------------------------------------------ the plain loop
+
+
+@contextlib.contextmanager
+def split_inputs(model: Model) -> Iterator[None]:
+    """TransformerLens's per-head hook_q_input / hook_k_input / hook_v_input and hook_mlp_in, on while inside."""
+    cfg = model.cfg
+    old = cfg.use_split_qkv_input, cfg.use_hook_mlp_in
+    cfg.use_split_qkv_input, cfg.use_hook_mlp_in = True, True
+    try:
+        yield
+    finally:
+        cfg.use_split_qkv_input, cfg.use_hook_mlp_in = old
+
+
+def frozen_scale(scale: Tensor) -> Hook:
+    """A hook on a norm's hook_scale returning the base run's ``scale`` [batch, pos, 1] (broadcast over heads)."""
+
+    def hook(act: Tensor, hook: HookPoint) -> Tensor:
+        return scale.reshape(*scale.shape[:2], *[1] * (act.dim() - 2)).expand_as(act)
+
+    return hook
+
+
+def input_hook(receiver: Node, delta: Tensor) -> tuple[str, Hook]:
+    """(hook name, hook) adding ``delta`` [batch, pos, d_model] to a receiver's input under split inputs."""
+    def add(act: Tensor, hook: HookPoint) -> Tensor:
+        if receiver.kind in HEAD_INPUTS:
+            act = act.clone()
+            act[:, :, receiver.head] += delta
+            return act
+        return act + delta
+
+    if receiver.kind in HEAD_INPUTS:
+        return get_act_name(f"{receiver.kind}_input", receiver.layer), add
+    if receiver.kind == "mlp":
+        return get_act_name("mlp_in", receiver.layer), add
+    return get_act_name("resid_post", receiver.layer - 1), add  # the read-out reads the last block's output
+
+
+@torch.no_grad()
+def edge_patch_loop(model: Model, task: TaskBase, clean: Batch, corrupted: Batch, settings=None) -> Result:
+    """Exact edge patching the plain way, one hooked forward pass of the whole model per edge (and row): the
+    sender's delta added to the receiver's input at TransformerLens's hook_q_input / hook_k_input / hook_v_input /
+    hook_mlp_in (or the last resid_post for the read-out), the receiver's norm scale frozen at hook_scale. The
+    reference ``edge_patch`` is checked against; the same Result."""
+    from . import CircuitSettings
+
+    settings = settings or CircuitSettings()
+    runs = make_runs(model, task, clean, corrupted, direction=settings.direction, metric=settings.metric)
+    pairs = list(cells(runs.graph, settings.positions, runs.base.inputs.shape[1], runs.q))
+    values = torch.empty(len(pairs), runs.base.inputs.shape[0], device=runs.delta.device)
+    with split_inputs(model):
+        for i, (e, rows) in enumerate(pairs):
+            s, r = runs.graph.edges[e]
+            receiver = runs.graph.receivers[r]
+            hooks = [input_hook(receiver, runs.delta[s] * rows.to(runs.delta.device)[None, :, None])]
+            scale = runs.scale(receiver)
+            if settings.freeze_ln and scale is not None:
+                hooks.append((scale_name(receiver), frozen_scale(scale)))
+            out = model.run_with_hooks(runs.base.inputs, fwd_hooks=hooks)
+            values[i] = runs.metric(out[:, runs.q], runs.answers)
+    return edge_result("edge_patching", runs, values, positions=settings.positions, pos_labels=clean.pos_labels,
+                       metadata={"method": "exact (plain loop)", "freeze_ln": settings.freeze_ln,
+                                 "corruption": settings.corruption, "task": task.describe(),
+                                 "n_forward_passes": len(pairs)})
+
+
+# ------------------------------------------------------------------------------------------ path patching
+
+
+def path_patch(model: Model, task: TaskBase, clean: Batch, corrupted: Batch,
+               paths: Sequence[tuple[str, Sequence[str]]], settings=None) -> Result:
+    """Path patching: for each (sender, receivers) of ``paths``, the base run with the sender's delta added to the
+    input of each of the named receivers (e.g. ("L0H1", ["L1H0.q", "readout"])) and no other, everything downstream
+    recomputed; all paths batched. scores [path] normalised 0 = corrupted, 1 = clean. Positions "all" or "query"."""
+    from . import CircuitSettings
+
+    settings = settings or CircuitSettings()
+    if settings.positions == "each":
+        raise ValueError("path_patch takes positions 'all' or 'query', got 'each'")
+    runs = make_runs(model, task, clean, corrupted, direction=settings.direction, metric=settings.metric)
+    graph, n_pos, device = runs.graph, runs.base.inputs.shape[1], runs.delta.device
+    rows = torch.ones(n_pos, dtype=torch.bool) if settings.positions == "all" else torch.eye(n_pos, dtype=torch.bool)[runs.q]
+    variant, sender, receiver, labels = [], [], [], []
+    for i, (s_name, r_names) in enumerate(paths):
+        s = graph.sender(s_name)
+        for r_name in r_names:
+            r = graph.receiver(r_name)
+            if (s, r) not in graph.edges:
+                raise ValueError(f"{r_name} does not read {s_name}: there is no edge {s_name} -> {r_name}")
+            variant.append(i), sender.append(s), receiver.append(r)
+        labels.append(f"{s_name} -> {{{', '.join(r_names)}}}")
+    as_long = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
+    adds = Adds(as_long(variant), as_long(sender), as_long(receiver), rows.to(device).expand(len(variant), n_pos))
+    values, passes = run_adds(runs, adds, len(paths), freeze=settings.freeze_ln, max_batch=settings.max_batch)
+    return normalised_result("path_patching", runs, values, axes=("path",), shape=(len(paths),), labels={"path": labels},
+                             metadata={"method": "path patching", "positions": settings.positions,
+                                       "freeze_ln": settings.freeze_ln, "corruption": settings.corruption,
+                                       "task": task.describe(), "paths": [[s, list(r)] for s, r in paths],
+                                       "n_forward_passes": passes})
