@@ -10,6 +10,8 @@ inside the functions that need them, so Home renders without them.
 Models are cached with ``st.cache_resource`` and results with ``st.cache_data``, both keyed by the
 checkpoint's path and fingerprint (config.json bytes + the size and mtime of its weights), so a model
 retrained in place is reloaded and its results recomputed.
+
+Over 400 lines on purpose: the one page frame and the small views every page shares (the pages stay short).
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ PAGES: tuple[PageInfo, ...] = (
              "Fourier, PCA circles, neuron clusters, algorithm maps", "MLP_and_algorithms"),
     PageInfo("views/8_Saturation.py", "Saturation", "Saturation",
              "entropy, max weight, LN scale and prediction vs input scale", "Saturation"),
+    PageInfo("views/9_Circuit.py", "Circuit", "Circuit",
+             "edge-level circuits: the graph of the top-k edges, faithfulness against k, EAP against exact", "Circuit"),
 )
 
 
@@ -156,6 +160,24 @@ def persistent(widget: Callable[..., Any], label: str, key: str, default: Any, o
     if options is not None:
         return widget(label, options, key=wkey, on_change=sync, **kw)
     return widget(label, key=wkey, on_change=sync, **kw)
+
+
+def setting(settings: type, name: str, key: str, **kw: Any) -> Any:
+    """A persistent widget for one field of a probe's settings dataclass (``probes.settings``), labelled with the
+    field's name and starting at its default, with its help line: a selectbox for a field with choices, a checkbox
+    for a bool, a number input for an int (from the field's lower bound)."""
+    import dataclasses
+
+    from interp.validation import Interval
+
+    f = next(f for f in dataclasses.fields(settings) if f.name == name)
+    kw = {"help": f.metadata.get("help"), **kw}
+    if f.metadata.get("choices"):
+        return persistent(st.selectbox, name, key, f.default, options=list(f.metadata["choices"]), **kw)
+    if isinstance(f.default, bool):
+        return persistent(st.checkbox, name, key, f.default, **kw)
+    low = next((c.low for c in f.metadata.get("constraints", ()) if isinstance(c, Interval)), None)
+    return persistent(st.number_input, name, key, f.default, min_value=low, step=1, **kw)
 
 
 def sidebar_model(entries: list[ModelEntry] | None = None) -> str | None:

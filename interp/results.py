@@ -21,6 +21,9 @@ FIGURES: dict[str, str] = {
     "saturation_comparison": "probes.saturation:saturation_figure",
     "algorithm_map": "probes.algorithms:figure_map",
     "pca": "probes.fourier:figure_pca",
+    "edge_patching": "probes.circuits.figures:graph_figure",
+    "edge_attribution": "probes.circuits.figures:graph_figure",
+    "faithfulness": "probes.circuits.figures:faithfulness_figure",
 }
 
 
@@ -140,8 +143,9 @@ class Result:
 
     def figure(self, title: str | None = None):
         """A plotly figure: the probe's own for kinds in ``FIGURES`` (saturation curves with the training range
-        shaded, PCA scatter coloured by residue, algorithm maps); otherwise a bar chart (with error bars) for
-        one axis, a heatmap for two, a row of heatmaps (one per entry of the first axis) for three."""
+        shaded, PCA scatter coloured by residue, algorithm maps, circuit graphs, faithfulness curves); otherwise a
+        bar chart (with error bars) for one axis, a heatmap for two, a row of heatmaps (one per entry of the first
+        axis) for three."""
         if self.kind in FIGURES:
             import importlib
 

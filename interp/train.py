@@ -4,6 +4,8 @@ AdamW with linear warm-up and cosine decay, gradient clipping, an optional Garg-
 OOD evaluation every ``eval_every`` steps into metrics.jsonl, best-checkpoint keeping or early stopping on
 the OOD metric (He et al.: the OOD phase is transient in deep models), and exact resume: the optimizer,
 data generator and step are saved beside the weights every ``checkpoint_every`` steps.
+
+Over 400 lines on purpose: nanoGPT's rule, one training loop read top to bottom.
 """
 from __future__ import annotations
 

@@ -144,3 +144,5 @@ def test_api_circuit_puts_the_estimate_beside_exact_edge_patching(modular_ckpt, 
     assert torch.equal(Result.from_dict(payload["edges"]).scores, c.edges.scores)
     with pytest.raises(ValueError, match="'method' parameter of CircuitSettings"):
         interp.circuit(modular_ckpt, method="acdc")
+    with pytest.raises(ValueError, match="'metric' parameter of eap must have a gradient"):
+        interp.circuit(modular_ckpt, method="eap", metric="accuracy", n=8)

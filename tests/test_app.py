@@ -478,6 +478,57 @@ def test_saturation_page_compares_variants(tiny_zoo: Path, use_zoo) -> None:
     assert any("classification" in i.value for i in at.info)
 
 
+@pytest.mark.parametrize("name, method", [("mod", "exact"), ("lin", "eap")])
+def test_circuit_page_matches_interp_circuit(tiny_zoo: Path, use_zoo, name: str, method: str) -> None:
+    """The faithfulness curve is interp.circuit's for the page's settings (CircuitSettings' defaults, the frame's n
+    and seed); the graph draws one line per edge of the slider's top-k circuit, the very circuit faithfulness
+    keeps; for an estimate, the scatter against exact and its correlation caption."""
+    import interp
+    from probes.settings import CircuitSettings
+
+    use_zoo(tiny_zoo)
+    at = run_page("9_Circuit.py", tiny_zoo / name, circuit_method=method)
+    clean(at)
+    c = interp.circuit(interp.load(tiny_zoo / name), method=method, n=N, seed=0)
+    curve = chart(at, "faithfulness of the top-k")
+    drawn = {t["name"]: t for t in curve["data"]}
+    assert drawn["faithfulness"]["x"] == [int(k) for k in c.faithfulness.ticks("k")]
+    assert close(drawn["faithfulness"]["y"], c.faithfulness.scores.tolist())
+    assert close(drawn["completeness"]["y"], c.faithfulness.extras["completeness"].tolist())
+    slider = at.slider(key="circuit_k")
+    assert slider.value == min(CircuitSettings().top, c.edges.scores.numel())
+    assert sum(t["mode"] == "lines" for t in chart(at, "circuit graph")["data"]) == slider.value
+    slider.set_value(3).run()
+    clean(at)
+    lines = [t["name"] for t in chart(at, "circuit graph")["data"] if t["mode"] == "lines"]
+    assert lines == c.faithfulness.metadata["circuit"][:3]  # largest effect first
+    assert [s["x0"] for s in chart(at, "faithfulness of the top-k")["layout"]["shapes"]] == [3]  # k marked
+    table = at.dataframe[0].value
+    assert [f"{s} -> {r}" for s, r in zip(table["sender"], table["receiver"])] == lines
+    assert close(list(table["score"]), [c.edges.scores[c.edges.ticks("edge").index(e)].item() for e in lines])
+    at.sidebar.number_input(key="_w_circuit_top").set_value(7).run()  # a new `top`: the slider starts there
+    clean(at)
+    assert at.slider(key="circuit_k").value == 7 and 7 in chart(at, "faithfulness of the top-k")["data"][0]["x"]
+    assert sum(t["mode"] == "lines" for t in chart(at, "circuit graph")["data"]) == 7
+    if method == "exact":
+        assert not [f for f in charts(at) if "against exact" in json.dumps(f["layout"].get("title", ""))]
+        return
+    scatter = chart(at, "against exact")
+    assert close(scatter["data"][0]["x"], c.exact.scores.tolist()) and close(scatter["data"][0]["y"], c.edges.scores.tolist())
+    corr = c.edges.metadata["exact_correlation"]
+    assert any(f"Pearson {corr['pearson']:.3f} · Spearman {corr['spearman']:.3f}" in x.value for x in at.caption)
+
+
+def test_circuit_page_bad_input_is_one_line(tiny_zoo: Path, use_zoo) -> None:
+    """Settings the probe refuses (EAP needs a differentiable metric: accuracy is not) give an error line, no
+    traceback and no charts."""
+    use_zoo(tiny_zoo)
+    at = run_page("9_Circuit.py", tiny_zoo / "mod", circuit_method="eap", metric="accuracy")
+    assert not at.exception, [e.message for e in at.exception]
+    assert len(at.error) == 1 and at.error[0].value.startswith("circuit failed") and "Traceback" not in at.error[0].value
+    assert not at.get("plotly_chart")
+
+
 @pytest.mark.parametrize("field", ["coef", "input"])
 def test_saturation_page_says_what_the_cli_says(tiny_zoo: Path, use_zoo, field: str, capsys) -> None:
     """complex-zeros: the coef sweep (root radius) takes the roots out of the training range, the input sweep does

@@ -15,6 +15,8 @@ from interp.tasks import Batch, TaskBase
 from .graph import HEAD_INPUTS, Runs, edge_result, input_name, make_runs, norm_delta_transpose, norm_of, scale_name
 
 
+NOT_DIFFERENTIABLE = ("accuracy",)  # gradient estimates of a step function are zero almost everywhere
+
 def step_gradients(runs: Runs, embedding: Tensor, freeze: bool) -> Tensor:
     """∂metric/∂x_R of every receiver R for the base input with ``embedding`` [batch, pos, d_model] as block 0's
     resid_pre, through R's norm (its scale frozen at this run's, or not): [receiver, batch, pos, d_model].
@@ -84,6 +86,9 @@ def edge_attribution(model: Model, task: TaskBase, clean: Batch, corrupted: Batc
     settings = settings or CircuitSettings(method="eap")
     if settings.method not in ("eap", "eap-ig"):
         raise ValueError(f"edge_attribution computes method 'eap' or 'eap-ig', got {settings.method!r}")
+    if settings.metric in NOT_DIFFERENTIABLE:
+        raise ValueError(f"The 'metric' parameter of {settings.method} must have a gradient; {settings.metric!r} is a "
+                         f"step function (use it with method 'exact')")
     runs = make_runs(model, task, clean, corrupted, direction=settings.direction, metric=settings.metric)
     steps = 1 if settings.method == "eap" else settings.ig_steps
     grads = receiver_gradients(runs, steps, settings.freeze_ln)  # [receiver, batch, pos, d_model]

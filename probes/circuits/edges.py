@@ -1,5 +1,8 @@
 """Exact edge patching, batched; the plain loop of one hooked forward pass per edge it is checked against; path
-patching of one sender through a set of its edges. See ``probes.circuits`` for the conventions and shortcuts."""
+patching of one sender through a set of its edges. See ``probes.circuits`` for the conventions and shortcuts.
+
+Over 400 lines on purpose: the batched sweep's shortcuts and the plain loop that checks them sit side by side.
+"""
 from __future__ import annotations
 
 import contextlib

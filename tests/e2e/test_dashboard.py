@@ -37,8 +37,9 @@ PAGES = {
     "6_Heads.py": ("Heads", 4),
     "7_MLP_and_algorithms.py": ("MLP and algorithms", 4),
     "8_Saturation.py": ("Saturation", 0),
+    "9_Circuit.py": ("Circuit", 2),
 }
-REGRESSION_PAGES = {"3_ICL_curves.py": 2, "8_Saturation.py": 2}
+REGRESSION_PAGES = {"3_ICL_curves.py": 2, "8_Saturation.py": 2, "9_Circuit.py": 2}
 
 sys.path.insert(0, str(REPO / "app"))
 from zoo import read_zoo  # noqa: E402
