@@ -162,22 +162,43 @@ def persistent(widget: Callable[..., Any], label: str, key: str, default: Any, o
     return widget(label, key=wkey, on_change=sync, **kw)
 
 
-def setting(settings: type, name: str, key: str, **kw: Any) -> Any:
-    """A persistent widget for one field of a probe's settings dataclass (``probes.settings``), labelled with the
-    field's name and starting at its default, with its help line: a selectbox for a field with choices, a checkbox
-    for a bool, a number input for an int (from the field's lower bound)."""
+def settings_field(settings: type, name: str):
+    """The ``dataclasses.Field`` ``name`` of a probe's settings dataclass (``probes.settings``)."""
     import dataclasses
 
+    return next(f for f in dataclasses.fields(settings) if f.name == name)
+
+
+_FIELD_DEFAULT = object()
+
+
+def setting(settings: type, name: str, key: str, options: Any = None, default: Any = _FIELD_DEFAULT,
+            widget: Callable[..., Any] | None = None, **kw: Any) -> Any:
+    """A persistent widget for one field of a probe's settings dataclass (``probes.settings``), labelled with the
+    field's name and starting at its default, with its help line: a selectbox for a field with choices, a checkbox
+    for a bool, a number input for an int (from the field's lower bound).
+
+    ``options``: the values offered instead, a subset of the field's choices (those that apply to this model) or,
+    for a field without choices, the values that make sense here (the model's layers); a field's default that is
+    not among them (None: the probe decides) starts at ``default``, else at the first option. ``widget``: another
+    widget for the options (``st.radio``)."""
     from interp.validation import Interval
 
-    f = next(f for f in dataclasses.fields(settings) if f.name == name)
+    f = settings_field(settings, name)
     kw = {"help": f.metadata.get("help"), **kw}
-    if f.metadata.get("choices"):
-        return persistent(st.selectbox, name, key, f.default, options=list(f.metadata["choices"]), **kw)
+    choices = f.metadata.get("choices")
+    if options is not None or choices:
+        options = list(choices if options is None else options)
+        if choices and not set(options) <= set(choices):
+            raise ValueError(f"{settings.__name__}.{name} has no option(s) {sorted(set(options) - set(choices))}")
+        if default is _FIELD_DEFAULT:
+            default = f.default if f.default in options else options[0]
+        return persistent(widget or st.selectbox, name, key, default, options=options, **kw)
+    default = f.default if default is _FIELD_DEFAULT else default
     if isinstance(f.default, bool):
-        return persistent(st.checkbox, name, key, f.default, **kw)
+        return persistent(widget or st.checkbox, name, key, default, **kw)
     low = next((c.low for c in f.metadata.get("constraints", ()) if isinstance(c, Interval)), None)
-    return persistent(st.number_input, name, key, f.default, min_value=low, step=1, **kw)
+    return persistent(widget or st.number_input, name, key, default, min_value=low, step=1, **kw)
 
 
 def sidebar_model(entries: list[ModelEntry] | None = None) -> str | None:
@@ -308,11 +329,16 @@ def is_regression(ckpt) -> bool:
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def run_probe(name: str, path: str, fp: str, args_json: str) -> Any:
-    """``interp.<name>(checkpoint, **args)``, cached by checkpoint fingerprint and arguments (JSON text)."""
+    """``interp.<name>(checkpoint, settings, **args)``, cached by checkpoint fingerprint and arguments (JSON text;
+    ``"settings"``: [the ``probes.settings`` class name, its fields])."""
     import interp
+    import probes.settings
 
     _threads()
     args = json.loads(args_json)
+    if "settings" in args:
+        cls, fields = args.pop("settings")
+        args["settings"] = getattr(probes.settings, cls)(**fields)
     ckpt = _load(path, fp)
     if name == "error_vs_scale":
         from interp.evaluate import error_vs_scale
@@ -328,9 +354,13 @@ def run_probe(name: str, path: str, fp: str, args_json: str) -> Any:
     return getattr(interp, name)(ckpt, **args)
 
 
-def probe(name: str, ckpt, message: str | None = None, **args: Any) -> Any:
-    """A cached probe run with a spinner; None after showing the error when the probe refuses its arguments."""
+def probe(name: str, ckpt, message: str | None = None, settings: Any = None, **args: Any) -> Any:
+    """A cached probe run with a spinner: ``interp.<name>(ckpt, settings, **args)`` with ``settings`` a
+    ``probes.settings`` object (the page's widgets built it); None after showing the error when the probe refuses
+    its arguments."""
     path, fp = ckpt_key(ckpt)
+    if settings is not None:
+        args["settings"] = [type(settings).__name__, settings.to_dict()]
     try:
         with st.spinner(message or f"Running {name}…"):
             return run_probe(name, path, fp, json.dumps(args, sort_keys=True))
@@ -453,15 +483,17 @@ def without_webgl(fig):
     return out
 
 
-def corruption_and_metric(ckpt: Any, metric_label: str = "metric") -> tuple[str, str]:
-    """Sidebar selectboxes for the corruption (no input shift for token tasks) and the task's metric, shared by
-    the patching and heads pages so a choice on one carries to the other."""
-    from probes.metrics import metrics_for
+def corruption_and_metric(ckpt: Any, settings: type) -> tuple[str, str]:
+    """The ``corruption`` and ``metric`` fields of ``settings`` (PatchSettings, AttributeSettings, CircuitSettings)
+    as sidebar selectboxes under keys the patching, heads and circuit pages share, so a choice on one carries to
+    the others: the corruptions that apply to the task (no input shift for token tasks), and the task's metrics
+    (the field's None is the task's first)."""
     from interp.tasks import CORRUPTIONS
+    from probes.metrics import metrics_for
 
     token_task = ckpt.task.kind == "classification"
-    corruptions = [c for c in CORRUPTIONS if not (token_task and c == "shift")]
-    corruption = persistent(st.selectbox, "corruption", CORRUPTION, "params", options=corruptions,
-                            help="; ".join(f"{k}: {v}" for k, v in CORRUPTIONS.items()))
-    metrics = list(metrics_for(ckpt.task))
-    return corruption, persistent(st.selectbox, metric_label, METRIC, metrics[0], options=metrics)
+    meta = settings_field(settings, "corruption").metadata
+    described = "\n".join(f"- {k}: {CORRUPTIONS[k]}" for k in meta["choices"] if k in CORRUPTIONS)
+    corruption = setting(settings, "corruption", CORRUPTION, help=f"{meta['help']}\n\n{described}",
+                         options=[c for c in meta["choices"] if not (token_task and c == "shift")])
+    return corruption, setting(settings, "metric", METRIC, options=list(metrics_for(ckpt.task)))

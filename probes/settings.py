@@ -209,7 +209,7 @@ class SaturationSettings(Settings):
 
     probe: ClassVar[str] = "saturation"
     scales: tuple[float, ...] | list[float] | None = option(None, "multipliers of the field, e.g. 0.25,1,4,16 "
-                                                            "(default: 1/16 to 16)", None, parse=float_list)
+                                                            "(default: 0.25 to 16 by factors of √2)", None, parse=float_list)
     field: str | None = option(None, "coef (default where the task has one: w_scale, coef_scale, root_radius) | "
                                "input | a task field such as x_scale", [None, str])
     n: int = n_option(256)

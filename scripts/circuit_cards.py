@@ -35,6 +35,17 @@ def dense_ks(n_cells: int) -> list[int]:
     return sorted({*range(0, min(n_cells, 100) + 1), *range(100, n_cells, 5), n_cells})
 
 
+def top_rows(each: Any, k: int = 8, skip: int | None = None) -> list[dict[str, Any]]:
+    """The ``k`` (edge, row) cells of an [edge, pos] Result with the largest |effect|, leaving out row ``skip``."""
+    scores = each.scores.clone()
+    if skip is not None:
+        scores[:, skip] = 0.0
+    flat = scores.flatten()
+    n_pos = scores.shape[1]
+    return [{"edge": each.ticks("edge")[i // n_pos], "pos": each.ticks("pos")[i % n_pos], "effect": float(flat[i])}
+            for i in flat.abs().argsort(descending=True)[:k].tolist()]
+
+
 def measure(name: str) -> dict[str, Any]:
     m = interp.load(ROOT / "models" / name)
     exact = interp.circuit(m, BASE, progress=True)
@@ -50,11 +61,7 @@ def measure(name: str) -> dict[str, Any]:
         est = interp.circuit(m, BASE, method=method)
         estimates[method] = est.edges.metadata["exact_correlation"]
     each = interp.circuit(m, BASE, positions="each").edges
-    flat = each.scores.flatten()
-    order = flat.abs().argsort(descending=True)[:8].tolist()
-    n_pos = each.scores.shape[1]
-    carriers = [{"edge": each.ticks("edge")[i // n_pos], "pos": each.ticks("pos")[i % n_pos],
-                 "effect": float(flat[i])} for i in order]
+    carriers, context = top_rows(each), top_rows(each, skip=each.metadata["query_pos"])
     top = exact.edges.scores.abs().argsort(descending=True)[:10].tolist()
     return {
         "model": name, "n_edges": n_cells, "n_sequences": BASE.n, "seed": BASE.seed, "ablation": BASE.ablation,
@@ -63,7 +70,7 @@ def measure(name: str) -> dict[str, Any]:
         "completeness_top20": float(exact.faithfulness.extras["completeness"][
             exact.faithfulness.labels["k"].index(str(min(BASE.top, n_cells)))]),
         "top_exact": [{"edge": exact.edges.ticks("edge")[i], "effect": float(exact.edges.scores[i])} for i in top],
-        "estimates": estimates, "carriers": carriers,
+        "estimates": estimates, "carriers": carriers, "context_carriers": context,
     }
 
 
@@ -76,8 +83,10 @@ def card_section(r: dict[str, Any]) -> str:
              f"- Edges for 90% faithfulness: **{r['edges_for_0.9']}** of {r['n_edges']} (completeness of the top 20: "
              f"{r['completeness_top20']:.2f}).",
              "- Top edges: " + ", ".join(f"{e['edge']} ({e['effect']:.2f})" for e in r["top_exact"][:6]) + ".",
-             "- Edges that carry the context to the query, one patch per row: "
-             + ", ".join(f"{c['edge']} at {c['pos']} ({c['effect']:.2f})" for c in r["carriers"][:6]) + ".",
+             "- One patch per row, the largest cells: "
+             + ", ".join(f"{c['edge']} at {c['pos']} ({c['effect']:.2f})" for c in r["carriers"][:4]) + ".",
+             "- The edges that carry the context (rows before the query): "
+             + ", ".join(f"{c['edge']} at {c['pos']} ({c['effect']:.2f})" for c in r["context_carriers"][:6]) + ".",
              f"- Estimates against exact: {est}.", ""]
     return "\n".join(lines)
 
@@ -99,8 +108,10 @@ def write_doc(rows: list[dict[str, Any]]) -> None:
                      f"| {e['top20_recovered']:.0%} | {g['pearson']:.2f} / {g['spearman']:.2f} | {g['top20_recovered']:.0%} |")
     doc = ROOT / "docs" / "CIRCUITS.md"
     intro = doc.read_text().split("<!-- table -->")[0] if doc.exists() else "# Circuits across the zoo\n\n"
-    doc.write_text(intro + "<!-- table -->\n" + "\n".join(table) + "\n\n" + "\n".join(
-        f"- `{r['model']}`: " + ", ".join(f"{c['edge']} at {c['pos']} ({c['effect']:.2f})" for c in r["carriers"][:4])
+    doc.write_text(intro + "<!-- table -->\n" + "\n".join(table) + "\n\nThe edges that carry the context to the query "
+                   "(exact edge patching, one patch per row, the largest cells at rows before the query; the query row "
+                   "itself is held by the last layer's edges into the MLP and the read-out):\n\n" + "\n".join(
+        f"- `{r['model']}`: " + ", ".join(f"{c['edge']} at {c['pos']} ({c['effect']:.2f})" for c in r["context_carriers"][:5])
         for r in rows) + "\n")
 
 

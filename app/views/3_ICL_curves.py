@@ -7,9 +7,11 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from common import boundary_text, current, is_regression, mark_training, persistent, probe, saturated_text
+from common import (
+    boundary_text, current, is_regression, mark_training, persistent, probe, saturated_text, setting)
+from probes.settings import EvalSettings, SaturationSettings
 
-SCALES = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
+SCALES = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]  # the error sweep (interp.evaluate.error_vs_scale)
 
 
 def curves_figure(ev) -> go.Figure:
@@ -85,7 +87,7 @@ def scale_figure(sr, sat) -> go.Figure:
 
 page = current()
 ckpt, n, seed = page.ckpt, page.n, page.seed
-ev = probe("evaluate", ckpt, "Evaluating the model and its baselines…", n=n, seed=seed)
+ev = probe("evaluate", ckpt, "Evaluating the model and its baselines…", EvalSettings(n=n, seed=seed))
 if ev is not None:
     st.plotly_chart(curves_figure(ev), key="icl_curves")
     with st.expander("table"):
@@ -104,21 +106,21 @@ st.subheader("Extrapolation")
 if not is_regression(ckpt):
     st.info(f"Error against input scale applies to regression tasks; {ckpt.task.name} is a classification task.")
 else:
-    from probes.saturation import DEFAULT_SCALES, default_field
+    from probes.saturation import default_field
 
     fields = {"input": ckpt.task.scale_field}
     if ckpt.task.coef_field is not None:
         fields["coef"] = ckpt.task.coef_field
     with st.sidebar:
         st.header("Extrapolation")
-        which = persistent(st.radio, "scale", "scale_field", default_field(ckpt.task), options=list(fields),
-                           format_func=lambda k: f"{k} ({fields[k]})")
+        which = setting(SaturationSettings, "field", "scale_field", options=fields, default=default_field(ckpt.task),
+                        widget=st.radio, format_func=lambda k: f"{k} ({fields[k]})")
         baselines = persistent(st.checkbox, "with baselines", "scale_baselines", False)
     field = fields[which]
     sr = probe("error_vs_scale", ckpt, "Sweeping the scale…", scales=SCALES, field=field,
                n_batches=1, batch_size=max(8, n), baselines=baselines, seed=seed)
-    # the Saturation page's own sweep, so both pages (and `interp saturation`) give the same B±
-    sat = probe("saturation", ckpt, "Measuring the plateau…", scales=list(DEFAULT_SCALES), field=which, n=max(8, n), seed=seed)
+    # the Saturation page's own sweep (the probe's default scales): both pages and `interp saturation` give one B±
+    sat = probe("saturation", ckpt, "Measuring the plateau…", SaturationSettings(field=which, n=max(8, n), seed=seed))
     if sr is not None:
         st.plotly_chart(scale_figure(sr, sat), key="scale_curves")
         if sat is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from common import ckpt_key, current, embed_html, heatmap, persistent, probe, run_probe
+from probes.settings import AttributeSettings
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -38,7 +39,8 @@ st.caption("tokens by role: " + " ".join(f"`{t}`" for t in tokens))
 embed_html(html, height=max(650, 18 * len(tokens) + 250))
 
 st.subheader("Head types")
-r = probe("attribute", ckpt, "Scoring head types…", method="head_types", corruption=None, n=n, seed=seed)
+r = probe("attribute", ckpt, "Scoring head types…",
+          AttributeSettings(method="head_types", corruption=None, n=n, seed=seed))  # no corrupted run
 if r is not None:
     types = r.ticks("type")
     kind = persistent(st.selectbox, "head type", "head_type", types[0], options=types)

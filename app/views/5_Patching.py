@@ -8,9 +8,10 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import corruption_and_metric, current, heatmap, persistent, probe
+from common import corruption_and_metric, current, heatmap, persistent, probe, setting
 from interp.results import tick_label
 from probes.patching import BY, SITES
+from probes.settings import PATCH_SITES, PatchSettings
 
 SITE_HELP = {
     "resid_pre": "residual stream before the block", "resid_mid": "residual stream between attention and MLP",
@@ -41,26 +42,27 @@ page = current()
 ckpt, n, seed = page.ckpt, page.n, page.seed
 with st.sidebar:
     st.header("Patching")
-    site = persistent(st.selectbox, "site", "patch_site", "resid_pre", options=list(SITES),
-                      format_func=lambda s: f"{s}: {SITE_HELP.get(s, '')}")
-    by = persistent(st.selectbox, "cells", "patch_by", BY[SITES[site].layout][0], options=list(BY[SITES[site].layout]),
-                    format_func=lambda b: BY_HELP.get(b, b))
-    corruption, metric = corruption_and_metric(ckpt)
-    direction = persistent(st.radio, "direction", "patch_direction", "denoise", options=["denoise", "noise"],
-                           horizontal=True, help="denoise: corrupted run, clean activation in; noise: the reverse")
+    # the sites by their own names (the field's short names resolve to these)
+    site = setting(PatchSettings, "site", "patch_site", options=PATCH_SITES,
+                   format_func=lambda s: f"{s}: {SITE_HELP.get(s, '')}")
+    # what one patch can cover depends on the site's layout; the first is the probe's default
+    by = setting(PatchSettings, "by", "patch_by", options=BY[SITES[site].layout],
+                 format_func=lambda b: BY_HELP.get(b, b))
+    corruption, metric = corruption_and_metric(ckpt, PatchSettings)
+    direction = setting(PatchSettings, "direction", "patch_direction", widget=st.radio, horizontal=True)
     layer = None
     if by == "head_pos":
         layer = persistent(st.selectbox, "layer to show", "patch_layer", 0, options=list(range(ckpt.spec.n_layers)))
 
-args = {"site": site, "by": by, "corruption": corruption, "metric": metric, "direction": direction, "n": n, "seed": seed}
-r = probe("patch", ckpt, f"Patching {site} over {n} sequences…", **args)
+settings = PatchSettings(site=site, by=by, corruption=corruption, metric=metric, direction=direction, n=n, seed=seed)
+r = probe("patch", ckpt, f"Patching {settings.site} over {settings.n} sequences…", settings)
 if r is not None:
     meta = r.metadata
     st.caption(f"{meta.get('metric')} · clean {meta.get('clean_metric', float('nan')):.4g} · corrupted "
                f"{meta.get('corrupted_metric', float('nan')):.4g} · {meta.get('scale', '')} · "
                f"{meta.get('n_sequences')} sequences, {meta.get('n_patched_runs')} patched runs")
     z, xs, ys, x_title, y_title, index = grid(r, layer)
-    fig = heatmap(z, xs, ys, f"patching {site} ({direction}, {corruption})", x_title, y_title)
+    fig = heatmap(z, xs, ys, f"patching {settings.site} ({settings.direction}, {settings.corruption})", x_title, y_title)
     # Plotly heatmaps send no selection events, so an invisible marker sits on every cell to take the click.
     fig.update_traces(hoverinfo="skip", hovertemplate=None, selector={"type": "heatmap"})
     fig.add_trace(go.Scatter(
@@ -100,7 +102,7 @@ if r is not None:
         if sem is not None:
             right.metric("s.e.m.", f"{sem[idx].item():.3f}")
         right.metric(f"raw {meta.get('metric')}", f"{r.extras['metric'][idx].item():.4g}")
-    stem = f"patch-{Path(str(ckpt.path)).name}-{site}-{by}-{corruption}-{metric}"
+    stem = f"patch-{Path(str(ckpt.path)).name}-{settings.site}-{settings.by}-{settings.corruption}-{settings.metric}"
     c1, c2 = st.columns(2)
     c1.download_button("Download JSON", r.to_json(), file_name=f"{stem}.json", mime="application/json")
     c2.download_button("Download CSV", r.to_frame().to_csv(index=False), file_name=f"{stem}.csv", mime="text/csv")

@@ -3,26 +3,30 @@ patching against exact activation patching of each head's output."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import corruption_and_metric, current, heatmap, persistent, probe
+from common import corruption_and_metric, current, heatmap, probe, setting
+from interp.api import EXACT_FOR_ATTRIB
 from interp.results import tick_label
-from probes.attribution import ABLATIONS
+from probes.settings import AttributeSettings, PatchSettings
 
 page = current()
 ckpt, n, seed = page.ckpt, page.n, page.seed
 
 with st.sidebar:
     st.header("Heads")
-    corruption, metric = corruption_and_metric(ckpt, "metric (ablation, attribution patching)")
-    ablation = persistent(st.selectbox, "ablation", "ablation", "mean", options=list(ABLATIONS),
-                          format_func=lambda a: f"{a}: {ABLATIONS[a]}")
+    corruption, metric = corruption_and_metric(ckpt, AttributeSettings)  # metric: ablation and attribution patching
+    ablation = setting(AttributeSettings, "ablation", "ablation")
 
-common = {"corruption": corruption, "n": n, "seed": seed}
-dla = probe("attribute", ckpt, "Direct attribution…", method="dla", **common)
-abl = probe("attribute", ckpt, "Ablating heads…", method="ablate", ablation=ablation, metric=metric, **common)
-att = probe("attribute", ckpt, "Attribution patching…", method="attrib", metric=metric, compare_exact=False, **common)
+base = AttributeSettings(corruption=corruption, n=n, seed=seed)
+dla = probe("attribute", ckpt, "Direct attribution…", dataclasses.replace(base, method="dla"))  # the task's metric
+ablate = dataclasses.replace(base, method="ablate", ablation=ablation, metric=metric)
+abl = probe("attribute", ckpt, "Ablating heads…", ablate)
+attrib = dataclasses.replace(base, method="attrib", metric=metric, compare_exact=False)
+att = probe("attribute", ckpt, "Attribution patching…", attrib)
 cols = st.columns(3)
 for col, (name, r) in zip(cols, (("direct attribution", dla), (f"{ablation} ablation", abl),
                                  ("attribution patching", att))):
@@ -33,8 +37,10 @@ for col, (name, r) in zip(cols, (("direct attribution", dla), (f"{ablation} abla
     col.caption(f"metric: {r.metadata.get('metric')}")
 
 if att is not None:
-    exact = probe("patch", ckpt, "Exact patching of every head…", site="z", by="head",
-                  metric=att.metadata.get("metric", metric), **common)
+    site, by = EXACT_FOR_ATTRIB[attrib.site]  # the exact patching sweep that attribution patching estimates
+    exact = probe("patch", ckpt, "Exact patching of every head…",
+                  PatchSettings(site=site, by=by, corruption=corruption, metric=att.metadata.get("metric", metric),
+                                direction=attrib.direction, n=n, seed=seed))
     if exact is not None:
         from probes.attribution_patching import correlation
 

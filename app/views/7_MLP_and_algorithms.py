@@ -8,7 +8,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import current, has_mlp, heatmap, persistent, probe
+from common import current, has_mlp, heatmap, persistent, probe, setting
+from probes.settings import AlgorithmsSettings, GeometrySettings, MlpSettings
 
 page = current()
 ckpt, seed = page.ckpt, page.seed
@@ -21,15 +22,16 @@ from probes.fourier import figure_pca
 
 with st.sidebar:
     st.header("Representations")
-    layer = persistent(st.selectbox, "layer", "mlp_layer", 0, options=list(range(ckpt.spec.n_layers)))
+    # one layer for the MLP and the head geometry
+    layer = setting(MlpSettings, "layer", "mlp_layer", options=range(ckpt.spec.n_layers))
     color = persistent(st.radio, "colour points by", "mlp_color", "x", options=["x", "y", "z"], horizontal=True)
-    head = persistent(st.selectbox, "head (geometry)", "geo_head", 0, options=list(range(ckpt.spec.n_heads)))
+    head = setting(GeometrySettings, "head", "geo_head", options=range(ckpt.spec.n_heads))
 
 st.subheader(f"MLP of layer {layer}")
 if not has_mlp(ckpt):
     st.info("This model is attention-only: it has no MLP to analyse. Head geometry and algorithm maps are below.")
 else:
-    res = probe("mlp", ckpt, "Fourier and PCA analysis over the (x, y) grid…", layer=int(layer), seed=seed)
+    res = probe("mlp", ckpt, "Fourier and PCA analysis over the (x, y) grid…", MlpSettings(layer=layer, seed=seed))
     if res is not None:
         freqs = res.frequencies
         key = freqs.metadata.get("key_frequencies", [])
@@ -65,15 +67,16 @@ else:
         loss = res.loss
         st.dataframe(loss.to_frame(), hide_index=True)
 
-st.subheader(f"Head features: {tick_label(int(layer), int(head))}")
-geo = probe("geometry", ckpt, "Head geometry over the (x, y) grid…", layer=int(layer), head=int(head), seed=seed)
+st.subheader(f"Head features: {tick_label(layer, head)}")
+geo = probe("geometry", ckpt, "Head geometry over the (x, y) grid…",
+            GeometrySettings(layer=layer, head=head, seed=seed))
 if geo is not None:
     left, right = st.columns([2, 1])
     left.plotly_chart(figure_pca(geo, color=color), key="head_pca")
     right.dataframe(geo.to_frame(), hide_index=True)
 
 st.subheader("Algorithm map")
-alg = probe("algorithms", ckpt, "Algorithm maps…", seed=seed)
+alg = probe("algorithms", ckpt, "Algorithm maps…", AlgorithmsSettings(seed=seed))
 if alg is not None:
     st.plotly_chart(alg.figure(), key="algorithm_map")
     from probes.algorithms import SUMMARIES

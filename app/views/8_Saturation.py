@@ -15,8 +15,9 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from common import (
-    boundary_text, current, fingerprint, is_regression, load, mark_training, persistent, probe, saturated_text,
+    boundary_text, current, fingerprint, is_regression, load, mark_training, probe, saturated_text, setting,
     without_webgl, zoo_entries)
+from probes.settings import SaturationSettings
 
 
 def mechanism_figure(r, title: str) -> go.Figure:
@@ -64,15 +65,16 @@ if not is_regression(ckpt):
     st.info(f"Saturation is about real-valued predictions leaving the training range; {ckpt.task.name} is a "
             "classification task.")
     st.stop()
-from probes.saturation import DEFAULT_SCALES, default_field
+from probes.saturation import default_field
 
-SCALES = list(DEFAULT_SCALES)  # the probe's own sweep (0.25x to 16x: kernel tasks cannot sample a GP much beyond)
 fields = ["input"] + (["coef"] if ckpt.task.coef_field is not None else [])
 with st.sidebar:
     st.header("Saturation")
-    field = persistent(st.radio, "scale", "scale_field", default_field(ckpt.task), options=fields, horizontal=True)
-n_sat = max(8, n)
-r = probe("saturation", ckpt, f"Sweeping the {field} scale…", scales=SCALES, field=field, n=n_sat, seed=seed)
+    field = setting(SaturationSettings, "field", "scale_field", options=fields, default=default_field(ckpt.task),
+                    widget=st.radio, horizontal=True)
+# the probe's own sweep (0.25x to 16x: kernel tasks cannot sample a GP much beyond)
+settings = SaturationSettings(field=field, n=max(8, n), seed=seed)
+r = probe("saturation", ckpt, f"Sweeping the {field} scale…", settings)
 if r is not None:
     m = r.metadata
     cols = st.columns(5)
@@ -83,10 +85,11 @@ if r is not None:
     cols[4].metric("saturated", saturated_text(m["saturated"]))
     if m["note"]:
         st.info(m["note"])
+    scales = [float(x) for x in r.ticks("scale")]
     st.caption(f"B± = the highest / lowest median prediction over groups of targets; the fall-back slope is the "
-               f"least-squares slope of prediction on target beyond R± ({m['field']} sweep ×{SCALES[0]:g}–{SCALES[-1]:g}; "
+               f"least-squares slope of prediction on target beyond R± ({m['field']} sweep ×{scales[0]:g}–{scales[-1]:g}; "
                f"definition in probes/saturation.py). The same numbers: `interp saturation --ckpt {ckpt.path} "
-               f"--field {field} --n {n_sat} --seed {seed}`.")
+               f"--field {settings.field} --n {settings.n} --seed {settings.seed}`.")
     st.plotly_chart(without_webgl(r.figure()), key="saturation")
     st.plotly_chart(mechanism_figure(r, "mechanism at the query: entropy, max weight, LN scale"), key="mechanism")
 
@@ -103,9 +106,8 @@ else:
         chosen = st.multiselect("compare with", others, default=others[:3], key="sat_compare")
     if chosen:
         models = {name: str(ckpt.path), **{v: variants[v] for v in chosen}}
-        cmp = probe("compare_saturation", ckpt, "Comparing variants…", scales=SCALES,
-                    models={k: [p, fingerprint(p)] for k, p in models.items()},
-                    field=field, n=n_sat, seed=seed)
+        cmp = probe("compare_saturation", ckpt, "Comparing variants…", settings,
+                    models={k: [p, fingerprint(p)] for k, p in models.items()})
         if cmp is not None:
             st.plotly_chart(cmp.figure(), key="saturation_compare")
             meta = cmp.metadata
@@ -127,6 +129,6 @@ else:
                 vck = load(vpath)
                 if vck is None:
                     continue
-                vr = probe("saturation", vck, f"Sweeping {vname}…", scales=SCALES, field=field, n=n_sat, seed=seed)
+                vr = probe("saturation", vck, f"Sweeping {vname}…", settings)
                 if vr is not None:
                     st.plotly_chart(mechanism_figure(vr, vname), key=f"mechanism_{vname}")

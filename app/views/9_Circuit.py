@@ -24,11 +24,12 @@ with st.sidebar:
         if f.name in FRAME_FIELDS or (f.name == "ig_steps" and args.get("method") != "eap-ig"):
             continue
         if f.name == "corruption":
-            args["corruption"], args["metric"] = corruption_and_metric(ckpt)
+            args["corruption"], args["metric"] = corruption_and_metric(ckpt, CircuitSettings)
         elif f.name not in SHARED_FIELDS:
             args[f.name] = setting(CircuitSettings, f.name, f"circuit_{f.name}")
 
-found = probe("circuit", ckpt, f"{args['method']} edge scores and faithfulness over {page.n} sequences…", **args)
+found = probe("circuit", ckpt, f"{args['method']} edge scores and faithfulness over {page.n} sequences…",
+              CircuitSettings(**args))
 if found is not None:
     edges, curve = found.edges, found.faithfulness
     meta = edges.metadata
