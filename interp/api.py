@@ -110,8 +110,7 @@ def patch(m: CheckpointLike, settings: PatchSettings | None = None, *, progress:
     s = PatchSettings.resolve(settings, fields)
     ckpt = as_checkpoint(m)
     clean, corrupted = sample_inputs(ckpt, s.n, s.seed, s.corruption)
-    result = patch_probe(ckpt.model, ckpt.task, clean, corrupted, site=s.site_name, layer=s.layer, by=s.by,
-                         direction=s.direction, metric=s.metric, corruption=s.corruption, progress=progress)
+    result = patch_probe(ckpt.model, ckpt.task, clean, corrupted, s, progress=progress)
     return stamp(result, ckpt, s.seed, corruption=s.corruption)
 
 
@@ -127,8 +126,7 @@ def attribute(m: CheckpointLike, settings: AttributeSettings | None = None, **fi
     if s.method == "attrib" and s.corruption is None:
         raise ValueError("method 'attrib' needs a corruption (params, query or shift)")
     clean, corrupted = sample_inputs(ckpt, s.n, s.seed, s.corruption)
-    result = attribute_probe(ckpt.model, ckpt.task, clean, corrupted, method=s.method, metric=s.metric,
-                             ablation=s.ablation, site=s.site, direction=s.direction)
+    result = attribute_probe(ckpt.model, ckpt.task, clean, corrupted, s)
     if s.method == "attrib" and s.compare_exact:
         from probes.patching import patch as patch_probe
 
@@ -147,8 +145,7 @@ def mlp(m: CheckpointLike, settings: MlpSettings | None = None, **fields: Any) -
 
     s = MlpSettings.resolve(settings, fields)
     ckpt = as_checkpoint(m)
-    analysis = mlp_analysis(ckpt.model, ckpt.task, s.layer, context=s.n_context,  # type: ignore[arg-type]
-                            generator=torch.Generator().manual_seed(s.seed))
+    analysis = mlp_analysis(ckpt.model, ckpt.task, s, generator=torch.Generator().manual_seed(s.seed))  # type: ignore[arg-type]
     for r in analysis.results().values():
         stamp(r, ckpt, s.seed)
     return analysis
@@ -161,8 +158,7 @@ def algorithms(m: CheckpointLike, settings: AlgorithmsSettings | None = None, **
 
     s = AlgorithmsSettings.resolve(settings, fields)
     ckpt = as_checkpoint(m)
-    result = algorithm_map(ckpt.model, ckpt.task, shots=None if s.shots is None else list(s.shots),  # type: ignore[arg-type]
-                           generator=torch.Generator().manual_seed(s.seed))
+    result = algorithm_map(ckpt.model, ckpt.task, s, generator=torch.Generator().manual_seed(s.seed))  # type: ignore[arg-type]
     return stamp(result, ckpt, s.seed)
 
 
@@ -173,8 +169,7 @@ def geometry(m: CheckpointLike, settings: GeometrySettings | None = None, **fiel
 
     s = GeometrySettings.resolve(settings, fields)
     ckpt = as_checkpoint(m)
-    result = head_geometry(ckpt.model, ckpt.task, s.layer, s.head,  # type: ignore[arg-type]
-                           generator=torch.Generator().manual_seed(s.seed))
+    result = head_geometry(ckpt.model, ckpt.task, s, generator=torch.Generator().manual_seed(s.seed))  # type: ignore[arg-type]
     return stamp(result, ckpt, s.seed)
 
 
@@ -188,9 +183,8 @@ def saturation(m: CheckpointLike, settings: SaturationSettings | None = None, *,
 
     s = SaturationSettings.resolve(settings, fields)
     ckpt = as_checkpoint(m)
-    result = saturation_probe(ckpt.model, ckpt.task, scales=None if s.scales is None else list(s.scales), field=s.field,
-                              n=s.n, generator=torch.Generator().manual_seed(s.seed), n_examples=ckpt.train["n_examples"],
-                              progress=progress)
+    result = saturation_probe(ckpt.model, ckpt.task, s, generator=torch.Generator().manual_seed(s.seed),
+                              n_examples=ckpt.train["n_examples"], progress=progress)
     return stamp(result, ckpt, s.seed)
 
 
@@ -208,8 +202,7 @@ def compare_saturation(models: dict[str, CheckpointLike] | list[CheckpointLike],
     if len(tasks) != 1:
         raise ValueError("compare_saturation needs models trained on the same task; got " + "; ".join(t.describe() for t in tasks))
     first = next(iter(ckpts.values()))
-    result = compare_boundaries({k: c.model for k, c in ckpts.items()}, first.task,
-                                scales=None if s.scales is None else list(s.scales), field=s.field, n=s.n,
+    result = compare_boundaries({k: c.model for k, c in ckpts.items()}, first.task, s,
                                 generator=torch.Generator().manual_seed(s.seed),
                                 n_examples=min(int(c.train["n_examples"]) for c in ckpts.values()),  # fits every context
                                 progress=progress)
@@ -223,17 +216,10 @@ def probe(m: CheckpointLike, target: str | Any = None, settings: ProbeSettings |
     (``target`` may also be a callable: batch -> [batch, k] targets)."""
     from probes.probing import probe as probe_fn
 
-    callable_target = target if callable(target) else None
-    if target is not None and callable_target is None:
-        fields = {**fields, "target": target}
     s = ProbeSettings.resolve(settings, fields)
-    target = callable_target if callable_target is not None else s.target
-    if target is None:
-        raise ValueError("The 'target' argument of probe is required (e.g. 'w', 'coefs', 'a').")
     ckpt = as_checkpoint(m)
-    result = probe_fn(ckpt.model, ckpt.task, target, hook=s.hook,
-                      positions=list(s.positions) if isinstance(s.positions, tuple) else s.positions, n=s.n,
-                      generator=torch.Generator().manual_seed(s.seed), n_examples=ckpt.train["n_examples"])
+    result = probe_fn(ckpt.model, ckpt.task, target, s, generator=torch.Generator().manual_seed(s.seed),
+                      n_examples=ckpt.train["n_examples"])
     return stamp(result, ckpt, s.seed)
 
 

@@ -31,6 +31,7 @@ from probes.grid import (
     resolve_context,
     run_grid,
 )
+from probes.settings import AlgorithmsSettings
 
 SUMMARIES = ("accuracy", "ratio_share", "regression_share", "ratio_coverage", "regression_coverage",
              "ratio_accuracy", "regression_accuracy", "other_accuracy")
@@ -129,34 +130,32 @@ def compare_algorithms(predictions: Tensor, context: Context, p: int, shots: Seq
                             "print_extras": ["accuracy", "ratio_share", "regression_share"]})
 
 
-def algorithm_map(
-    model: Any,
-    task: ModularTask,
-    shots: Sequence[int] | None = None,
-    context: Context | int | None = None,
-    generator: torch.Generator | None = None,
-    batch_size: int = 256,
-) -> Result:
+def algorithm_map(model: Any, task: ModularTask, settings: AlgorithmsSettings | None = None, *,
+                  context: Context | None = None, generator: torch.Generator | None = None, **fields: Any) -> Result:
     """The model's answers over the p² queries after the first k examples of one fixed context, for each k in
-    ``shots`` (default 1, 2, half and all of what the model reads), marked against ratio matching and modular
-    regression: see ``compare_algorithms``. The context defaults to max(shots) examples sampled from ``generator``."""
+    ``settings.shots`` (default 1, 2, half and all of what the model reads), marked against ratio matching and
+    modular regression: see ``compare_algorithms``. The context defaults to ``settings.n_context`` (None:
+    max(shots)) examples sampled from ``generator``; ``AlgorithmsSettings`` or its fields by name."""
+    s = AlgorithmsSettings.resolve(settings, fields)
     task = check_modular(task)
     check_token_model(model, task)
     p, most = task.p, max_context(model)
     if most < 1:
         raise ValueError(f"model n_ctx={model.cfg.n_ctx} holds no example before the query")
+    shots = s.shots
     if shots is None:
         shots = sorted({k for k in (1, 2, most // 2, most) if 1 <= k <= most})
     shots = list(shots)
     if not shots or any(not isinstance(k, (int, np.integer)) or not 0 <= k <= most for k in shots):
         raise ValueError(f"shots must be a non-empty list of ints in [0, {most}] for this model, got {shots}")
     shots = [int(k) for k in shots]
+    context = context if context is not None else s.n_context
     ctx = resolve_context(task, context, most, generator, n_min=max(shots)) if context is not None else \
         resolve_context(task, max(shots), most, generator)
     predictions = []
     for k in shots:
         batch = query_grid(task, ctx.prefix(k))
-        logits, _ = run_grid(model, batch.inputs, batch.query_pos, batch_size=batch_size)
+        logits, _ = run_grid(model, batch.inputs, batch.query_pos, batch_size=s.batch_size)
         predictions.append(einops.rearrange(logits.argmax(-1), "(x y) -> x y", x=p))
     result = compare_algorithms(torch.stack(predictions), ctx, p, shots)
     result.metadata["n_ctx"] = model.cfg.n_ctx

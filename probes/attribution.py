@@ -14,7 +14,7 @@ position (``clean.query_pos``) and are per-example means; the per-example values
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
 import einops
 import torch
@@ -29,7 +29,8 @@ from interp.tasks import Batch, TaskBase
 from probes.attribution_patching import DIRECTIONS, SITES, attribution_patch
 from probes.head_types import head_types
 from probes.inputs import check_batches, mean_result, model_device, run_metadata
-from probes.metrics import Answers, Metric, at_query, attribution_metric
+from probes.metrics import Answers, Metric, at_query, attribution_metric, callable_metric
+from probes.settings import AttributeSettings
 
 METHODS: dict[str, str] = {
     "dla": "direct effect of each head through the read-out at the query (frozen final norm)",
@@ -213,28 +214,23 @@ def ablate_heads(model: Model, task: TaskBase, clean: Batch, corrupted: Batch | 
 # ----------------------------------------------------------------------------------------------- front end
 
 
-def attribute(model: Model, task: TaskBase, clean: Batch, corrupted: Batch | None = None, *, method: str = "dla",
-              metric: str | Metric | None = None, ablation: str = "mean", site: str = "head",
-              direction: str = "denoise", queries: str | None = None) -> Result:
-    """Head attribution by ``method`` (see ``METHODS``): dla -> [layer, head]; ablate -> [layer, head];
-    attrib -> the axes of ``site`` (see ``SITES``); head_types -> [layer, head, type]."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if ablation not in ABLATIONS:
-        raise ValueError(f"ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
-    if site not in SITES:
-        raise ValueError(f"site must be one of {', '.join(SITES)}, got {site!r}")
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+def attribute(model: Model, task: TaskBase, clean: Batch, corrupted: Batch | None = None,
+              settings: AttributeSettings | None = None, **fields: Any) -> Result:
+    """Head attribution by ``settings.method`` (see ``METHODS``; ``AttributeSettings`` or its fields by name):
+    dla -> [layer, head]; ablate -> [layer, head]; attrib -> the axes of ``site`` (see ``SITES``);
+    head_types -> [layer, head, type]. ``metric`` may also be a callable (out, answers) -> [batch]."""
+    metric = callable_metric(fields)
+    s = AttributeSettings.resolve(settings, fields)
+    metric = metric or s.metric
     runners: dict[str, Callable[[], Result]] = {
         "dla": lambda: direct_attribution(model, task, clean, corrupted, metric),  # type: ignore[arg-type]
-        "ablate": lambda: ablate_heads(model, task, clean, corrupted, ablation, metric),
-        "attrib": lambda: attribution_patch(model, task, clean, corrupted, site, metric, direction),  # type: ignore[arg-type]
-        "head_types": lambda: head_types(model, task, clean, queries),
+        "ablate": lambda: ablate_heads(model, task, clean, corrupted, s.ablation, metric, max_batch=s.max_batch),
+        "attrib": lambda: attribution_patch(model, task, clean, corrupted, s.site, metric, s.direction),  # type: ignore[arg-type]
+        "head_types": lambda: head_types(model, task, clean, s.queries),
     }
-    if method == "attrib" and corrupted is None:
+    if s.method == "attrib" and corrupted is None:
         raise ValueError("method 'attrib' needs a corrupted batch (e.g. task.corrupt(clean, 'params', generator))")
-    return runners[method]()
+    return runners[s.method]()
 
 
 __all__ = ["METHODS", "ABLATIONS", "attribute", "direct_attribution", "decompose_output", "ablate_heads", "ablation_values"]

@@ -27,6 +27,7 @@ from interp.tasks import ModularTask
 from probes.fourier import circularity, pca
 from probes.grid import (Context, check_layer, check_modular, check_token_model, max_context, query_grid,
                          resolve_context, run_grid)
+from probes.settings import GeometrySettings
 
 MEASURES = ("outer x", "inner y", "outer y", "inner x", "parity x", "parity y")
 
@@ -96,38 +97,37 @@ def feature_geometry(features: Tensor, n_components: int = 6, parity_dims: int =
                             "title": "head geometry"})
 
 
-def head_geometry(
-    model: Any,
-    task: ModularTask,
-    layer: int,
-    head: int,
-    context: Context | int | None = None,
-    generator: torch.Generator | None = None,
-    output: Literal["z", "result"] = "z",
-    pos: Literal["z", "query"] = "z",
-    n_components: int = 6,
-    parity_dims: int = 3,
-    batch_size: int = 256,
-) -> Result:
-    """PCA and circle-of-circles / even-odd scores of head ``head`` of block ``layer`` over the p² grid examples
-    after a fixed context (default: as many sampled examples as fit, from ``generator``); see ``feature_geometry``."""
+def head_geometry(model: Any, task: ModularTask, settings: GeometrySettings | None = None, *,
+                  context: Context | None = None, generator: torch.Generator | None = None, **fields: Any) -> Result:
+    """PCA and circle-of-circles / even-odd scores of head ``settings.head`` of block ``settings.layer`` over the p²
+    grid examples after a fixed context (default: ``settings.n_context`` sampled examples, as many as fit when None,
+    from ``generator``); see ``feature_geometry``. ``GeometrySettings`` or its fields by name."""
+    check_keywords(model, fields)
+    s = GeometrySettings.resolve(settings, fields)
+    output, pos, n_components, parity_dims, batch_size = s.output, s.pos, s.n_components, s.parity_dims, s.batch_size
     task = check_modular(task)
     check_token_model(model, task)
-    layer = check_layer(model, layer)
-    n_heads = model.cfg.n_heads
-    if not isinstance(head, (int, np.integer)) or not 0 <= head < n_heads:
+    layer = check_layer(model, s.layer)
+    n_heads, head = model.cfg.n_heads, s.head
+    if not 0 <= head < n_heads:
         raise ValueError(f"head must be in [0, {n_heads - 1}], got {head!r}")
-    if output not in ("z", "result"):
-        raise ValueError(f"output must be 'z' or 'result', got {output!r}")
-    if pos not in ("z", "query"):
-        raise ValueError(f"pos must be 'z' or 'query', got {pos!r}")
     most = max_context(model, extra_tokens=3 if pos == "z" else 2)
     if most < 0:
         raise ValueError(f"model n_ctx={model.cfg.n_ctx} is too short for one whole example; use pos='query'")
-    ctx = resolve_context(task, context, most, generator)
+    ctx = resolve_context(task, context if context is not None else s.n_context, most, generator)
     features = head_features(model, task, layer, int(head), ctx, output, pos, batch_size)
     result = feature_geometry(features, n_components, parity_dims)
     hook = f"blocks.{layer}.attn.hook_z" + (" @ W_O" if output == "result" else "")
     result.metadata |= {"layer": layer, "head": int(head), "hook_name": hook, "pos": pos, "context": ctx.to_dict(),
                         "a": ctx.a, "b": ctx.b, "title": f"{tick_label(layer, head)} geometry ({hook} at {pos})"}
     return result
+
+
+def check_keywords(model: Any, fields: dict[str, Any]) -> None:
+    """The probe's own messages for keyword values, before the settings' check (tests/test_geometry.py names them)."""
+    if "layer" in fields:
+        check_layer(model, fields["layer"])
+    if "output" in fields and fields["output"] not in ("z", "result"):
+        raise ValueError(f"output must be 'z' or 'result', got {fields['output']!r}")
+    if "pos" in fields and fields["pos"] not in ("z", "query"):
+        raise ValueError(f"pos must be 'z' or 'query', got {fields['pos']!r}")

@@ -74,6 +74,11 @@ def metrics_for(task: TaskBase) -> dict[str, Metric]:
     return CLASSIFICATION_METRICS
 
 
+def callable_metric(fields: dict) -> Metric | None:
+    """Take a callable ``metric`` out of a probe's keyword fields: a settings field holds a metric's name only."""
+    return fields.pop("metric") if callable(fields.get("metric")) else None
+
+
 def resolve_metric(task: TaskBase, metric: str | Metric | None) -> tuple[str, Metric]:
     """(name, function) for a metric name, a user's callable, or None (the task's default)."""
     known = metrics_for(task)

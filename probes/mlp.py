@@ -21,6 +21,7 @@ from interp.tasks import Batch, ModularTask
 from probes.fourier import circularity, frequency_norms, grouped_means, neuron_fourier, pca, split_frequencies
 from probes.grid import (Context, check_layer, check_modular, check_token_model, grid_answers, max_context, query_grid,
                          resolve_context, run_grid)
+from probes.settings import MlpSettings
 
 # --- restricted / excluded loss ----------------------------------------------------------------------
 
@@ -94,25 +95,19 @@ class MLPAnalysis:
                 "circularity": self.circularity, "neurons": self.neurons, "loss": self.loss}
 
 
-def mlp_analysis(
-    model: Any,
-    task: ModularTask,
-    layer: int,
-    context: Context | int | None = None,
-    generator: torch.Generator | None = None,
-    n_components: int = 6,
-    min_gap: float = 4.0,
-    min_fraction: float = 0.5,
-    batch_size: int = 256,
-) -> MLPAnalysis:
-    """PCA, Fourier analysis, circularity and restricted / excluded loss of block ``layer``'s MLP over the p²
-    queries after a fixed context (default: as many sampled examples as the model reads, from ``generator``)."""
+def mlp_analysis(model: Any, task: ModularTask, settings: MlpSettings | None = None, *, context: Context | None = None,
+                 generator: torch.Generator | None = None, **fields: Any) -> MLPAnalysis:
+    """PCA, Fourier analysis, circularity and restricted / excluded loss of block ``settings.layer``'s MLP over the
+    p² queries after a fixed context (default: ``settings.n_context`` sampled examples, as many as the model reads
+    when None, from ``generator``); ``MlpSettings`` or its fields by name."""
+    s = MlpSettings.resolve(settings, fields)
+    n_components, min_gap, min_fraction, batch_size = s.n_components, s.min_gap, s.min_fraction, s.batch_size
     task = check_modular(task)
     check_token_model(model, task)
-    layer = check_layer(model, layer)
+    layer = check_layer(model, s.layer)
     if model.cfg.attn_only:
         raise ValueError("model is attention-only: it has no MLP to analyse")
-    ctx = resolve_context(task, context, max_context(model), generator)
+    ctx = resolve_context(task, context if context is not None else s.n_context, max_context(model), generator)
     p = task.p
     mlp_name, resid_name = f"blocks.{layer}.mlp.hook_post", f"blocks.{layer}.hook_resid_post"
     batch = query_grid(task, ctx)

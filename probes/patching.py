@@ -32,7 +32,7 @@ import numbers
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import einops
 import torch
@@ -45,7 +45,8 @@ from interp.progress import progress_bar
 from interp.results import Result, tick_labels
 from interp.spec import Model
 from interp.tasks import Batch, TaskBase
-from probes.metrics import Answers, Metric, resolve_metric
+from probes.metrics import Answers, Metric, callable_metric, resolve_metric
+from probes.settings import DIRECTIONS, PatchSettings
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,6 @@ SITES: dict[str, Site] = {
 # What one variant patches; the first is the site's default. "layer" and "head" take every position.
 BY: dict[str, tuple[str, ...]] = {"resid": ("layer_pos", "layer"), "head": ("head_pos", "head"), "pattern": ("head_pos", "head")}
 AXES: dict[str, tuple[str, ...]] = {"layer_pos": ("pos",), "layer": (), "head_pos": ("head", "pos"), "head": ("head",)}
-DIRECTIONS = ("denoise", "noise")
 SCALE = "0 = corrupted run, 1 = clean run (batch-mean metric)"
 
 
@@ -107,30 +107,25 @@ class Sweep:
 
 
 @torch.no_grad()
-def patch(
-    model: Model,
-    task: TaskBase,
-    clean: Batch,
-    corrupted: Batch,
-    site: str = "resid_pre",
-    layer: int | None = None,
-    by: str | None = None,
-    direction: str = "denoise",
-    metric: str | Metric | None = None,
-    max_batch: int = 512,
-    corruption: str | None = None,
-    progress: bool = False,
-) -> Result:
-    """Activation patching of ``site`` at ``layer`` (None: every layer), one patched run per cell of ``by``.
+def patch(model: Model, task: TaskBase, clean: Batch, corrupted: Batch, settings: PatchSettings | None = None, *,
+          progress: bool = False, **fields: Any) -> Result:
+    """Activation patching of ``settings.site`` at ``settings.layer`` (None: every layer), one patched run per cell
+    of ``settings.by``; ``PatchSettings`` (or its fields by name: ``patch(..., site="z", by="head")``).
 
     ``direction`` "denoise": the corrupted run with one clean activation patched in; "noise": the clean run
     with one corrupted activation. ``metric``: a probes.metrics name or callable (default: the task's first).
-    ``max_batch``: sequences per forward pass (variants x batch); memory grows with it. ``corruption`` is
-    only recorded. Returns a Result: scores [layer, *cells] normalised (0 = corrupted, 1 = clean),
-    per_example [example, layer, *cells] on the same scale, extras["metric"] the raw batch-mean metric.
+    ``max_batch``: sequences per forward pass (variants x batch). ``corruption`` is recorded when named here
+    (the inputs are given, so the settings' corruption, n and seed describe them only if the caller says so).
+    Returns a Result: scores [layer, *cells] normalised (0 = corrupted, 1 = clean), per_example
+    [example, layer, *cells] on the same scale, extras["metric"] the raw batch-mean metric.
     Cells: ("pos",) for by="layer_pos", () for "layer", ("head", "pos") for "head_pos", ("head",) for "head"."""
-    layers, by = check_args(model, clean, corrupted, site=site, layer=layer, by=by, direction=direction, max_batch=max_batch)
-    metric_name, metric_fn = resolve_metric(task, metric)
+    metric = callable_metric(fields)
+    check_keywords(model, fields)
+    corruption = fields.get("corruption")
+    settings = PatchSettings.resolve(settings, fields)
+    site, direction, max_batch = settings.site_name, settings.direction, settings.max_batch
+    layers, by = check_args(model, clean, corrupted, settings)
+    metric_name, metric_fn = resolve_metric(task, metric or settings.metric)
     device = next(model.parameters()).device
     clean, corrupted = clean.to(device), corrupted.to(device)
     answers, q = Answers.of(clean, corrupted), clean.query_pos
@@ -172,29 +167,41 @@ def cached_runs(model: Model, site: Site, layers: list[int], base_inputs: Tensor
     return base_out, base_cache, source_out, source_cache
 
 
-def check_args(model: Model, clean: Batch, corrupted: Batch, *, site: str, layer: int | None, by: str | None,
-               direction: str, max_batch: int) -> tuple[list[int], str]:
-    """Validate the arguments of ``patch``; returns (layers, by) with defaults filled in."""
+def check_keywords(model: Model, fields: dict[str, Any]) -> None:
+    """The probe's own messages for keyword values, before the settings' check (tests/test_patching.py names them):
+    a keyword ``site`` is a ``SITES`` name (the short names are the settings' and the CLI's)."""
+    if "site" in fields and fields["site"] not in SITES:
+        raise ValueError(f"site must be one of {', '.join(SITES)}, got {fields['site']!r}")
+    if "layer" in fields:
+        check_layer(model, fields["layer"])
+    if "direction" in fields and fields["direction"] not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {fields['direction']!r}")
+    max_batch = fields.get("max_batch", 1)
+    if isinstance(max_batch, bool) or not (isinstance(max_batch, int) and max_batch >= 1):
+        raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
+
+
+def check_layer(model: Model, layer: int | None) -> None:
     n_layers = model.cfg.n_layers
-    if site not in SITES:
-        raise ValueError(f"site must be one of {', '.join(SITES)}, got {site!r}")
-    if site in ("resid_mid", "mlp_out") and model.cfg.attn_only:
-        raise ValueError(f"site {site!r} does not exist in an attention-only model; choose another site")
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 0 <= layer < n_layers):
         raise ValueError(f"layer {layer} does not exist: the model has {n_layers} layers (0-{n_layers - 1})")
+
+
+def check_args(model: Model, clean: Batch, corrupted: Batch, settings: PatchSettings) -> tuple[list[int], str]:
+    """Validate the settings against the model and the batches; returns (layers, by) with defaults filled in."""
+    site, layer = settings.site_name, settings.layer
+    if site in ("resid_mid", "mlp_out") and model.cfg.attn_only:
+        raise ValueError(f"site {site!r} does not exist in an attention-only model; choose another site")
+    check_layer(model, layer)
     allowed = BY[SITES[site].layout]
-    by = by or allowed[0]
+    by = settings.by or allowed[0]
     if by not in allowed:
         raise ValueError(f"by must be one of {', '.join(allowed)} for site {site!r}, got {by!r}")
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-    if not (isinstance(max_batch, int) and max_batch >= 1):
-        raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
     if clean.inputs.shape != corrupted.inputs.shape:
         shapes = tuple(corrupted.inputs.shape), tuple(clean.inputs.shape)
         raise ValueError(f"corrupted inputs {shapes[0]} must have the shape of clean {shapes[1]}")
     check_model(model)
-    return (list(range(n_layers)) if layer is None else [int(layer)]), by
+    return (list(range(model.cfg.n_layers)) if layer is None else [int(layer)]), by
 
 
 def check_model(model: Model) -> None:

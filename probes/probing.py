@@ -11,7 +11,7 @@ measures what a probe of this capacity gets from nothing, and must sit at chance
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import einops
 import numpy as np
@@ -23,6 +23,7 @@ from interp.spec import Model
 from interp.tasks import Batch, TaskBase, examples_that_fit
 from interp.tasks.targets import TargetKind
 from interp.results import Result, tick_labels
+from probes.settings import ProbeSettings
 
 RIDGE_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 4, 15))
 """Ridge penalties tried (by efficient leave-one-out on the train set) per target component."""
@@ -145,31 +146,26 @@ def _fit(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray,
 # --- front end -----------------------------------------------------------------------------------------
 
 
-def probe(
-    model: Model,
-    task: TaskBase,
-    target: str | Callable[[Batch], Tensor],
-    hook: str | Sequence[str] | None = None,
-    positions: int | str | Sequence[int | str] | None = None,
-    n: int = 512,
-    generator: torch.Generator | None = None,
-    n_examples: int | None = None,
-    test_fraction: float = 0.25,
-    kind: TargetKind | None = None,
-) -> Result:
+def probe(model: Model, task: TaskBase, target: str | Callable[[Batch], Tensor] | None = None,
+          settings: ProbeSettings | None = None, *, generator: torch.Generator | None = None,
+          n_examples: int | None = None, **fields: Any) -> Result:
     """Held-out linear-probe score of ``target`` from ``hook`` activations: Result over ("layer", "pos").
 
     target: a name in ``task.probe_targets`` or a callable batch -> [batch, ...] (float: ridge, R²; integer:
     logistic per component, accuracy; ``kind`` overrides). hook: None (every blocks.{l}.hook_resid_post, axis
     "layer") or one or more hook names (axis "hook"). positions: None (all), ints, labels ("y0") or "query".
     scores [layer|hook, pos]: held-out R² or accuracy. Extras: control [same] (shuffled training labels),
-    train [same] (train-set score). Metadata: metric, chance, n_train, n_test, target, hooks, positions."""
-    if kind not in (None, "regression", "classification"):
-        raise ValueError(f"kind must be 'regression', 'classification' or None, got {kind!r}")
-    if n < 8:
-        raise ValueError(f"n must be at least 8, got {n}")
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    train [same] (train-set score). Metadata: metric, chance, n_train, n_test, target, hooks, positions.
+    ``ProbeSettings`` (target, hook, positions, n, test_fraction, kind) or its fields by name; a callable target
+    stays an argument."""
+    if target is not None and not callable(target):
+        fields = {**fields, "target": target}
+    s = ProbeSettings.resolve(settings, fields)
+    target = target if callable(target) else s.target
+    if target is None:
+        raise ValueError("The 'target' argument of probe is required (e.g. 'w', 'coefs', 'a').")
+    hook, n, test_fraction, kind = s.hook, s.n, s.test_fraction, s.kind
+    positions = list(s.positions) if isinstance(s.positions, tuple) else s.positions
     name, fn, kind = _resolve_target(task, target, kind)
     axis, hooks, ticks = _hooks(model, hook)
     n_examples = examples_that_fit(task, model.cfg.n_ctx, n_examples)

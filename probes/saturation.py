@@ -56,6 +56,7 @@ from interp.progress import progress_bar
 from interp.spec import Model
 from interp.tasks import Batch, TaskBase, examples_that_fit
 from interp.results import Result, tick_labels
+from probes.settings import SaturationSettings
 
 DEFAULT_SCALES: tuple[float, ...] = tuple(2.0 ** (i / 2) for i in range(-4, 9))
 """0.25 to 16 in half-octaves: scale 1 is the training distribution."""
@@ -120,22 +121,9 @@ def default_field(task: TaskBase) -> str:
     return "coef" if task.coef_field is not None else "input"
 
 
-def _check_scales(scales: Sequence[float] | None) -> list[float]:
-    scales = list(DEFAULT_SCALES if scales is None else scales)
-    if not scales or not all(isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in scales):
-        raise ValueError(f"scales must be a non-empty list of positive finite numbers, got {scales!r}")
-    return sorted(float(s) for s in scales)
-
-
-def _check_sizes(n: int, quantile: float, bins: int = 64, follows: float = 0.5) -> None:
-    if n < 8:
-        raise ValueError(f"n must be at least 8, got {n}")
-    if not 0.5 <= quantile < 1:
-        raise ValueError(f"quantile must be in [0.5, 1), got {quantile}")
-    if not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins!r}")
-    if not 0 < follows <= 1:
-        raise ValueError(f"follows must be in (0, 1], got {follows}")
+def _scales(scales: Sequence[float] | None) -> list[float]:
+    """The sweep's scales, sorted (``SaturationSettings`` has checked them)."""
+    return sorted(float(s) for s in (DEFAULT_SCALES if scales is None else scales))
 
 
 def _seed(generator: torch.Generator | None) -> int:
@@ -320,20 +308,11 @@ def _architecture(model: Model) -> dict[str, Any]:
 # --- front ends ----------------------------------------------------------------------------------------
 
 
-def saturation(
-    model: Model,
-    task: TaskBase,
-    scales: Sequence[float] | None = None,
-    field: str | None = None,
-    n: int = 256,
-    generator: torch.Generator | None = None,
-    n_examples: int | None = None,
-    quantile: float = 0.9,
-    bins: int = 64,
-    follows: float = 0.5,
-    progress: bool = False,
-) -> Result:
-    """Sweep ``task.<field>`` by ``scales`` and record saturation at the query: Result over ("scale",).
+def saturation(model: Model, task: TaskBase, settings: SaturationSettings | None = None, *,
+               generator: torch.Generator | None = None, n_examples: int | None = None, progress: bool = False,
+               **fields: Any) -> Result:
+    """Sweep ``task.<field>`` by ``scales`` and record saturation at the query: Result over ("scale",);
+    ``SaturationSettings`` (scales, field, n, quantile, bins, follows) or its fields by name.
 
     ``task`` is the training task, so scale 1 is the distribution the model was trained on.
     scores [scale]: the ``quantile`` of |prediction| (a curve to look at; the boundary values are not read from
@@ -346,10 +325,11 @@ def saturation(
     n_beyond_plus / n_beyond_minus, note, train_max (largest |y| at scale 1), ln_final_bound (the read-out's
     supremum through the final norm, or None). ``progress``: a bar over the scales on stderr (plain lines when
     it is not a terminal)."""
+    s = SaturationSettings.resolve(settings, fields)
+    n, quantile, bins, follows = s.n, s.quantile, s.bins, s.follows
     _check_task(task, "saturation")
-    field = _resolve_field(task, field)
-    scales = _check_scales(scales)
-    _check_sizes(n, quantile, bins, follows)
+    field = _resolve_field(task, s.field)
+    scales = _scales(s.scales)
     n_examples = examples_that_fit(task, model.cfg.n_ctx, n_examples)
     seed = _seed(generator)
     with progress_bar(total=len(scales), desc="saturation", unit="scale", enabled=progress) as bar:
@@ -419,22 +399,12 @@ def saturation_panel(result: Result, name: str) -> Result:
                             "title": f"{name}: {result.metadata.get('title', '')}", "value_name": name})
 
 
-def compare_boundaries(
-    variants: Sequence[tuple[str, Model]] | Mapping[str, Model],
-    task: TaskBase,
-    scales: Sequence[float] | None = None,
-    field: str | None = None,
-    n: int = 256,
-    generator: torch.Generator | None = None,
-    n_examples: int | None = None,
-    quantile: float = 0.9,
-    bins: int = 64,
-    follows: float = 0.5,
-    moved: float = 0.25,
-    progress: bool = False,
-) -> Result:
+def compare_boundaries(variants: Sequence[tuple[str, Model]] | Mapping[str, Model], task: TaskBase,
+                       settings: SaturationSettings | None = None, *, generator: torch.Generator | None = None,
+                       n_examples: int | None = None, progress: bool = False, **fields: Any) -> Result:
     """B+ and B− per variant on identical sequences: Result over ("variant", "side"), scores [variant, side],
-    side ticks SIDES ("B+", "B-"); each variant's values are exactly what ``saturation`` gives it alone.
+    side ticks SIDES ("B+", "B-"); each variant's values are exactly what ``saturation`` gives it alone, with the
+    same ``SaturationSettings`` (or its fields by name).
 
     The first variant is the reference. Extras: fallback, turn, shift (B / the reference's B) [variant, side];
     curve [variant, scale] (the |prediction| quantile); target_quantile [scale]; bin_target [bin] and
@@ -442,6 +412,8 @@ def compare_boundaries(
     variant). metadata["moves_plateau"][name] is True where B+ or B− differs from the reference's by more than
     ``moved`` (relative; a side read for one and not the other counts), or the variant saturates where the
     reference does not, or the reverse. ``progress``: a bar over variants × scales on stderr."""
+    s = SaturationSettings.resolve(settings, fields)
+    n, quantile, bins, follows, moved = s.n, s.quantile, s.bins, s.follows, s.moved
     _check_task(task, "compare_boundaries")
     pairs = list(variants.items()) if isinstance(variants, Mapping) else [tuple(v) for v in variants]
     if not pairs or any(len(v) != 2 or not isinstance(v[0], str) for v in pairs):
@@ -449,9 +421,8 @@ def compare_boundaries(
     names = [name for name, _ in pairs]
     if len(set(names)) != len(names):
         raise ValueError(f"variants must have distinct names, got {names}")
-    field = _resolve_field(task, field)
-    scales = _check_scales(scales)
-    _check_sizes(n, quantile, bins, follows)
+    field = _resolve_field(task, s.field)
+    scales = _scales(s.scales)
     # the same examples for every variant: the fewest that fit every model's context
     n_examples = min(examples_that_fit(task, m.cfg.n_ctx, n_examples) for _, m in pairs)
     seed = _seed(generator)

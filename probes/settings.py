@@ -118,8 +118,18 @@ METRIC = option(None, "squared_error_over_d | signed_error (regression); logit_d
                 "default: the task's first", [None, str])
 
 
+N_CONTEXT = option(None, "context examples before each grid query (default: as many as the model reads)",
+                   [None, Interval(Integral, 0, None)])
+COMPONENTS = option(6, "principal components kept", POSITIVE_INT)
+GRID_BATCH = option(256, "grid queries per forward pass", POSITIVE_INT)
+
+
 def n_option(default: int, low: int = 1) -> Any:
     return option(default, N_SEQUENCES, [Interval(Integral, low, None)])
+
+
+def batch_option(default: int, what: str = "sequences per forward pass (variants x batch)") -> Any:
+    return option(default, f"{what}; memory grows with it", POSITIVE_INT)
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,7 @@ class PatchSettings(Settings):
     direction: str = option("denoise", "denoise: clean into corrupted; noise: corrupted into clean", choices=DIRECTIONS)
     n: int = n_option(64, low=2)  # one sequence has no spread: its sem would be NaN
     seed: int = SEED
+    max_batch: int = batch_option(512)
 
     @property
     def site_name(self) -> str:
@@ -162,6 +173,9 @@ class AttributeSettings(Settings):
                                  [bool])
     n: int = n_option(64, low=2)
     seed: int = SEED
+    queries: str | None = option(None, "head_types: only query positions of this role, e.g. y (default: every one)",
+                                 [None, str])
+    max_batch: int = batch_option(2048, "ablate: sequences per forward pass (heads x batch)")
 
 
 @dataclass(frozen=True)
@@ -170,9 +184,14 @@ class MlpSettings(Settings):
 
     probe: ClassVar[str] = "mlp"
     layer: int = option(0, "the block whose MLP is analysed", NON_NEGATIVE_INT)
-    n_context: int | None = option(None, "context examples before each grid query (default: as many as the model "
-                                   "reads)", [None, Interval(Integral, 0, None)])
+    n_context: int | None = N_CONTEXT
     seed: int = SEED
+    n_components: int = COMPONENTS
+    min_gap: float = option(4.0, "a key frequency's power stands this many times above the rest's",
+                            [Interval(Real, 1, None, closed="neither")])
+    min_fraction: float = option(0.5, "a neuron joins its top frequency's cluster with at least this share of its "
+                                 "power", [Interval(Real, 0, 1)])
+    batch_size: int = GRID_BATCH
 
 
 @dataclass(frozen=True)
@@ -182,7 +201,10 @@ class AlgorithmsSettings(Settings):
     probe: ClassVar[str] = "algorithms"
     shots: tuple[int, ...] | list[int] | None = option(None, "shot counts, e.g. 1,2,13,31 (default: a spread up to "
                                                        "the context)", None, parse=int_list)
+    n_context: int | None = option(None, "context examples the shots are prefixes of (default: the largest shot "
+                                   "count)", [None, Interval(Integral, 0, None)])
     seed: int = SEED
+    batch_size: int = GRID_BATCH
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -199,7 +221,14 @@ class GeometrySettings(Settings):
     probe: ClassVar[str] = "geometry"
     layer: int = option(0, "the head's layer", NON_NEGATIVE_INT)
     head: int = option(0, "the head", NON_NEGATIVE_INT)
+    n_context: int | None = N_CONTEXT
     seed: int = SEED
+    output: str = option("z", "z (the head's hook_z) or result (hook_z @ W_O)", choices=("z", "result"))
+    pos: str = option("z", "where the output is read: z (the grid example appended whole) or query (its y, where z "
+                      "is predicted)", choices=("z", "query"))
+    n_components: int = COMPONENTS
+    parity_dims: int = option(3, "principal components the even/odd separator reads", POSITIVE_INT)
+    batch_size: int = GRID_BATCH
 
 
 @dataclass(frozen=True)
@@ -212,8 +241,15 @@ class SaturationSettings(Settings):
                                                             "(default: 0.25 to 16 by factors of √2)", None, parse=float_list)
     field: str | None = option(None, "coef (default where the task has one: w_scale, coef_scale, root_radius) | "
                                "input | a task field such as x_scale", [None, str])
-    n: int = n_option(256)
+    n: int = n_option(256, low=8)
     seed: int = SEED
+    quantile: float = option(0.9, "the quantile of |prediction| each scale scores", [Interval(Real, 0.5, 1, closed="left")])
+    bins: int = option(64, "groups of equal count along the target that the median curve and B+ / B- are read from",
+                       POSITIVE_INT)
+    follows: float = option(0.5, "a side is saturated when its fall-back slope (prediction against target beyond "
+                            "the training range) is below this", [Interval(Real, 0, 1, closed="right")])
+    moved: float = option(0.25, "compare: a variant moves the plateau when its B+ or B- differs from the first's by "
+                          "more than this share", [Interval(Real, 0, None)])
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -230,11 +266,24 @@ class ProbeSettings(Settings):
     probe: ClassVar[str] = "probe"
     target: str | None = option(None, "the task quantity, e.g. w, w_ls, coefs, a, b, task_vector, ax (required)",
                                 [None, str])
-    hook: str | None = option(None, "a hook name (default: every blocks.{l}.hook_resid_post)", [None, str])
+    hook: str | tuple[str, ...] | list[str] | None = option(None, "a hook name (default: every "
+                                                            "blocks.{l}.hook_resid_post)", None)
     positions: tuple[int | str, ...] | list[int | str] | None = option(
         None, "positions, e.g. query or y3,query (default: the query)", None, parse=positions)
-    n: int = n_option(512)
+    n: int = n_option(512, low=8)
     seed: int = SEED
+    test_fraction: float = option(0.25, "share of the sequences held out to score the probe",
+                                  [Interval(Real, 0, 1, closed="neither")])
+    kind: str | None = option(None, "regression (ridge, R²) or classification (logistic, accuracy); default: from "
+                              "the target's dtype", [None], choices=("regression", "classification"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        hook = self.hook
+        if not (hook is None or isinstance(hook, str) or (isinstance(hook, (list, tuple)) and hook
+                                                          and all(isinstance(h, str) for h in hook))):
+            raise ValueError(f"The 'hook' parameter of ProbeSettings must be None, a string or a non-empty list of "
+                             f"strings. Got {hook!r} instead.")
 
 
 @dataclass(frozen=True)
@@ -269,7 +318,7 @@ class CircuitSettings(Settings):
     seed: int = SEED
     freeze_ln: bool = option(True, "freeze each receiver's norm scale at the base run's (TransformerLens's "
                              "path-patching convention)", [bool])
-    max_batch: int = option(512, "sequences per forward pass (variants x batch); memory grows with it", POSITIVE_INT)
+    max_batch: int = batch_option(512)
 
 
 PROBE_SETTINGS: dict[str, type[Settings]] = {

@@ -98,19 +98,19 @@ def test_head_features_are_hook_z_at_the_z_token_or_the_query():
 
 def test_head_geometry_end_to_end_and_errors():
     task, model = tiny()
-    r = head_geometry(model, task, 0, 1, generator=torch.Generator().manual_seed(0))
+    r = head_geometry(model, task, layer=0, head=1, generator=torch.Generator().manual_seed(0))
     assert r.scores.shape == (6,) and ((r.scores >= 0) & (r.scores <= 1)).all()
     assert r.metadata["layer"] == 0 and r.metadata["head"] == 1 and r.metadata["pos"] == "z"
     assert len(r.metadata["context"]["examples"]) == 2  # n_ctx 11 holds 2 examples + one whole grid example
     assert torch.equal(Result.from_json(r.to_json()).scores, r.scores)
     assert len(figure_pca(r, color="y").data[0].x) == 49
     with pytest.raises(ValueError, match=r"head must be in \[0, 1\], got 2"):
-        head_geometry(model, task, 0, 2)
+        head_geometry(model, task, layer=0, head=2)
     with pytest.raises(ValueError, match=r"layer must be in \[0, 1\], got -1"):
-        head_geometry(model, task, -1, 0)
+        head_geometry(model, task, layer=-1, head=0)
     with pytest.raises(ValueError, match="output must be"):
-        head_geometry(model, task, 0, 0, output="pattern")
+        head_geometry(model, task, layer=0, head=0, output="pattern")
     with pytest.raises(ValueError, match="task must be a ModularTask"):
-        head_geometry(model, LinearTask(d_x=2), 0, 0)
+        head_geometry(model, LinearTask(d_x=2), layer=0, head=0)
     with pytest.raises(ValueError, match="between 0 and 2 examples"):
-        head_geometry(model, task, 0, 0, context=3)
+        head_geometry(model, task, layer=0, head=0, n_context=3)

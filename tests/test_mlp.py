@@ -212,18 +212,18 @@ def test_mlp_analysis_finds_a_planted_embedding():
 def test_mlp_analysis_rejects_bad_arguments():
     task, model = tiny()
     with pytest.raises(ValueError, match="task must be a ModularTask"):
-        mlp_analysis(model, LinearTask(d_x=2), 0)
+        mlp_analysis(model, LinearTask(d_x=2), layer=0)
     with pytest.raises(ValueError, match=r"layer must be in \[0, 1\], got 2"):
-        mlp_analysis(model, task, 2)
+        mlp_analysis(model, task, layer=2)
     with pytest.raises(ValueError, match="d_vocab=7 but the task has p=5"):
-        mlp_analysis(model, ModularTask(p=5), 0)
+        mlp_analysis(model, ModularTask(p=5), layer=0)
     with pytest.raises(ValueError, match="between 0 and 3 examples"):
-        mlp_analysis(model, task, 0, context=4)
+        mlp_analysis(model, task, layer=0, n_context=4)
     with pytest.raises(ValueError, match="residues"):
-        mlp_analysis(model, task, 0, context=Context(torch.tensor([[7, 1]]), 1, 1))
+        mlp_analysis(model, task, layer=0, context=Context(torch.tensor([[7, 1]]), 1, 1))
     _, attn_only = tiny(attn_only=True)
     with pytest.raises(ValueError, match="attention-only"):
-        mlp_analysis(attn_only, task, 0)
+        mlp_analysis(attn_only, task, layer=0)
     with pytest.raises(ValueError, match="frequencies must be in"):
         restricted_loss(model, task, "blocks.0.mlp.hook_post", frequencies=[4])
     with pytest.raises(ValueError, match="hook_name"):
