@@ -325,18 +325,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_out_file(args.out)
     ckpt = load_checkpoint(args.ckpt, args.step)
     result = api.evaluate(ckpt, settings, progress=True)
-    rows = result.to_table(ci=True)
-    table = Table(title=f"{args.ckpt}: {ckpt.task.describe()}\n{result.label} by number of examples k, "
-                        f"mean ± 95% CI over {result.n_sequences} sequences")
-    shown = [c for c in rows[0] if not c.endswith(" ci95")]
-    for col in shown:
-        table.add_column(str(col))
-    for row in rows:
-        cells = [f"{row[c]:.3g}" if isinstance(row[c], float) else str(row[c]) for c in shown]
-        cells = [f"{cell}±{row[c + ' ci95']:.1g}" if c + " ci95" in row else cell for c, cell in zip(shown, cells)]
-        table.add_row(*cells)
-    Console().print(table)
-    kind_rows = result.kind_table()  # modular tasks: the model by kind of query, averaged per task
+    rows = result.to_table(ci=True)  # --out writes these in full
+    console = Console(width=80)
+    console.print(f"{args.ckpt}: {ckpt.task.describe()}\n{result.label} by number of examples k, mean ± 95% CI over "
+                  f"{result.n_sequences} sequences; avg = over every k (--out writes more k)")
+    shots = result.curves[0].shots
+    for count in (5, 4, 3, 2):  # as many k as 80 columns hold without cutting a number
+        at = sorted({shots[round(i * (len(shots) - 1) / (count - 1))] for i in range(count)})
+        shown = result.to_table(at=at, ci=True)
+        body = [[row["method"], *(f"{row[f'k={k}']:.2g}±{row[f'k={k} ci95']:.1g}" for k in at), f"{row['avg']:.3g}"]
+                for row in shown]
+        header = ["method", *(f"k={k}" for k in at), "avg"]
+        if sum(max(len(h), *(len(r[j]) for r in body)) + 3 for j, h in enumerate(header)) + 1 <= 80:
+            break
+    for split in dict.fromkeys(r["split"] for r in rows):
+        table = Table(title=split)
+        for col in header:
+            table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+        for row, cells in zip(shown, body):
+            if row["split"] == split:
+                table.add_row(*cells)
+        console.print(table)
+    kind_shots = result.by_kind[0].shots if result.by_kind else []
+    kind_at = sorted({kind_shots[round(i * (len(kind_shots) - 1) / 3)] for i in range(4)}) if kind_shots else None
+    kind_rows = result.kind_table(at=kind_at)  # modular tasks: the model by kind of query, averaged per task
     if kind_rows:
         region = result.by_kind[0].last_shots
         table = Table(title="the model's accuracy by kind of query, averaged per task (a, b) then over tasks; "
@@ -347,7 +359,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             table.add_column(header.get(col, col), no_wrap=True)
         for row in kind_rows:
             table.add_row(*(f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in shown))
-        Console().print(table)
+        console.print(table)
     if args.out:
         write_json_atomically(args.out, rows + kind_rows)  # the by-kind rows carry a "kind"
     return 0

@@ -17,7 +17,10 @@ def test_train_info_eval_end_to_end(tmp_path, capsys):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 20  # eval every steps / 20
     assert main(["info", "--ckpt", str(out)]) == 0
     assert "modular(p=5" in capsys.readouterr().out
+    capsys.readouterr()
     assert main(["eval", "--ckpt", str(out), "--n", "64", "--out", str(tmp_path / "eval.json")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert max(map(len, printed)) <= 80 and not any("…" in line for line in printed)  # nothing cut to fit 80 columns
     rows = json.loads((tmp_path / "eval.json").read_text())
     assert {(r["split"], r["method"]) for r in rows} == {(s, m) for s in ("id", "ood") for m in ("model", "exact_mod_p")}
 
