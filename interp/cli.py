@@ -320,23 +320,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from probes.settings import EvalSettings
 
     from .checkpoint import load_checkpoint
+    from .evaluate import spread
+    from .report import WIDTH, fits_width
 
     settings = EvalSettings.from_args(args)
     check_out_file(args.out)
     ckpt = load_checkpoint(args.ckpt, args.step)
     result = api.evaluate(ckpt, settings, progress=True)
     rows = result.to_table(ci=True)  # --out writes these in full
-    console = Console(width=80)
+    console = Console(width=WIDTH)
     console.print(f"{args.ckpt}: {ckpt.task.describe()}\n{result.label} by number of examples k, mean ± 95% CI over "
                   f"{result.n_sequences} sequences; avg = over every k (--out writes more k)")
-    shots = result.curves[0].shots
     for count in (5, 4, 3, 2):  # as many k as 80 columns hold without cutting a number
-        at = sorted({shots[round(i * (len(shots) - 1) / (count - 1))] for i in range(count)})
+        at = spread(result.curves[0].shots, count)
         shown = result.to_table(at=at, ci=True)
         body = [[row["method"], *(f"{row[f'k={k}']:.2g}±{row[f'k={k} ci95']:.1g}" for k in at), f"{row['avg']:.3g}"]
                 for row in shown]
         header = ["method", *(f"k={k}" for k in at), "avg"]
-        if sum(max(len(h), *(len(r[j]) for r in body)) + 3 for j, h in enumerate(header)) + 1 <= 80:
+        if fits_width(header, body):
             break
     for split in dict.fromkeys(r["split"] for r in rows):
         table = Table(title=split)
@@ -346,9 +347,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if row["split"] == split:
                 table.add_row(*cells)
         console.print(table)
-    kind_shots = result.by_kind[0].shots if result.by_kind else []
-    kind_at = sorted({kind_shots[round(i * (len(kind_shots) - 1) / 3)] for i in range(4)}) if kind_shots else None
-    kind_rows = result.kind_table(at=kind_at)  # modular tasks: the model by kind of query, averaged per task
+    kind_rows = result.kind_table(at=spread(result.by_kind[0].shots, 4) if result.by_kind else None)  # modular tasks: the model by kind of query, averaged per task
     if kind_rows:
         region = result.by_kind[0].last_shots
         table = Table(title="the model's accuracy by kind of query, averaged per task (a, b) then over tasks; "

@@ -32,10 +32,14 @@ def _cells(scores: torch.Tensor, sem: torch.Tensor | None) -> list[list[str]]:
     return rows
 
 
-def _fits(header: list[str], rows: list[list[str]]) -> bool:
+def fits_width(header: list[str], rows: list[list[str]]) -> bool:
     """Whether a rich table of these strings (3 characters of padding and border a column) fits ``WIDTH``."""
     widths = [max(len(h), *(len(r[j]) for r in rows)) for j, h in enumerate(header)] if rows else [len(h) for h in header]
-    return sum(w + 3 for w in widths) + 1 <= WIDTH and len(rows) <= MAX_ROWS
+    return sum(w + 3 for w in widths) + 1 <= WIDTH
+
+
+def _fits(header: list[str], rows: list[list[str]]) -> bool:
+    return fits_width(header, rows) and len(rows) <= MAX_ROWS
 
 
 def matrix_table(result: Result, lead: tuple[int, ...] = (), title: str | None = None) -> Table | None:
