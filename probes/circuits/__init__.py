@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from interp.results import Result
 from interp.spec import Model
 from interp.tasks import Batch, TaskBase
+from probes.attribution_patching import correlation  # Pearson and Spearman of two Results (scipy.stats)
 from probes.settings import CIRCUIT_METHODS as METHODS
 from probes.settings import CircuitSettings
 
@@ -118,13 +119,6 @@ def circuit(model: Model, task: TaskBase, clean: Batch, corrupted: Batch, settin
     curve = faithfulness(model, task, clean, corrupted, settings, scores=scores)
     matrix = as_matrix(scores) if scores.axes == ("edge",) else None
     return Circuit(scores, matrix, curve, exact)
-
-
-def correlation(a: Result, b: Result) -> dict[str, float]:
-    """Pearson and Spearman (scipy.stats) of two edge Results over their cells: {"pearson", "spearman", "n"}."""
-    from probes.attribution_patching import correlation as correlate
-
-    return correlate(a, b)
 
 
 __all__ = [
