@@ -79,11 +79,24 @@ def _restricted_from(model: Any, task: ModularTask, batch: Batch, *, context: Co
 
 
 @dataclass
+class PCAs:
+    """The PCA Results ``mlp_analysis`` draws: of the embedding and of the MLP's and the residual's activations."""
+
+    W_E: Result  # [residue]: the embedding's residues projected
+    mlp_post: Result  # [x, y] projections of the MLP's output over the query grid
+    resid_post: Result  # [x, y] projections of the block's residual output over the query grid
+
+    def results(self) -> dict[str, Result]:
+        """Each PCA by name, in field order."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
 class MLPAnalysis:
     """What ``mlp_analysis`` finds at one layer; every field is a Result."""
 
     frequencies: Result  # norm of W_E per frequency; metadata["key_frequencies"]
-    pca: dict[str, Result]  # "W_E" [residue], "mlp_post" and "resid_post" [x, y] projections
+    pca: PCAs  # .W_E [residue], .mlp_post and .resid_post [x, y] projections
     circularity: Result  # scores [activation, residue]: circularity of the class means by x, y and z
     neurons: Result  # per-neuron top frequency, fraction and cluster
     loss: Result  # full / restricted / excluded loss at the MLP output
@@ -91,7 +104,7 @@ class MLPAnalysis:
 
     def results(self) -> dict[str, Result]:
         """Every Result by name, flat (for the CLI and JSON)."""
-        return {"frequencies": self.frequencies, **{f"pca_{k}": v for k, v in self.pca.items()},
+        return {"frequencies": self.frequencies, **{f"pca_{k}": v for k, v in self.pca.results().items()},
                 "circularity": self.circularity, "neurons": self.neurons, "loss": self.loss}
 
 
@@ -117,9 +130,9 @@ def mlp_analysis(model: Any, task: ModularTask, settings: MlpSettings | None = N
 
     freqs = frequency_norms(w_e, min_gap)
     grid_meta = {"p": p, "a": ctx.a, "b": ctx.b, "layer": layer}
-    pcas = {"W_E": pca(w_e, n_components, {"p": p, "title": "PCA of W_E"}),
-            "mlp_post": pca(acts[mlp_name], n_components, grid_meta | {"hook_name": mlp_name, "title": f"PCA of {mlp_name}"}),
-            "resid_post": pca(acts[resid_name], n_components, grid_meta | {"hook_name": resid_name, "title": f"PCA of {resid_name}"})}
+    pcas = PCAs(pca(w_e, n_components, {"p": p, "title": "PCA of W_E"}),
+                *(pca(acts[name], n_components, grid_meta | {"hook_name": name, "title": f"PCA of {name}"})
+                  for name in (mlp_name, resid_name)))
 
     answers = grid_answers(p, ctx).flatten()
     x_lab, y_lab = torch.arange(p).repeat_interleave(p), torch.arange(p).repeat(p)

@@ -102,6 +102,46 @@ def test_to_table_rows():
     assert picked["k=20"] != picked["k=20"]  # NaN: more examples than were evaluated
 
 
+def test_curves_as_one_result_cell_for_cell():
+    from interp.results import Result
+
+    result = evaluate(LeastSquaresModel(), LinearTask(d_x=3), n_examples=6, n_batches=1, batch_size=8, generator=gen(4))
+    r = result.to_result()
+    assert r.axes == ("split", "method", "shot") and r.ticks("split") == ["id", "ood"]
+    assert r.ticks("shot") == [str(k) for k in range(6)] and r.metadata["label"] == result.label
+    for c in result.curves:  # every cell is the curve's own number
+        at = r.ticks("split").index(c.split), r.ticks("method").index(c.method)
+        assert r.scores[at].tolist() == pytest.approx(c.mean, abs=0) and r.extras["sem"][at].tolist() == pytest.approx(c.sem, abs=0)
+        assert r.extras["ci95"][at].tolist() == pytest.approx(c.ci95, rel=1e-6)
+    frame = r.to_frame()
+    assert len(frame) == 2 * 5 * 6 and set(frame.columns) >= {"split", "method", "shot", "value", "sem", "ci95"}
+    assert torch.equal(Result.from_json(r.to_json()).scores, r.scores)
+    assert list(result.results()) == ["curves"]
+    with pytest.raises(ValueError, match="modular"):
+        result.kind_result()
+
+
+def test_by_kind_curves_as_one_result():
+    task = ModularTask(p=5, n_tasks=8)
+    model = ModelSpec.for_task(task, 6, n_layers=1, d_model=16).build()
+    result = evaluate(model, task, n_examples=6, n_batches=1, batch_size=16, generator=gen(5))
+    r = result.kind_result()
+    assert r.axes == ("split", "method", "kind", "shot") and r.ticks("kind") == ["all", "copyable", "ratio", "regression"]
+    for c in result.by_kind:
+        at = r.ticks("split").index(c.split), r.ticks("method").index(c.method), r.ticks("kind").index(c.kind)
+        assert r.scores[at].tolist() == pytest.approx(c.mean, abs=0, nan_ok=True)
+        assert r.extras["n_queries"][at].tolist() == c.n_queries and r.extras["last"][at].item() == pytest.approx(c.last, nan_ok=True)
+    assert list(result.results()) == ["curves", "by_kind"]
+
+
+def test_scale_sweep_as_one_result():
+    result = error_vs_scale(LeastSquaresModel(), LinearTask(d_x=3), scales=[1.0, 2.0], n_examples=5)
+    r = result.to_result()
+    assert r.axes == ("method", "scale") and r.ticks("method") == ["model", "zero"] and r.ticks("scale") == ["1", "2"]
+    assert r.scores[1].tolist() == pytest.approx(result.errors["zero"], abs=0)
+    assert r.extras["sem"][0].tolist() == pytest.approx(result.sems["model"], abs=0)
+
+
 def test_evaluate_restores_training_mode_and_runs_untrained_models():
     for task, n in ((LinearTask(d_x=3), 5), (ComplexZerosTask(), 5), (ModularTask(p=5, n_tasks=8), 4)):
         model = ModelSpec.for_task(task, n, n_layers=1, d_model=16).build()

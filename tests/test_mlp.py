@@ -194,8 +194,8 @@ def test_mlp_analysis_finds_a_planted_embedding():
     assert a.circularity.axes == ("activation", "residue") and a.circularity.scores.shape == (3, 3)
     assert a.circularity.scores[0, 0] > 0.9  # W_E row
     assert a.context.n_examples == 3  # n_ctx 11 = 3 examples + the query's x, y
-    assert a.pca["W_E"].scores[:2].sum() > 0.99
-    assert a.pca["mlp_post"].extras["projection"].shape == (7, 7, 6)
+    assert a.pca.W_E.scores[:2].sum() > 0.99
+    assert a.pca.mlp_post.extras["projection"].shape == (7, 7, 6)
     assert a.neurons.scores.shape == (32,) and a.neurons.metadata["layer"] == 1
     assert a.loss.metadata["frequencies"] == [2] and a.loss.metadata["hook_name"] == "blocks.1.mlp.hook_post"
     # the full loss is the model's own cross-entropy at the query
@@ -205,7 +205,7 @@ def test_mlp_analysis_finds_a_planted_embedding():
     for name, r in a.results().items():
         back = Result.from_json(r.to_json())
         assert torch.equal(back.scores, r.scores), name
-    fig = figure_pca(a.pca["mlp_post"], color="z")
+    fig = figure_pca(a.pca.mlp_post, color="z")
     assert len(fig.data[0].x) == 49
 
 

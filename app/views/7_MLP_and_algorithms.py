@@ -39,7 +39,7 @@ else:
         left.plotly_chart(freqs.figure(title="Fourier spectrum of W_E (norm per frequency)"), key="fourier")
         left.caption(f"key frequencies: {', '.join(map(str, key)) or 'none'}")
         pca_name = right.radio("PCA of", ["mlp_post", "resid_post", "W_E"], horizontal=True, key="pca_of")
-        pca = res.pca[pca_name]
+        pca = getattr(res.pca, pca_name)
         c = color if pca.extras["projection"].dim() == 3 else "x"
         right.plotly_chart(figure_pca(pca, color=c), key="pca")
         circ = res.circularity
