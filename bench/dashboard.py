@@ -20,7 +20,7 @@ description) run, then the page, as they do for a browser.
     run with the zoo table drawn, server already up), the first model of ``--models`` (else of the zoo) is chosen,
     every page is visited once through the sidebar, then ``--rounds`` more times: each later visit is timed from
     the click to the end of the run with the page's heading, every plotly chart drawn and (Attention) the
-    circuitsvis view rendered in its iframe. Reported: the slowest visit per page over the rounds.
+    circuitsvis view (one head's pattern, the default) drawn on its canvas in its iframe. Reported: the slowest visit per page over the rounds.
 Ratios are goal / measured: above 1 means the goal is met.
 """
 from __future__ import annotations
@@ -148,7 +148,7 @@ def browser_times(model: str, rounds: int) -> tuple[float, dict[str, float]] | N
                     pg.wait_for_function(_DRAWN, arg=page.title)
                     if page.file.endswith("_Attention.py"):  # circuitsvis renders its React view in the iframe
                         frame = pg.frame_locator('[data-testid="stCustomComponentV1"], [data-testid="stIFrame"]').first
-                        frame.locator("text=/L0H0/").first.wait_for(state="visible")
+                        frame.locator("canvas").first.wait_for(state="visible")  # the default view: L0H0
                     if visit:
                         switch[page.label] = max(switch.get(page.label, 0.0), time.perf_counter() - t)
             browser.close()

@@ -10,6 +10,9 @@
     that both compute the same outputs and have the same parameter count, so the two differ only in how
     the same function is computed.
 
+Over 400 lines on purpose: the reference model, its weight copy and the ablation ladder sit beside the timing
+loop, so that what the ratio compares reads in one file.
+
 Both train with the very same ``train_step`` (AdamW from ``make_optimizer``, gradient clipping, the same
 loss) on the same pre-sampled batches; sampling is outside the timed region. After a warm-up, the two are
 timed in alternating blocks of steps (ours, ref, ref, ours, ...), so that load from other processes hits

@@ -3,6 +3,8 @@
 
 Pages run on tiny checkpoints trained here (one per task family, plus an attention-only and a no-LN variant) and
 on every checkpoint in models/ at test time. Content checks compare what a page draws with the API's own numbers.
+
+Over 400 lines on purpose: one tiny zoo is trained once for every page's tests (a module-scoped fixture).
 """
 
 from __future__ import annotations
@@ -374,6 +376,11 @@ def test_attention_page_is_offline_circuitsvis(tiny_zoo: Path, use_zoo) -> None:
     html = "".join(getattr(e.proto, "srcdoc", "") or getattr(e.proto, "body", "") for e in frames)
     assert "CircuitsVis" in html and "unpkg.com" not in html and "cdn.jsdelivr" not in html
     assert "query" in html and "x0=" in html  # tokens labelled by role
+    assert "CircuitsVis.AttentionPattern" in html and "CircuitsVis.AttentionHeads" not in html  # L0H0 by default
+    at.selectbox(key="_w_attn_head").set_value("all heads").run()
+    clean(at)
+    every = "".join(getattr(e.proto, "srcdoc", "") or getattr(e.proto, "body", "") for e in [*at.get("iframe"), *at.get("html")])
+    assert "CircuitsVis.AttentionHeads" in every and '"L0H1"' in every  # every head of layer 0, named
     ht = interp.attribute(interp.load(tiny_zoo / "mod"), method="head_types", corruption=None, n=N, seed=0)
     fig = chart(at, "head type")
     assert close(fig["data"][0]["z"], ht.scores[:, :, 0].tolist())

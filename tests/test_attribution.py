@@ -1,3 +1,8 @@
+"""Attribution: direct logit attribution, ablation, head types and attribution patching, each against its exact
+counterpart (TransformerLens, a brute-force loop or exact patching) on hand-built and briefly trained models.
+
+Over 400 lines on purpose: the four methods share the hand-built models and the trained one defined here.
+"""
 import dataclasses
 import json
 

@@ -1,27 +1,34 @@
-"""Attention: the patterns of one sampled sequence through circuitsvis (tokens labelled by role), and the
-head-type scores (previous token, same role, own x / y, …) as a layer × head heatmap."""
+"""Attention: the patterns of one sampled sequence through circuitsvis (tokens labelled by role), one head at a
+time (``attention_pattern``) or every head of a layer (``attention_heads``, which takes the browser about three
+times as long to draw: docs/PERFORMANCE.md), and the head-type scores (previous token, same role, own x / y, …)
+as a layer × head heatmap."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from common import ckpt_key, current, embed_html, heatmap, persistent, probe, run_probe
+from interp.results import tick_label
 from probes.settings import AttributeSettings
 
 
+ALL_HEADS = "all heads"
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
-def attention_html(path: str, fp: str, layer: int, example: int, seed: int) -> tuple[str, list[str]]:
-    """circuitsvis attention_heads for one layer, as self-contained HTML (``local_src`` inlines the JavaScript;
-    ``str()`` would load it from a CDN, and the dashboard must work offline)."""
+def attention_html(path: str, fp: str, layer: int, head: int | None, example: int, seed: int) -> tuple[str, list[str]]:
+    """circuitsvis's view of one head's pattern (``attention_pattern``), or of every head of ``layer`` with
+    ``head`` None (``attention_heads``), as self-contained HTML (``local_src`` inlines the JavaScript; ``str()``
+    would load it from a CDN, and the dashboard must work offline)."""
     import json
 
     import numpy as np
-    from circuitsvis.attention import attention_heads
-
-    from interp.results import tick_label
+    from circuitsvis.attention import attention_heads, attention_pattern
 
     data = run_probe("attention", path, fp, json.dumps({"example": example, "seed": seed}, sort_keys=True))
     pattern = np.asarray(data["patterns"][layer])  # [head, dest, src]
+    if head is not None:
+        return attention_pattern(tokens=data["tokens"], attention=pattern[head]).local_src, data["tokens"]
     html = attention_heads(attention=pattern, tokens=data["tokens"],
                            attention_head_names=[tick_label(layer, h) for h in range(pattern.shape[0])])
     return html.local_src, data["tokens"]
@@ -32,10 +39,15 @@ ckpt, n, seed = page.ckpt, page.n, page.seed
 with st.sidebar:
     st.header("Attention")
     layer = persistent(st.selectbox, "layer", "attn_layer", 0, options=list(range(ckpt.spec.n_layers)))
+    head = persistent(st.selectbox, "head", "attn_head", 0, options=[*range(ckpt.spec.n_heads), ALL_HEADS],
+                      format_func=lambda h: h if h == ALL_HEADS else tick_label(head=h),
+                      help="one head's pattern, or every head of the layer side by side (slower to draw)")
     example = persistent(st.number_input, "example (sequence index)", "attn_example", 0, min_value=0, max_value=63, step=1)
 with st.spinner("Rendering attention patterns…"):
-    html, tokens = attention_html(*ckpt_key(ckpt), int(layer), int(example), seed)
-st.caption("tokens by role: " + " ".join(f"`{t}`" for t in tokens))
+    one = None if head == ALL_HEADS else int(head)
+    html, tokens = attention_html(*ckpt_key(ckpt), int(layer), one, int(example), seed)
+st.caption((f"**{tick_label(int(layer), one)}**, destination (query) rows × source (key) columns; " if one is not None
+            else "") + "tokens by role: " + " ".join(f"`{t}`" for t in tokens))
 embed_html(html, height=max(650, 18 * len(tokens) + 250))
 
 st.subheader("Head types")

@@ -168,8 +168,8 @@ def test_every_page_in_chromium(page, server) -> None:
         assert charts.count() >= min_charts, f"{label}: {charts.count()} charts, expected {min_charts}"
         if file == "4_Attention.py":
             frame = pg.frame_locator('[data-testid="stCustomComponentV1"], [data-testid="stIFrame"]').first
-            # circuitsvis renders its React view inside the iframe: head selectors and the pattern grid
-            frame.locator("text=/L0H0/").first.wait_for(state="visible", timeout=60_000)
+            # circuitsvis renders its React view inside the iframe: one head's pattern (L0H0) on a canvas
+            frame.locator("canvas").first.wait_for(state="visible", timeout=60_000)
         if file == "5_Patching.py":
             pg.screenshot(path=str(VIEW_SHOT), full_page=False)  # the README's view: the strongest cell's spread
             # click a heatmap cell: the per-example distribution follows the clicked component
