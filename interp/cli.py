@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
 import subprocess
@@ -263,8 +264,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
             raise UsageError("interp probe needs --target (e.g. w, w_ls, coefs, a, b, task_vector, ax)")
         run = lambda: api.probe(ckpt, settings=settings)
     else:
-        run = lambda: getattr(api, args.command)(ckpt, settings,
-                                                 **({"progress": True} if args.command in ("patch", "saturation") else {}))
+        fn = getattr(api, args.command)  # a bar for the probes that take one (the long ones)
+        run = lambda: fn(ckpt, settings, **({"progress": True} if "progress" in inspect.signature(fn).parameters else {}))
     result = run()
     several = hasattr(result, "results")  # a typed container of Results (interp mlp's MLPAnalysis)
     results = result.results() if several else {args.command: result}

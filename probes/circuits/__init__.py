@@ -73,7 +73,8 @@ from probes.settings import CIRCUIT_METHODS as METHODS
 from probes.settings import CircuitSettings
 
 from .attribution import edge_attribution
-from .edges import edge_patch, edge_patch_loop, path_patch, run_adds
+from .edges import edge_patch, path_patch, run_adds
+from .loop import edge_patch_loop
 from .circuit_runs import circuit_metric, faithfulness, top_cells
 from .graph import Graph, as_matrix, biases, receiver_inputs, sender_outputs
 

@@ -1,14 +1,12 @@
-"""Exact edge patching, batched; the plain loop of one hooked forward pass per edge it is checked against; path
-patching of one sender through a set of its edges. See ``probes.circuits`` for the conventions and shortcuts.
-
-Over 400 lines on purpose: the batched sweep's shortcuts and the plain loop that checks them sit side by side.
+"""Exact edge patching, batched, and path patching of one sender through a set of its edges, on the same engine.
+See ``probes.circuits`` for the conventions and shortcuts; ``loop`` holds the plain reference it is checked
+against, ``direct`` the block arithmetic of its hot path.
 """
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import einops
 import torch
@@ -22,10 +20,10 @@ from interp.spec import Model
 from interp.tasks import Batch, TaskBase
 from probes.patching import Stacked, keys_values, kv_cache
 
+from . import direct
 from .graph import (HEAD_INPUTS, Node, Runs, cells, edge_result, input_name, make_runs, norm_delta, norm_of,
-                    normalised_result, scale_name)
-
-Hook = Callable[[Tensor, HookPoint], Tensor]
+                    normalised_result)
+from .loop import Hook, edge_patch_loop, frozen_scale, split_inputs  # noqa: F401 (imported from here too)
 
 
 @dataclass(frozen=True)
@@ -39,8 +37,9 @@ class Adds:
     rows: Tensor  # [add, pos] bool
     head: Tensor | None = None  # [add] long, each receiver's head (0 for MLPs and the read-out), once split by kind
 
-    def subset(self, keep: Tensor) -> "Adds":
-        return Adds(self.variant[keep], self.sender[keep], self.receiver[keep], self.rows[keep],
+    def subset(self, keep: Tensor, shift: int = 0) -> "Adds":
+        """The adds ``keep`` [add] bool, their variants less ``shift``."""
+        return Adds(self.variant[keep] - shift, self.sender[keep], self.receiver[keep], self.rows[keep],
                     None if self.head is None else self.head[keep])
 
 
@@ -60,6 +59,14 @@ class Entry:
 
     def take(self, a: int, b: int) -> Tensor:
         return self.values[..., a - self.lo : b - self.lo, :]
+
+    def pick(self, a: int, b: int, adds: Adds) -> Tensor:
+        """Each add's entry (its sender's, at its head where ``adds.head`` is set) on rows a..b-1, zero off the
+        add's rows: [add, batch, b - a, ...]. (index_select: advanced indexing gathers element by element.)"""
+        values, index = self.take(a, b), adds.sender
+        if adds.head is not None and values.dim() == 5:
+            values, index = values.flatten(0, 1), index * values.shape[1] + adds.head
+        return values.index_select(0, index) * adds.rows[:, None, a:b, None]
 
 
 class Entries:
@@ -165,7 +172,7 @@ def head_adder(entry: Entry, adds: Adds, n: int, offset: int) -> Hook:
         span = entry.span(offset, offset + act.shape[1])
         if span is not None:
             a, b = span
-            update = entry.take(a, b)[adds.sender, adds.head] * adds.rows[:, None, a:b, None]
+            update = entry.pick(a, b, adds)
             per_head = einops.rearrange(act, "(v b) r h e -> v h b r e", v=n)[:, :, :, a - offset : b - offset]
             per_head.index_put_((adds.variant, adds.head), update, accumulate=True)  # writes through the views
         return act
@@ -180,7 +187,7 @@ def mlp_adder(entry: Entry, adds: Adds, n: int, offset: int) -> Hook:
         span = entry.span(offset, offset + act.shape[1])
         if span is not None:
             a, b = span
-            update = entry.take(a, b)[adds.sender] * adds.rows[:, None, a:b, None]
+            update = entry.pick(a, b, adds)
             per_variant = einops.rearrange(act, "(v b) r m -> v b r m", v=n)[:, :, a - offset : b - offset]
             per_variant.index_add_(0, adds.variant, update)  # writes through the views
         return act
@@ -195,6 +202,16 @@ class Chunk:
 
     n: int
     by_layer: dict[int, list[tuple[Node, Adds]]]
+
+    def tile(self, a: int, b: int) -> "Chunk":
+        """The adds of variants a..b-1, renumbered 0..b-a-1 (kinds with none left out)."""
+        by_layer: dict[int, list[tuple[Node, Adds]]] = defaultdict(list)
+        for layer, nodes in self.by_layer.items():
+            for node, adds in nodes:
+                keep = (adds.variant >= a) & (adds.variant < b)
+                if keep.any():
+                    by_layer[layer].append((node, adds.subset(keep, a)))
+        return Chunk(b - a, by_layer)
 
 
 def split_chunk(runs: Runs, adds: Adds, idx: Tensor) -> Chunk:
@@ -227,14 +244,15 @@ def block_hooks(entries: Entries, chunk: Chunk, layer: int, offset: int) -> list
 
 def head_attention(attn, q: Tensor, k: Tensor, v: Tensor, offset: int, causal: bool) -> Tensor:
     """z of one head, as TransformerLens's softmax attention computes it: queries q [batch, rows, 1, d_head] at rows
-    offset.., keys and values k, v [batch, keys, 1, d_head] (before rotary) -> [batch, rows, 1, d_head]."""
+    offset.., keys and values k, v [batch, keys, 1, d_head] (before rotary) -> [batch, rows, 1, d_head]. (No row is
+    fully masked, so TransformerLens's NaN guard after the softmax changes nothing and is left out.)"""
     if attn.cfg.positional_embedding_type == "rotary":
         q, k = attn.apply_rotary(q, offset), attn.apply_rotary(k, 0)
-    scores = attn.calculate_attention_scores(q, k)
+    scores = attn.calculate_attention_scores(q, k)[:, 0]  # [batch, rows, keys]
     if causal:
-        scores = attn.apply_causal_mask(scores, offset)
-    pattern = torch.softmax(scores, dim=-1)
-    return attn.calculate_z_scores(v, torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern))
+        mask = torch.ones(scores.shape[1:], dtype=torch.bool, device=scores.device).tril(offset)
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return (torch.softmax(scores, dim=-1) @ v[:, :, 0])[:, :, None]
 
 
 def post_name(model: Model, layer: int) -> str:
@@ -243,11 +261,12 @@ def post_name(model: Model, layer: int) -> str:
     return get_act_name("resid_post" if last else "resid_pre", layer if last else layer + 1)
 
 
-def receiver_block(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, layer: int, a: int, end: int) -> Tensor:
-    """resid_post rows a..end-1 of ``layer`` for a chunk whose receivers there take their patches in closed form:
-    [(variant batch), rows, d_model]. The block's input is the base run's, so a v patch changes its head's z by
-    pattern @ δv (the pattern is the base run's), a q or k patch is recomputed for its head alone, and the MLP runs
-    on resid_mid plus the heads' changes, with its own patches at hook_pre."""
+def receiver_attention(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, layer: int, a: int,
+                       end: int) -> Tensor:
+    """resid_mid rows a..end-1 of ``layer`` (resid_post attention-only) for a chunk whose receivers there take their
+    patches in closed form: [(variant batch), rows, d_model]. The block's input is the base run's, so a v patch
+    changes its head's z by pattern @ δv (the pattern is the base run's), a q or k patch is recomputed for its
+    head alone."""
     model, cache, n = runs.model, runs.base_cache, chunk.n
     block, n_pos = model.blocks[layer], runs.base.inputs.shape[1]
     keys = end if runs.causal else n_pos  # the keys rows a..end-1 read
@@ -258,29 +277,60 @@ def receiver_block(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk,
         if node.kind not in HEAD_INPUTS or span is None:
             continue
         (lo, hi), m, h = span, len(adds.variant), adds.head
-        update = entry.take(lo, hi)[adds.sender, h] * adds.rows[:, None, lo:hi, None]  # [add, batch, rows, d_head]
+        update = entry.pick(lo, hi, adds)  # [add, batch, rows, d_head]
         if node.kind == "v":
-            pattern = einops.rearrange(cache[get_act_name("pattern", layer)][:, h], "b m r k -> m b r k")
-            dz = einops.einsum(pattern[:, :, a:end, lo:hi], update, "m b r k, m b k e -> m b r e")
+            pattern = cache[get_act_name("pattern", layer)][:, :, a:end, lo:hi].index_select(1, h)
+            dz = einops.einsum(pattern, update, "b m r k, m b k e -> m b r e")
         else:
-            base = {t: einops.rearrange(cache[get_act_name(t, layer)][:, :, h], "b p m e -> m b p e")  # copies
-                    for t in ("q", "k", "v", "z")}
-            base[node.kind][:, :, lo:hi] += update
-            flat = lambda t: einops.rearrange(t, "m b p e -> (m b) p 1 e")  # noqa: E731
-            z = head_attention(block.attn, flat(base["q"][:, :, a:end]), flat(base["k"][:, :, :keys]),
-                               flat(base["v"][:, :, :keys]), a, runs.causal)
-            dz = einops.rearrange(z, "(m b) r 1 e -> m b r e", m=m) - base["z"][:, :, a:end]
+            rows = {"q": (a, end), "k": (0, keys), "v": (0, keys), "z": (a, end)}
+            base = {t: cache[get_act_name(t, layer)][:, r0:r1].index_select(2, h).permute(2, 0, 1, 3).contiguous()
+                    for t, (r0, r1) in rows.items()}  # copies [add, batch, rows, d_head]
+            first = rows[node.kind][0]
+            base[node.kind][:, :, lo - first : hi - first] += update
+            flat = lambda t: t.flatten(0, 1)[:, :, None]  # noqa: E731
+            z = head_attention(block.attn, flat(base["q"]), flat(base["k"]), flat(base["v"]), a, runs.causal)
+            dz = z.view(m, -1, *z.shape[1:])[:, :, :, 0] - base["z"]
         change.index_add_(0, adds.variant, einops.einsum(dz, block.attn.W_O[h], "m b r e, m e d -> m b r d"))
     change = einops.rearrange(change, "v b r d -> (v b) r d")
-    if model.cfg.attn_only:
-        return stacked.rows(post_name(model, layer), a, end, n) + change
-    mid = stacked.rows(get_act_name("resid_mid", layer), a, end, n) + change
-    with model.hooks(fwd_hooks=block_hooks(entries, chunk, layer, a)):
-        return mid + block.mlp(block.ln2(mid))
+    return stacked.rows(post_name(model, layer) if model.cfg.attn_only else get_act_name("resid_mid", layer), a, end,
+                        n) + change
+
+
+def receiver_block(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, layer: int, a: int, end: int) -> Tensor:
+    """resid_post rows a..end-1 of ``layer`` for a closed-form chunk (``receiver_attention``), the MLP run as a
+    hooked TransformerLens MLP on resid_mid, with its own patches at hook_pre: [(variant batch), rows, d_model]."""
+    x, block = receiver_attention(runs, entries, stacked, chunk, layer, a, end), runs.model.blocks[layer]
+    if runs.model.cfg.attn_only:
+        return x
+    with runs.model.hooks(fwd_hooks=block_hooks(entries, chunk, layer, a)):
+        return x + block.mlp(block.ln2(x))
+
+
+def direct_chunk(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, layer: int, start: int) -> Tensor:
+    """The query row of the last resid_post [(variant batch), d_model] of a closed-form chunk of a causal model
+    whose patches all enter ``layer`` (or the read-out), by ``direct`` blocks, per tile of variants:
+    ``receiver_attention`` for rows start..q of ``layer`` (the query row alone in the last layer), its MLP (with
+    its patches at hook_pre) and each later layer on rows start..q, the last layer's block on the query row, the
+    rows before start entering as the base run's keys and values."""
+    model, q, batch, last = runs.model, runs.q, runs.base.inputs.shape[0], runs.model.cfg.n_layers - 1
+    a = q if layer == last else start
+    per_tile, out = max(1, direct.TILE_ROWS // (batch * (q + 1 - a))), []
+    for v in range(0, chunk.n, per_tile):
+        tile = chunk.tile(v, min(v + per_tile, chunk.n))
+        rows = receiver_attention(runs, entries, stacked, tile, layer, a, q + 1)
+        if not model.cfg.attn_only:
+            pre = [hook for name, hook in block_hooks(entries, tile, layer, a) if name == get_act_name("pre", layer)]
+            rows = direct.mlp_post(model.blocks[layer], rows, pre)
+        for l in range(layer + 1, last + 1):
+            cache = runs.base_cache
+            rows = direct.block_rows(model.blocks[l], rows, cache[get_act_name("k", l)][:, :start],
+                                     cache[get_act_name("v", l)][:, :start], 1 if l == last else rows.shape[1])
+        out.append(rows[:, -1])
+    return torch.cat(out)
 
 
 def run_chunk(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, layer: int, start: int,
-              closed: bool = True) -> Tensor:
+              closed: bool = True, direct_ok: bool = False) -> Tensor:
     """The metric of a chunk's variants, which change nothing before ``layer`` (nor, causal, before row ``start``):
     [variant, batch]. ``layer`` itself in closed form (``receiver_block``: in a causal model's last layer the query
     row alone) or as a hooked TransformerLens block; then, causal, rows start..q of each later layer, the rows
@@ -289,7 +339,9 @@ def run_chunk(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, laye
     model, q, n, n_layers = runs.model, runs.q, chunk.n, runs.model.cfg.n_layers
     s, end = (start, q) if runs.causal else (0, runs.base.inputs.shape[1] - 1)
     last = n_layers - 1
-    if layer < n_layers:
+    if layer < n_layers and closed and direct_ok and set(chunk.by_layer) <= {layer, n_layers}:
+        x = direct_chunk(runs, entries, stacked, chunk, layer, s)
+    elif layer < n_layers:
         if closed:
             # of the last layer only the query row reaches the metric
             a, b = (q, q + 1) if layer == last else (s, end + 1)
@@ -319,7 +371,7 @@ def run_chunk(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, laye
         entry = entries.get(node)
         if entry.span(q, q + 1) is None:
             continue
-        update = entry.take(q, q + 1)[adds.sender][:, :, 0] * adds.rows[:, q, None, None]  # [add, batch, d_model]
+        update = entry.pick(q, q + 1, adds)[:, :, 0]  # [add, batch, d_model]
         x = einops.rearrange(einops.rearrange(x, "(v b) d -> v b d", v=n).index_add(0, adds.variant, update),
                              "v b d -> (v b) d")
     return runs.metric_of(model.unembed(x[:, None])[:, 0], n)
@@ -334,10 +386,10 @@ def run_adds(runs: Runs, adds: Adds, n_variants: int, *, freeze: bool = True, ma
     values = einops.repeat(runs.base_metric, "b -> v b", v=n_variants).clone()
     entries, stacked = Entries(runs, freeze, windows(runs, adds)), Stacked(runs.base_cache)
     per_chunk = max(1, max_batch // runs.base.inputs.shape[0])
-    plan = list(groups(runs, adds, per_chunk))
+    plan, direct_ok = list(groups(runs, adds, per_chunk)), runs.causal and direct.supports(runs.model)
     for layer, start, closed, idx in progress_bar(plan, desc="edge patching", enabled=progress):
         chunk = split_chunk(runs, adds, idx)
-        values[idx.to(values.device)] = run_chunk(runs, entries, stacked, chunk, layer, start, closed)
+        values[idx.to(values.device)] = run_chunk(runs, entries, stacked, chunk, layer, start, closed, direct_ok)
     return values, len(plan)
 
 
@@ -364,74 +416,6 @@ def edge_patch(model: Model, task: TaskBase, clean: Batch, corrupted: Batch, set
     return edge_result("edge_patching", runs, values, positions=settings.positions, pos_labels=clean.pos_labels,
                        metadata={"method": "exact", "freeze_ln": settings.freeze_ln, "corruption": settings.corruption,
                                  "task": task.describe(), "n_forward_passes": passes})
-
-
-# ------------------------------------------------------------------------------------------ the plain loop
-
-
-@contextlib.contextmanager
-def split_inputs(model: Model) -> Iterator[None]:
-    """TransformerLens's per-head hook_q_input / hook_k_input / hook_v_input and hook_mlp_in, on while inside."""
-    cfg = model.cfg
-    old = cfg.use_split_qkv_input, cfg.use_hook_mlp_in
-    cfg.use_split_qkv_input, cfg.use_hook_mlp_in = True, True
-    try:
-        yield
-    finally:
-        cfg.use_split_qkv_input, cfg.use_hook_mlp_in = old
-
-
-def frozen_scale(scale: Tensor) -> Hook:
-    """A hook on a norm's hook_scale returning the base run's ``scale`` [batch, pos, 1] (broadcast over heads)."""
-
-    def hook(act: Tensor, hook: HookPoint) -> Tensor:
-        return scale.reshape(*scale.shape[:2], *[1] * (act.dim() - 2)).expand_as(act)
-
-    return hook
-
-
-def input_hook(receiver: Node, delta: Tensor) -> tuple[str, Hook]:
-    """(hook name, hook) adding ``delta`` [batch, pos, d_model] to a receiver's input under split inputs."""
-    def add(act: Tensor, hook: HookPoint) -> Tensor:
-        if receiver.kind in HEAD_INPUTS:
-            act = act.clone()
-            act[:, :, receiver.head] += delta
-            return act
-        return act + delta
-
-    if receiver.kind in HEAD_INPUTS:
-        return get_act_name(f"{receiver.kind}_input", receiver.layer), add
-    if receiver.kind == "mlp":
-        return get_act_name("mlp_in", receiver.layer), add
-    return get_act_name("resid_post", receiver.layer - 1), add  # the read-out reads the last block's output
-
-
-@torch.no_grad()
-def edge_patch_loop(model: Model, task: TaskBase, clean: Batch, corrupted: Batch, settings=None) -> Result:
-    """Exact edge patching the plain way, one hooked forward pass of the whole model per edge (and row): the
-    sender's delta added to the receiver's input at TransformerLens's hook_q_input / hook_k_input / hook_v_input /
-    hook_mlp_in (or the last resid_post for the read-out), the receiver's norm scale frozen at hook_scale. The
-    reference ``edge_patch`` is checked against; the same Result."""
-    from . import CircuitSettings
-
-    settings = settings or CircuitSettings()
-    runs = make_runs(model, task, clean, corrupted, direction=settings.direction, metric=settings.metric)
-    pairs = list(cells(runs.graph, settings.positions, runs.base.inputs.shape[1], runs.q))
-    values = torch.empty(len(pairs), runs.base.inputs.shape[0], device=runs.delta.device)
-    with split_inputs(model):
-        for i, (e, rows) in enumerate(pairs):
-            s, r = runs.graph.edges[e]
-            receiver = runs.graph.receivers[r]
-            hooks = [input_hook(receiver, runs.delta[s] * rows.to(runs.delta.device)[None, :, None])]
-            scale = runs.scale(receiver)
-            if settings.freeze_ln and scale is not None:
-                hooks.append((scale_name(receiver), frozen_scale(scale)))
-            out = model.run_with_hooks(runs.base.inputs, fwd_hooks=hooks)
-            values[i] = runs.metric(out[:, runs.q], runs.answers)
-    return edge_result("edge_patching", runs, values, positions=settings.positions, pos_labels=clean.pos_labels,
-                       metadata={"method": "exact (plain loop)", "freeze_ln": settings.freeze_ln,
-                                 "corruption": settings.corruption, "task": task.describe(),
-                                 "n_forward_passes": len(pairs)})
 
 
 # ------------------------------------------------------------------------------------------ path patching
