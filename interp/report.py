@@ -85,9 +85,11 @@ def top_cells(result: Result, k: int = TOP) -> Table:
     """The ``k`` cells of largest magnitude, one row each, with every axis's tick (for results too wide to print)."""
     scores = result.scores.float()
     sem = result.sem
-    flat = torch.nan_to_num(scores.abs(), nan=-1.0).flatten()
-    order = flat.argsort(descending=True)[:k].tolist()
-    table = Table(title=f"{result.metadata.get('title', result.kind)}: top {len(order)} of {scores.numel()} cells by |value|")
+    flat = scores.abs().flatten()
+    known = (~flat.isnan()).nonzero()[:, 0]  # NaN cells have no value (a matrix's missing edge): never listed
+    order = known[flat[known].argsort(descending=True)[:k]].tolist()
+    of = f"{known.numel()} cells with a value" if known.numel() < flat.numel() else f"{flat.numel()} cells"
+    table = Table(title=f"{result.metadata.get('title', result.kind)}: top {len(order)} of {of} by |value|")
     for axis in result.axes:
         table.add_column(axis)
     table.add_column(result.metadata.get("value_name", "value"), justify="right")
@@ -160,8 +162,11 @@ def print_result(result: Result, title: str | None = None, console: Console | No
         tables = _tables(result, title)
         if tables is None:
             s = result.scores.float()
-            console.print(f"{title}: axes {result.axes}, shape {tuple(s.shape)}, mean {fmt(s.nanmean().item())}, "
-                          f"min {fmt(s.min().item())}, max {fmt(s.max().item())}; write --out for every value")
+            known = s[~s.isnan()]  # NaN marks a cell without a value (a matrix's missing edge)
+            stats = (f"mean {fmt(known.mean().item())}, min {fmt(known.min().item())}, max {fmt(known.max().item())}"
+                     if known.numel() else "every value NaN")
+            missing = f" ({s.numel() - known.numel()} NaN)" if 0 < known.numel() < s.numel() else ""
+            console.print(f"{title}: axes {result.axes}, shape {tuple(s.shape)}, {stats}{missing}; write --out for every value")
             tables = [top_cells(result)]
         for table in tables:
             console.print(table)

@@ -42,3 +42,14 @@ def test_extras_and_dict_metadata_are_printed():
     text = "\n".join(printed(r))
     assert "acc" in text and "share" in text and "0.75" in text and "0.3" in text
     assert "exact_correlation: pearson 0.988, spearman 0.5" in text
+
+
+def test_nan_cells_are_left_out_of_the_summary_and_the_top_cells():
+    scores = torch.full((11, 27), float("nan"))  # a sender x receiver matrix: NaN where there is no edge
+    scores[0, 3], scores[4, 9], scores[2, 2] = 0.25, -0.75, 0.5
+    lines = printed(Result("edge_patching", scores, ("sender", "receiver")))
+    head = " ".join(lines[:2])
+    assert "mean 0" in head and "min -0.75" in head and "max 0.5" in head and "(294 NaN)" in head and "nan" not in head
+    cells = [line for line in lines if "│" in line]
+    assert len(cells) == 3 and "-0.75" in cells[0] and "0.5" in cells[1] and "0.25" in cells[2]  # no NaN row
+    assert "3 cells with a value" in " ".join(" ".join(lines).split())
