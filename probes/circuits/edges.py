@@ -72,17 +72,17 @@ class Entry:
 class Entries:
     """Each sender's delta where it enters a receiver of a layer, through the receiver's norm (frozen at the base
     run's scale, or recomputed at its input) and projection, computed once per (layer, kind) on the rows its
-    patches reach (``windows``): q / k / v at hook_q / hook_k / hook_v (before rotary), mlp at hook_pre, readout
-    after the final norm."""
+    patches reach (``windows``): q / k / v at hook_q / hook_k / hook_v (before rotary), mlp at hook_pre (or, not
+    ``projected``, after ln2: [sender, batch, rows, d_model]), readout after the final norm."""
 
     def __init__(self, runs: Runs, freeze: bool, windows: dict[tuple[int, str], tuple[int, int]]):
         self.runs, self.freeze, self.windows, self.memo = runs, freeze, windows, {}
 
-    def get(self, receiver: Node) -> Entry:
-        key = (receiver.layer, receiver.kind)
+    def get(self, receiver: Node, projected: bool = True) -> Entry:
+        key = (receiver.layer, receiver.kind, projected)
         if key not in self.memo:
             runs, model = self.runs, self.runs.model
-            lo, hi = self.windows.get(key, (0, 0))
+            lo, hi = self.windows.get(key[:2], (0, 0))
             n_up = runs.graph.n_upstream(receiver)
             delta, x, scale = runs.delta[:n_up, :, lo:hi], runs.base_input(receiver)[:, lo:hi], runs.scale(receiver)
             normed = norm_delta(norm_of(model, receiver), delta, x=x, freeze=self.freeze,
@@ -91,7 +91,7 @@ class Entries:
                 attn = model.blocks[receiver.layer].attn
                 W = {"q": attn.W_Q, "k": attn.W_K, "v": attn.W_V}[receiver.kind]
                 normed = einops.einsum(normed, W, "s b p d, h d e -> s h b p e")
-            elif receiver.kind == "mlp":
+            elif receiver.kind == "mlp" and projected:
                 normed = einops.einsum(normed, model.blocks[receiver.layer].mlp.W_in, "s b p d, d m -> s b p m")
             self.memo[key] = Entry(normed, lo)
         return self.memo[key]
@@ -272,14 +272,14 @@ def receiver_attention(runs: Runs, entries: Entries, stacked: Stacked, chunk: Ch
     keys = end if runs.causal else n_pos  # the keys rows a..end-1 read
     change = torch.zeros(n, runs.base.inputs.shape[0], end - a, model.cfg.d_model, device=runs.delta.device)
     for node, adds in chunk.by_layer.get(layer, []):
-        entry = entries.get(node)
-        span = entry.span(a, end) if node.kind == "q" else entry.span(0, keys)
-        if node.kind not in HEAD_INPUTS or span is None:
+        entry = entries.get(node) if node.kind in HEAD_INPUTS else None
+        span = None if entry is None else entry.span(a, end) if node.kind == "q" else entry.span(0, keys)
+        if span is None:
             continue
         (lo, hi), m, h = span, len(adds.variant), adds.head
         update = entry.pick(lo, hi, adds)  # [add, batch, rows, d_head]
         if node.kind == "v":
-            pattern = cache[get_act_name("pattern", layer)][:, :, a:end, lo:hi].index_select(1, h)
+            pattern = cache[get_act_name("pattern", layer)].index_select(1, h)[:, :, a:end, lo:hi]
             dz = einops.einsum(pattern, update, "b m r k, m b k e -> m b r e")
         else:
             rows = {"q": (a, end), "k": (0, keys), "v": (0, keys), "z": (a, end)}
@@ -306,25 +306,44 @@ def receiver_block(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk,
         return x + block.mlp(block.ln2(x))
 
 
+def live_rows(chunk: Chunk, layer: int, a: int, end: int) -> Tensor:
+    """[variant, end - a] bool: the rows a..end-1 of a causal ``layer``'s output that a variant's patches there can
+    change: a q or MLP patch its own rows, a k or v patch every row from its first on."""
+    live = torch.zeros(chunk.n, end - a, dtype=torch.long)
+    for node, adds in chunk.by_layer.get(layer, []):
+        rows = adds.rows[:, :end].long().cpu()
+        if node.kind in ("k", "v"):
+            rows = rows.cummax(-1).values
+        live.index_add_(0, adds.variant.cpu(), rows[:, a:])
+    return live > 0
+
+
 def direct_chunk(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, layer: int, start: int) -> Tensor:
     """The query row of the last resid_post [(variant batch), d_model] of a closed-form chunk of a causal model
     whose patches all enter ``layer`` (or the read-out), by ``direct`` blocks, per tile of variants:
-    ``receiver_attention`` for rows start..q of ``layer`` (the query row alone in the last layer), its MLP (with
-    its patches at hook_pre) and each later layer on rows start..q, the last layer's block on the query row, the
-    rows before start entering as the base run's keys and values."""
-    model, q, batch, last = runs.model, runs.q, runs.base.inputs.shape[0], runs.model.cfg.n_layers - 1
+    ``receiver_attention`` for rows start..q of ``layer`` (the query row alone in the last layer), its MLP (its
+    patches entering after ln2) on the rows they change (``live_rows``, the others the base run's), the next layer's
+    keys and values on those rows, and each later layer on rows start..q, the last one's block on the query row,
+    the rows before start entering as the base run's keys and values."""
+    model, q, batch, last, cache = runs.model, runs.q, runs.base.inputs.shape[0], runs.model.cfg.n_layers - 1, runs.base_cache
     a = q if layer == last else start
     per_tile, out = max(1, direct.TILE_ROWS // (batch * (q + 1 - a))), []
     for v in range(0, chunk.n, per_tile):
         tile = chunk.tile(v, min(v + per_tile, chunk.n))
-        rows = receiver_attention(runs, entries, stacked, tile, layer, a, q + 1)
-        if not model.cfg.attn_only:
-            pre = [hook for name, hook in block_hooks(entries, tile, layer, a) if name == get_act_name("pre", layer)]
-            rows = direct.mlp_post(model.blocks[layer], rows, pre)
+        rows, live = receiver_attention(runs, entries, stacked, tile, layer, a, q + 1), live_rows(tile, layer, a, q + 1)
+        live = None if bool(live.all()) else live.repeat_interleave(batch, 0).to(rows.device)  # [(variant batch), rows]
+        if not model.cfg.attn_only:  # the MLP's patches enter after ln2 (δ' @ W_in in the same GEMM)
+            at_in = [mlp_adder(entries.get(node, projected=False), adds, tile.n, a)
+                     for node, adds in tile.by_layer.get(layer, []) if node.kind == "mlp"]
+            base = None if live is None else stacked.rows(post_name(model, layer), a, q + 1, tile.n)
+            rows = direct.mlp_post(model.blocks[layer], rows, at_in, live, base)
         for l in range(layer + 1, last + 1):
-            cache = runs.base_cache
-            rows = direct.block_rows(model.blocks[l], rows, cache[get_act_name("k", l)][:, :start],
-                                     cache[get_act_name("v", l)][:, :start], 1 if l == last else rows.shape[1])
+            block, kv = model.blocks[l], None
+            if live is not None and l == layer + 1:  # the rows the patches left alone keep the base run's keys, values
+                kv = tuple(stacked.rows(get_act_name(t, l), a, q + 1, tile.n).clone() for t in ("k", "v"))
+                kv[0][live], kv[1][live] = direct.keys_values(block, rows[live][None])
+            rows = direct.block_rows(block, rows, cache[get_act_name("k", l)][:, :start],
+                                     cache[get_act_name("v", l)][:, :start], 1 if l == last else rows.shape[1], kv)
         out.append(rows[:, -1])
     return torch.cat(out)
 
