@@ -111,6 +111,7 @@ def collect(
     predictors: dict[str, Predictor],
     task: TaskBase,
     n_examples: int,
+    *,
     n_batches: int,
     batch_size: int,
     generator: torch.Generator,
@@ -164,6 +165,7 @@ def evaluate(
     model: nn.Module,
     task: TaskBase,
     n_examples: int,
+    *,
     n_batches: int = 4,
     batch_size: int = 64,
     generator: torch.Generator | None = None,
@@ -188,7 +190,8 @@ def evaluate(
                 bar.set_description_str(f"eval {split}", refresh=False)
                 predictors = {"model": model_predictor(model, t)} | (t.baselines() if baselines else {})
                 keep = query_info(t) if isinstance(t, ModularTask) else None
-                scores, xs, kept = collect(predictors, t, n_examples, n_batches, batch_size, generator, score, keep, bar)
+                scores, xs, kept = collect(predictors, t, n_examples, n_batches=n_batches, batch_size=batch_size,
+                                            generator=generator, score=score, keep=keep, bar=bar)
                 for name, s in scores.items():
                     curves.append(Curve(split, name, xs, *mean_sem(s)))
                     if kept:
@@ -215,6 +218,7 @@ def error_vs_scale(
     task: TaskBase,
     scales: Sequence[float],
     n_examples: int,
+    *,
     field: str | None = None,
     n_batches: int = 4,
     batch_size: int = 64,
@@ -241,8 +245,8 @@ def error_vs_scale(
             t = task.replace(**{field: getattr(task, field) * s})
             predictors = {"model": model_predictor(model, t), "zero": zero_predictor}
             predictors |= t.baselines() if baselines else {}
-            scores, _, _ = collect(predictors, t, n_examples, n_batches, batch_size, generator,
-                                   partial(error_at_query, d=task.error_scale))  # type: ignore[attr-defined]
+            scores, _, _ = collect(predictors, t, n_examples, n_batches=n_batches, batch_size=batch_size, generator=generator,
+                                   score=partial(error_at_query, d=task.error_scale))  # type: ignore[attr-defined]
             for name, sc in scores.items():
                 mean, sem = mean_sem(sc)
                 errors.setdefault(name, []).append(mean[0])

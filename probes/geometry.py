@@ -38,6 +38,7 @@ def head_features(
     layer: int,
     head: int,
     context: Context,
+    *,
     output: Literal["z", "result"] = "z",
     pos: Literal["z", "query"] = "z",
     batch_size: int = 256,
@@ -115,7 +116,7 @@ def head_geometry(model: Any, task: ModularTask, settings: GeometrySettings | No
     if most < 0:
         raise ValueError(f"model n_ctx={model.cfg.n_ctx} is too short for one whole example; use pos='query'")
     ctx = resolve_context(task, context if context is not None else s.n_context, most, generator)
-    features = head_features(model, task, layer, int(head), ctx, output, pos, batch_size)
+    features = head_features(model, task, layer, int(head), ctx, output=output, pos=pos, batch_size=batch_size)
     result = feature_geometry(features, n_components, parity_dims)
     hook = f"blocks.{layer}.attn.hook_z" + (" @ W_O" if output == "result" else "")
     result.metadata |= {"layer": layer, "head": int(head), "hook_name": hook, "pos": pos, "context": ctx.to_dict(),

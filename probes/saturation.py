@@ -175,18 +175,31 @@ def _query_stats(model: Model, batch: Batch, sites: dict[str, list[str]], device
 
 
 @torch.no_grad()
-def _sweep(model: Model, task: TaskBase, scales: list[float], field: str, n: int, n_examples: int, seed: int,
-           chunk: int = 512, bar: Any = None) -> dict[str, Tensor]:
+@dataclasses.dataclass(frozen=True)
+class ScaleSweep:
+    """What one sweep holds fixed, for every model it measures: the training task, the multipliers of its
+    ``field``, and the sequences (``n`` of ``n_examples`` examples from ``seed``, the same at every scale)."""
+
+    task: TaskBase
+    scales: list[float]
+    field: str
+    n: int
+    n_examples: int
+    seed: int
+
+
+def _sweep(model: Model, sweep: ScaleSweep, *, chunk: int = 512, bar: Any = None) -> dict[str, Tensor]:
     """Per-example query statistics at every scale: {name: [scale, example, ...]}; ``bar`` (a
     ``progress_bar``) advances by one per scale."""
     device = next(model.parameters()).device
     sites = _sites(model)
+    task, field, n, n_examples, seed = sweep.task, sweep.field, sweep.n, sweep.n_examples, sweep.seed
     base = getattr(task, field)
     was_training = model.training
     model.eval()
     try:
         rows = []
-        for s in scales:
+        for s in sweep.scales:
             batch = task.replace(**{field: base * s}).sample(n, n_examples, torch.Generator().manual_seed(seed))  # type: ignore[attr-defined]
             parts = [_query_stats(model, _rows(batch, i, i + chunk), sites, device) for i in range(0, n, chunk)]
             rows.append({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
@@ -326,19 +339,19 @@ def saturation(model: Model, task: TaskBase, settings: SaturationSettings | None
     supremum through the final norm, or None). ``progress``: a bar over the scales on stderr (plain lines when
     it is not a terminal)."""
     s = SaturationSettings.resolve(settings, fields)
-    n, quantile, bins, follows = s.n, s.quantile, s.bins, s.follows
     _check_task(task, "saturation")
-    field = _resolve_field(task, s.field)
-    scales = _scales(s.scales)
-    n_examples = examples_that_fit(task, model.cfg.n_ctx, n_examples)
-    seed = _seed(generator)
-    with progress_bar(total=len(scales), desc="saturation", unit="scale", enabled=progress) as bar:
-        raw = _sweep(model, task, scales, field, n, n_examples, seed, bar=bar)
-    return _result(model, task, raw, scales, field, n, n_examples, seed, quantile, bins, follows)
+    sweep = ScaleSweep(task, _scales(s.scales), _resolve_field(task, s.field), s.n,
+                       examples_that_fit(task, model.cfg.n_ctx, n_examples), _seed(generator))
+    with progress_bar(total=len(sweep.scales), desc="saturation", unit="scale", enabled=progress) as bar:
+        raw = _sweep(model, sweep, bar=bar)
+    return _result(model, sweep, raw, s)
 
 
-def _result(model: Model, task: TaskBase, raw: dict[str, Tensor], scales: list[float], field: str, n: int,
-            n_examples: int, seed: int, quantile: float, bins: int, follows: float) -> Result:
+def _result(model: Model, sweep: ScaleSweep, raw: dict[str, Tensor], settings: SaturationSettings) -> Result:
+    """The saturation Result of one model's sweep ``raw`` (``_sweep``), read with ``settings``' quantile, bins
+    and follows."""
+    task, scales, field, n, n_examples, seed = sweep.task, sweep.scales, sweep.field, sweep.n, sweep.n_examples, sweep.seed
+    quantile, bins, follows = settings.quantile, settings.bins, settings.follows
     pred, target = raw["prediction"], raw["target"]
     range_minus, range_plus, train_max = _train_range(task, n_examples, seed)
     b = boundary_values(pred, target, range_minus, range_plus, bins, follows)
@@ -413,7 +426,6 @@ def compare_boundaries(variants: Sequence[tuple[str, Model]] | Mapping[str, Mode
     ``moved`` (relative; a side read for one and not the other counts), or the variant saturates where the
     reference does not, or the reverse. ``progress``: a bar over variants × scales on stderr."""
     s = SaturationSettings.resolve(settings, fields)
-    n, quantile, bins, follows, moved = s.n, s.quantile, s.bins, s.follows, s.moved
     _check_task(task, "compare_boundaries")
     pairs = list(variants.items()) if isinstance(variants, Mapping) else [tuple(v) for v in variants]
     if not pairs or any(len(v) != 2 or not isinstance(v[0], str) for v in pairs):
@@ -421,18 +433,15 @@ def compare_boundaries(variants: Sequence[tuple[str, Model]] | Mapping[str, Mode
     names = [name for name, _ in pairs]
     if len(set(names)) != len(names):
         raise ValueError(f"variants must have distinct names, got {names}")
-    field = _resolve_field(task, s.field)
-    scales = _scales(s.scales)
     # the same examples for every variant: the fewest that fit every model's context
-    n_examples = min(examples_that_fit(task, m.cfg.n_ctx, n_examples) for _, m in pairs)
-    seed = _seed(generator)
-    with progress_bar(total=len(pairs) * len(scales), desc="saturation", unit="scale", enabled=progress) as bar:
+    sweep = ScaleSweep(task, _scales(s.scales), _resolve_field(task, s.field), s.n,
+                       min(examples_that_fit(task, m.cfg.n_ctx, n_examples) for _, m in pairs), _seed(generator))
+    with progress_bar(total=len(pairs) * len(sweep.scales), desc="saturation", unit="scale", enabled=progress) as bar:
         raws = []
         for name, m in pairs:
             bar.set_description_str(f"saturation {name}", refresh=False)
-            raws.append(_sweep(m, task, scales, field, n, n_examples, seed, bar=bar))
-    results = [_result(m, task, raw, scales, field, n, n_examples, seed, quantile, bins, follows)
-               for (_, m), raw in zip(pairs, raws)]
+            raws.append(_sweep(m, sweep, bar=bar))
+    results = [_result(m, sweep, raw, s) for (_, m), raw in zip(pairs, raws)]
     meta = [r.metadata for r in results]
 
     def sided(key: str) -> Tensor:
@@ -442,7 +451,7 @@ def compare_boundaries(variants: Sequence[tuple[str, Model]] | Mapping[str, Mode
 
     def differs(j: int) -> bool:
         for b, ref in zip(boundary[j].tolist(), boundary[0].tolist()):
-            if math.isnan(b) != math.isnan(ref) or not (math.isnan(b) or abs(b - ref) <= moved * abs(ref)):
+            if math.isnan(b) != math.isnan(ref) or not (math.isnan(b) or abs(b - ref) <= s.moved * abs(ref)):
                 return True
         return meta[j]["saturated"] != meta[0]["saturated"]
 
@@ -459,7 +468,7 @@ def compare_boundaries(variants: Sequence[tuple[str, Model]] | Mapping[str, Mode
     shared = ("task", "field", "base_value", "n", "n_examples", "seed", "quantile", "bins", "follows",
               "range_minus", "range_plus", "train_max")
     metadata = {
-        "title": f"boundary per variant: {task.describe()} over {field}",
+        "title": f"boundary per variant: {task.describe()} over {sweep.field}",
         "value_name": "boundary value",
         **{k: meta[0][k] for k in shared},
         "reference": names[0],
@@ -470,7 +479,7 @@ def compare_boundaries(variants: Sequence[tuple[str, Model]] | Mapping[str, Mode
         "extra_axes": {"fallback": ["variant", "side"], "turn": ["variant", "side"], "shift": ["variant", "side"],
                        "curve": ["variant", "scale"], "target_quantile": ["scale"], "bin_target": ["bin"],
                        "bin_prediction": ["variant", "bin"]},
-        "extra_labels": {"variant": names, "side": list(SIDES), "scale": [f"{s:g}" for s in scales]},
+        "extra_labels": {"variant": names, "side": list(SIDES), "scale": [f"{x:g}" for x in sweep.scales]},
     }
     return Result(kind="saturation_comparison", scores=boundary, axes=("variant", "side"),
                   labels={"variant": names, "side": list(SIDES)}, extras=extras, metadata=metadata)
