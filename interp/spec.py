@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -322,3 +323,14 @@ class RegressionTransformer(HookedRootModule):
 
 
 Model = Union[HookedTransformer, RegressionTransformer]
+
+
+def check_layer(model: Model, layer: int | None) -> int | None:
+    """``layer`` as an int (None, "every layer", passes through), or a one-line ValueError naming the model's range
+    when it has no such block: the one layer check of every probe."""
+    n_layers = model.cfg.n_layers
+    if layer is None:
+        return None
+    if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 0 <= layer < n_layers:
+        raise ValueError(f"layer {layer!r} does not exist: the model has {n_layers} layers (0-{n_layers - 1})")
+    return int(layer)

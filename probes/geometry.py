@@ -23,9 +23,10 @@ import torch
 from torch import Tensor
 
 from interp.results import Result, tick_label
+from interp.spec import check_layer
 from interp.tasks import ModularTask
 from probes.fourier import circularity, pca
-from probes.grid import (Context, check_layer, check_modular, check_token_model, max_context, query_grid,
+from probes.grid import (Context, check_modular, check_token_model, max_context, query_grid,
                          resolve_context, run_grid)
 from probes.settings import GeometrySettings
 
@@ -103,7 +104,6 @@ def head_geometry(model: Any, task: ModularTask, settings: GeometrySettings | No
     """PCA and circle-of-circles / even-odd scores of head ``settings.head`` of block ``settings.layer`` over the p²
     grid examples after a fixed context (default: ``settings.n_context`` sampled examples, as many as fit when None,
     from ``generator``); see ``feature_geometry``. ``GeometrySettings`` or its fields by name."""
-    check_keywords(model, fields)
     s = GeometrySettings.resolve(settings, fields)
     output, pos, n_components, parity_dims, batch_size = s.output, s.pos, s.n_components, s.parity_dims, s.batch_size
     task = check_modular(task)
@@ -124,11 +124,3 @@ def head_geometry(model: Any, task: ModularTask, settings: GeometrySettings | No
     return result
 
 
-def check_keywords(model: Any, fields: dict[str, Any]) -> None:
-    """The probe's own messages for keyword values, before the settings' check (tests/test_geometry.py names them)."""
-    if "layer" in fields:
-        check_layer(model, fields["layer"])
-    if "output" in fields and fields["output"] not in ("z", "result"):
-        raise ValueError(f"output must be 'z' or 'result', got {fields['output']!r}")
-    if "pos" in fields and fields["pos"] not in ("z", "query"):
-        raise ValueError(f"pos must be 'z' or 'query', got {fields['pos']!r}")

@@ -37,14 +37,6 @@ def check_token_model(model: Any, task: ModularTask) -> None:
         raise ValueError(f"model has d_vocab={cfg.d_vocab} but the task has p={task.p}")
 
 
-def check_layer(model: Any, layer: int) -> int:
-    """``layer`` itself, or a one-line ValueError when the model has no such block."""
-    n = model.cfg.n_layers
-    if not isinstance(layer, (int, np.integer)) or not 0 <= layer < n:
-        raise ValueError(f"layer must be in [0, {n - 1}], got {layer!r}")
-    return int(layer)
-
-
 # --- the query grid ----------------------------------------------------------------------------------
 
 

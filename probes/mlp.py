@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from interp.results import Result
+from interp.spec import check_layer
 from interp.tasks import Batch, ModularTask
 from probes.fourier import circularity, frequency_norms, grouped_means, neuron_fourier, pca, split_frequencies
-from probes.grid import (Context, check_layer, check_modular, check_token_model, grid_answers, max_context, query_grid,
+from probes.grid import (Context, check_modular, check_token_model, grid_answers, max_context, query_grid,
                          resolve_context, run_grid)
 from probes.settings import MlpSettings
 

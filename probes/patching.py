@@ -28,7 +28,6 @@ batch-mean metrics. An unpatched denoising run scores 0, an unpatched noising ru
 from __future__ import annotations
 
 import contextlib
-import numbers
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -43,10 +42,10 @@ from transformer_lens.hook_points import HookPoint
 
 from interp.progress import progress_bar
 from interp.results import Result, tick_labels
-from interp.spec import Model
+from interp.spec import Model, check_layer
 from interp.tasks import Batch, TaskBase
 from probes.metrics import Answers, Metric, callable_metric, resolve_metric
-from probes.settings import DIRECTIONS, PatchSettings
+from probes.settings import DIRECTIONS, PatchSettings  # noqa: F401  (DIRECTIONS: re-exported for the circuits)
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,6 @@ def patch(model: Model, task: TaskBase, clean: Batch, corrupted: Batch, settings
     [example, layer, *cells] on the same scale, extras["metric"] the raw batch-mean metric.
     Cells: ("pos",) for by="layer_pos", () for "layer", ("head", "pos") for "head_pos", ("head",) for "head"."""
     metric = callable_metric(fields)
-    check_keywords(model, fields)
     corruption = fields.get("corruption")
     settings = PatchSettings.resolve(settings, fields)
     site, direction, max_batch = settings.site_name, settings.direction, settings.max_batch
@@ -165,26 +163,6 @@ def cached_runs(model: Model, site: Site, layers: list[int], base_inputs: Tensor
     base_out, base_cache = model.run_with_cache(base_inputs, names_filter=sorted(set(sites + starts)))
     source_out, source_cache = model.run_with_cache(source_inputs, names_filter=sites)
     return base_out, base_cache, source_out, source_cache
-
-
-def check_keywords(model: Model, fields: dict[str, Any]) -> None:
-    """The probe's own messages for keyword values, before the settings' check (tests/test_patching.py names them):
-    a keyword ``site`` is a ``SITES`` name (the short names are the settings' and the CLI's)."""
-    if "site" in fields and fields["site"] not in SITES:
-        raise ValueError(f"site must be one of {', '.join(SITES)}, got {fields['site']!r}")
-    if "layer" in fields:
-        check_layer(model, fields["layer"])
-    if "direction" in fields and fields["direction"] not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {fields['direction']!r}")
-    max_batch = fields.get("max_batch", 1)
-    if isinstance(max_batch, bool) or not (isinstance(max_batch, int) and max_batch >= 1):
-        raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
-
-
-def check_layer(model: Model, layer: int | None) -> None:
-    n_layers = model.cfg.n_layers
-    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 0 <= layer < n_layers):
-        raise ValueError(f"layer {layer} does not exist: the model has {n_layers} layers (0-{n_layers - 1})")
 
 
 def check_args(model: Model, clean: Batch, corrupted: Batch, settings: PatchSettings) -> tuple[list[int], str]:

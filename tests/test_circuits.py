@@ -317,3 +317,30 @@ def test_bad_inputs_are_one_clear_error(setups):
         edge_patch(model, task, clean, corrupted, CircuitSettings(metric="nope"))
     with pytest.raises(ValueError, match="ks must lie"):
         faithfulness(model, task, clean, corrupted, ks=[10**6])
+
+
+# ------------------------------------------------------------------------------------------ the direct blocks
+
+
+def test_direct_blocks_cover_plain_causal_models_and_only_those(setups):
+    from probes.circuits import direct
+
+    covered = {name for name, (model, *_) in setups.items() if direct.supports(model)}
+    assert covered == {"causal-ln", "no-norm-regression"}  # RMS, LNPre, a scoring hook, a context mask: hooked blocks
+
+
+@pytest.mark.parametrize("positions, freeze_ln", [("all", True), ("each", True), ("all", False)])
+def test_direct_blocks_equal_the_plain_loop_and_the_hooked_blocks(monkeypatch, positions, freeze_ln):
+    """A rotary LN model of 3 layers (the zoo's kind, and a layer between the patched one and the last): the batched
+    sweep through ``direct`` equals the loop, and the sweep with direct blocks switched off."""
+    from probes.circuits import direct
+
+    spec = ModelSpec.for_task(MODULAR, 5, n_layers=3, n_heads=2, d_model=16, seed=1, positional="rotary")
+    model = spec.build().eval()
+    clean, corrupted = pair(MODULAR, 5, seed=1)
+    assert direct.supports(model)
+    settings = CircuitSettings(positions=positions, freeze_ln=freeze_ln, max_batch=20)
+    fast, plain = edge_patch(model, MODULAR, clean, corrupted, settings), edge_patch_loop(model, MODULAR, clean, corrupted, settings)
+    monkeypatch.setattr(direct, "supports", lambda model: False)
+    hooked = edge_patch(model, MODULAR, clean, corrupted, settings)
+    assert max_diff(fast, plain) <= TOL and max_diff(fast, hooked) <= TOL

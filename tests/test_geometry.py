@@ -106,9 +106,11 @@ def test_head_geometry_end_to_end_and_errors():
     assert len(figure_pca(r, color="y").data[0].x) == 49
     with pytest.raises(ValueError, match=r"head must be in \[0, 1\], got 2"):
         head_geometry(model, task, layer=0, head=2)
-    with pytest.raises(ValueError, match=r"layer must be in \[0, 1\], got -1"):
+    with pytest.raises(ValueError, match=r"The 'layer' parameter of GeometrySettings must be an int >= 0. Got -1"):
         head_geometry(model, task, layer=-1, head=0)
-    with pytest.raises(ValueError, match="output must be"):
+    with pytest.raises(ValueError, match=r"^layer 2 does not exist: the model has 2 layers \(0-1\)$"):
+        head_geometry(model, task, layer=2, head=0)
+    with pytest.raises(ValueError, match="The 'output' parameter of GeometrySettings must be one of 'z', 'result'"):
         head_geometry(model, task, layer=0, head=0, output="pattern")
     with pytest.raises(ValueError, match="task must be a ModularTask"):
         head_geometry(model, LinearTask(d_x=2), layer=0, head=0)

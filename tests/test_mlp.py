@@ -213,7 +213,7 @@ def test_mlp_analysis_rejects_bad_arguments():
     task, model = tiny()
     with pytest.raises(ValueError, match="task must be a ModularTask"):
         mlp_analysis(model, LinearTask(d_x=2), layer=0)
-    with pytest.raises(ValueError, match=r"layer must be in \[0, 1\], got 2"):
+    with pytest.raises(ValueError, match=r"^layer 2 does not exist: the model has 2 layers \(0-1\)$"):
         mlp_analysis(model, task, layer=2)
     with pytest.raises(ValueError, match="d_vocab=7 but the task has p=5"):
         mlp_analysis(model, ModularTask(p=5), layer=0)

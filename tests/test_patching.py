@@ -295,20 +295,22 @@ def test_progress_bar(setups, capsys):
 
 def test_errors_name_the_bad_argument(setups):
     model, task, clean, corrupted = setups["modular"]
-    with pytest.raises(ValueError, match="^site must be one of resid_pre, .*, got 'mlp'$"):
-        patch(model, task, clean, corrupted, site="mlp")
+    with pytest.raises(ValueError, match="^The 'site' parameter of PatchSettings must be one of 'resid_pre', .*Got 'nope'"):
+        patch(model, task, clean, corrupted, site="nope")
     with pytest.raises(ValueError, match=r"^layer 5 does not exist: the model has 2 layers \(0-1\)$"):
         patch(model, task, clean, corrupted, layer=5)
-    with pytest.raises(ValueError, match="^layer -1 does not exist"):
+    with pytest.raises(ValueError, match="^The 'layer' parameter of PatchSettings must be None or an int >= 0. Got -1"):
         patch(model, task, clean, corrupted, layer=-1)
     with pytest.raises(ValueError, match="^by must be one of head_pos, head for site 'z', got 'layer_pos'$"):
         patch(model, task, clean, corrupted, site="z", by="layer_pos")
-    with pytest.raises(ValueError, match="^direction must be one of denoise, noise"):
+    with pytest.raises(ValueError, match="^The 'direction' parameter of PatchSettings must be one of 'denoise', 'noise'"):
         patch(model, task, clean, corrupted, direction="both")
-    with pytest.raises(ValueError, match="^max_batch must be a positive int"):
+    with pytest.raises(ValueError, match="^The 'max_batch' parameter of PatchSettings must be an int >= 1"):
         patch(model, task, clean, corrupted, max_batch=0)
     with pytest.raises(ValueError, match="must have the shape of clean"):
         patch(model, task, clean, batches(task, 4)[1])
+    short = patch(model, task, clean, corrupted, site="mlp")  # the short names are the CLI's and the API's too
+    assert torch.equal(short.scores, patch(model, task, clean, corrupted, site="mlp_out").scores)
     with pytest.raises(ValueError, match="does not apply"):
         patch(model, task, clean, corrupted, metric="squared_error_over_d")
     attn_only = ModelSpec.for_task(task, 5, n_layers=2, n_heads=2, d_model=16, attn_only=True).build()

@@ -35,7 +35,10 @@ Edge patching (``edges.edge_patch``)
     computes keys and values for the changed rows and its block for the query row alone; a patch of the last
     layer's q or MLP, or of the read-out, matters at the query row only, and a read-out patch needs no block. A
     variant whose δ is zero on every row it could reach is the base run and needs no pass. Bidirectional models
-    (mask "context") run every row of every later layer. ``edges.edge_patch_loop`` is the plain reference: one
+    (mask "context") run every row of every later layer. Where the blocks allow (``direct.supports``: LN or no norm,
+    causal softmax attention, a plain MLP, no hook attached), the pass after the receiver's attention runs on the
+    block weights directly, per tile of variants, an MLP patch entering after ln2, and the MLP and next layer's keys
+    and values only on the rows a variant's patches change. ``loop.edge_patch_loop`` is the plain reference: one
     hooked forward of the whole model per edge, δ added at TransformerLens's hook_q_input / hook_k_input /
     hook_v_input / hook_mlp_in (split inputs on) or the last resid_post, the norm frozen at its hook_scale.
 

@@ -1,6 +1,9 @@
 """Exact edge patching, batched, and path patching of one sender through a set of its edges, on the same engine.
 See ``probes.circuits`` for the conventions and shortcuts; ``loop`` holds the plain reference it is checked
 against, ``direct`` the block arithmetic of its hot path.
+
+Over 400 lines on purpose: the engine (adds, entries, the plan of passes, the closed-form receiver layer, the hooked
+and the direct pass) is one pipeline, and path patching is its second user.
 """
 from __future__ import annotations
 

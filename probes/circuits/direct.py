@@ -1,0 +1,111 @@
+"""Blocks computed straight from their weights, for the batched edge sweep's hot path (``edges.run_chunk``).
+
+The sweep reruns, for every patched variant, the receiver layer's MLP and each later layer on the rows a patch can
+reach. Through TransformerLens's modules that costs a dispatch per HookPoint and, for a few hundred stacked
+sequences, intermediates too large for the cache. Here the same arithmetic as TransformerLens's (layer norm by
+hand, ``addmm`` MLPs, the attention scores divided by ``attn_scale`` after the product, the block's own
+``apply_rotary``) runs on tiles of variants, and the rows before a variant's first change enter as the base run's
+cached keys and values, shared by every variant instead of repeated. Only for blocks ``interp.fast`` also fuses
+(LN or no norm, learned or rotary positions, causal softmax attention, a plain MLP, float32 / float64) and only
+while no hook is attached anywhere in the model (``supports``); otherwise the sweep runs hooked blocks.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import einops
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformer_lens.components import TransformerBlock
+
+from interp.fast import block_supports_fast_path, hooks_attached
+from interp.spec import Model
+
+TILE_ROWS = 6000  # rows (sequences x positions) of one tile: its MLP activations stay in the cache
+
+PreHook = Callable[[Tensor, None], Tensor]
+
+
+def supports(model: Model) -> bool:
+    """Whether ``block_rows`` and ``mlp_post`` compute what the model's blocks compute: every block one that
+    ``interp.fast`` covers, and no hook attached (a permanent scoring or mask hook would be skipped)."""
+    return all(block_supports_fast_path(block) for block in model.blocks) and not hooks_attached(model)
+
+
+def norm(ln: nn.Module, x: Tensor) -> Tensor:
+    """``ln(x)`` as TransformerLens's LayerNorm computes it, without its hooks (x itself where there is no norm):
+    [..., d_model] -> [..., d_model]."""
+    if isinstance(ln, nn.Identity):
+        return x
+    x = x - x.mean(-1, keepdim=True)
+    return x.div_((x.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt_()).mul_(ln.w).add_(ln.b)  # in place: fresh x
+
+
+def mlp_post(block: TransformerBlock, mid: Tensor, at_in: Sequence[PreHook] = (), live: Tensor | None = None,
+             base: Tensor | None = None) -> Tensor:
+    """resid_post = resid_mid + MLP(ln2(resid_mid)) for ``mid`` [seq, rows, d_model], each of ``at_in`` applied
+    to ln2's output [seq, rows, d_model] as a hook would be: -> [seq, rows, d_model]. With ``live`` [seq, rows]
+    bool, only those rows are computed, the others taken from ``base`` [seq, rows, d_model]."""
+    mlp, d_model = block.mlp, mid.shape[-1]
+    x = norm(block.ln2, mid)
+    if at_in and x is mid:  # no norm: the hooks write in place
+        x = x.clone()
+    for hook in at_in:
+        x = hook(x, None)
+    if live is not None:
+        x, mid = x[live], mid[live]
+    pre = torch.addmm(mlp.b_in, x.reshape(-1, d_model), mlp.W_in)
+    post = pre.relu_() if mlp.act_fn is F.relu else mlp.act_fn(pre)  # in place where it can: a fresh tensor
+    out = torch.addmm(mlp.b_out, post, mlp.W_out).view(mid.shape).add_(mid)
+    if live is None:
+        return out
+    full = base.clone()
+    full[live] = out
+    return full
+
+
+def project(x: Tensor, W: Tensor, b: Tensor) -> Tensor:
+    """x @ W[h] + b[h] for every head, as TransformerLens's simple_attn_linear: [seq, rows, d_model] ->
+    [seq, rows, head, d_head]."""
+    out = F.linear(x, einops.rearrange(W, "h d e -> (h e) d"), einops.rearrange(b, "h e -> (h e)"))
+    return out.view(*x.shape[:2], *b.shape)
+
+
+def keys_values(block: TransformerBlock, x: Tensor) -> tuple[Tensor, Tensor]:
+    """hook_k and hook_v of ``x`` [seq, rows, d_model]: ([seq, rows, head, d_head],) * 2."""
+    h = norm(block.ln1, x)
+    return project(h, block.attn.W_K, block.attn.b_K), project(h, block.attn.W_V, block.attn.b_V)
+
+
+def block_rows(block: TransformerBlock, x: Tensor, past_k: Tensor, past_v: Tensor, n_query: int,
+               kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """resid_post of the last ``n_query`` rows of ``x`` [n * batch, rows, d_model] (variant-major), the rows
+    start.. of the sequence, where the rows before start are the base run's: their hook_k and hook_v
+    ``past_k``, ``past_v`` [batch, start, head, d_head] (before rotary), shared by all n variants. Keys and
+    values of every row of ``x`` (or ``kv``, given), queries of the last ``n_query``: -> [n * batch, n_query, d_model]."""
+    attn, cfg = block.attn, block.cfg
+    batch, start = past_k.shape[:2]
+    n, rows = x.shape[0] // batch, x.shape[1]
+    if kv is None:
+        h = norm(block.ln1, x)
+        (k, v), h = (project(h, attn.W_K, attn.b_K), project(h, attn.W_V, attn.b_V)), h[:, rows - n_query :]
+    else:
+        (k, v), h = kv, norm(block.ln1, x[:, rows - n_query :])
+    q = project(h, attn.W_Q, attn.b_Q)
+    if cfg.positional_embedding_type == "rotary":
+        q, k, past_k = attn.apply_rotary(q, start + rows - n_query), attn.apply_rotary(k, start), attn.apply_rotary(past_k, 0)
+    own = einops.einsum(q, k, "s q h e, s k h e -> s h q k") / attn.attn_scale
+    causal = torch.ones(n_query, rows, dtype=torch.bool, device=x.device).tril(rows - n_query)
+    scores = own.masked_fill(~causal, float("-inf"))
+    if start:
+        past = einops.einsum(q.view(n, batch, *q.shape[1:]), past_k, "n b q h e, b k h e -> n b h q k") / attn.attn_scale
+        scores = torch.cat([past.flatten(0, 1), scores], dim=-1)
+    pattern = torch.softmax(scores, dim=-1)
+    z = einops.einsum(pattern[..., start:], v, "s h q k, s k h e -> s q h e")
+    if start:
+        past_pattern = pattern[..., :start].view(n, batch, *pattern.shape[1:3], start)
+        z = z + einops.einsum(past_pattern, past_v, "n b h q k, b k h e -> n b q h e").flatten(0, 1)
+    out = F.linear(z.flatten(2), einops.rearrange(attn.W_O, "h e d -> d (h e)"), attn.b_O)
+    mid = x[:, rows - n_query :] + out
+    return mid if cfg.attn_only else mlp_post(block, mid)
