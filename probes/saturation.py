@@ -174,7 +174,6 @@ def _query_stats(model: Model, batch: Batch, sites: dict[str, list[str]], device
     }
 
 
-@torch.no_grad()
 @dataclasses.dataclass(frozen=True)
 class ScaleSweep:
     """What one sweep holds fixed, for every model it measures: the training task, the multipliers of its
@@ -188,6 +187,7 @@ class ScaleSweep:
     seed: int
 
 
+@torch.no_grad()
 def _sweep(model: Model, sweep: ScaleSweep, *, chunk: int = 512, bar: Any = None) -> dict[str, Tensor]:
     """Per-example query statistics at every scale: {name: [scale, example, ...]}; ``bar`` (a
     ``progress_bar``) advances by one per scale."""
