@@ -23,7 +23,6 @@ from .errors import CheckpointError
 from .parser import FLAG_FIELDS, Parser, UsageError, build_parser  # noqa: F401  (tests and bench use them from here)
 
 
-
 def make_task(args: argparse.Namespace):
     """The task named by --task, with every given task flag applied; a flag the task lacks is an error."""
     from .tasks import TASKS
