@@ -148,16 +148,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import check_sweep, load_sweep, run_sweep
+    from .sweep import carried_rows, check_sweep, load_sweep, run_sweep
 
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     sweep = load_sweep(args.config)  # every cell's config is checked before anything trains
     check_sweep(sweep, args.force)
-    print(f"sweep {sweep.name}: {len(sweep.cells)} cells into {sweep.runs} ({args.backend})", flush=True)
-    done = iter(range(1, len(sweep.cells) + 1))
+    n_carried = 0 if args.force else len(carried_rows(sweep))
+    n = len(sweep.cells) - n_carried
+    print(f"sweep {sweep.name}: {n} cells into {sweep.runs} ({args.backend})"
+          + (f"; {n_carried} finished elsewhere, kept from {sweep.summary}" if n_carried else ""), flush=True)
+    done = iter(range(1, n + 1))
     summary = run_sweep(args.config, args.workers, args.backend, args.address, force=args.force,
-                        on_done=lambda cell, outcome: print(f"[{next(done)}/{len(sweep.cells)}] {cell.name}: {outcome}", flush=True))
+                        on_done=lambda cell, outcome: print(f"[{next(done)}/{n}] {cell.name}: {outcome}", flush=True))
     failed = [c["name"] for c in summary["cells"] if c["status"].startswith("failed")]
     print(f"wrote {sweep.summary}" + (f"; {len(failed)} cell(s) failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

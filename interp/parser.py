@@ -102,7 +102,7 @@ def build_parser() -> Parser:
     w.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
     w.add_argument("--backend", choices=["local", "ray"], default="local")
     w.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
-    w.add_argument("--force", action="store_true", help="overwrite a shipped summary (one whose runs are not here)")
+    w.add_argument("--force", action="store_true", help="train again the cells a summary has finished elsewhere (runs not here); drop its rows not in the grid")
 
     from probes.settings import PROBE_SETTINGS, EvalSettings  # torch-free: the flags are the settings' fields
 

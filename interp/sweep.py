@@ -14,9 +14,13 @@
 
 Cells run in worker processes, one per core by default (``backend="local"``), or as Ray tasks on a cluster
 or a local Ray instance (``backend="ray"``). A cell whose folder holds a finished checkpoint of the same
-run is skipped and an unfinished one resumes, so running a sweep again continues it. Paths in ``sweep.json`` are
-relative to it. Before anything trains, the summary and every cell's folder are checked (``check_sweep``): a
-summary whose finished runs are not here (a shipped one) is only overwritten with ``--force``.
+run is skipped and an unfinished one resumes, so running a sweep again continues it. The summary is rewritten
+after every cell, so a sweep that is stopped keeps what it finished. Paths in ``sweep.json`` are relative to it.
+
+A summary's finished rows whose checkpoints are not here (a shipped summary, or a runs folder that did not
+persist) are carried over as they are when their cell is in the grid (same name, same params), and those cells
+are not trained again (``carried_rows``); ``--force`` trains them again. A finished row that is not in the grid
+would be lost, so such a summary is refused before anything trains (``check_summary``) unless ``--force``.
 
 A modular cell's phase is named from which kinds of query (``interp.query_kinds``) its checkpoint answers, by
 the rule in ``phase`` (``PHASE_RULE``); the old ``phase_threshold`` key is ignored with a warning.
@@ -253,14 +257,22 @@ def summarize_cell(cell: Cell) -> dict[str, Any]:
     }
 
 
-def summarize(sweep: Sweep, status: dict[str, str]) -> dict[str, Any]:
-    """sweep.json's content: the grid, and per cell its params, folder, status and (when trained) scores."""
+def summarize(sweep: Sweep, status: dict[str, str], carried: dict[str, dict[str, Any]] | None = None,
+              cache: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """sweep.json's content: the grid, and per cell its params, folder, status and (when trained) scores. A
+    cell in ``carried`` keeps that row as it is; ``cache`` holds rows already measured (cell name -> row)."""
     rows, here = [], sweep.summary.parent  # paths are relative to the summary, so that it can move with the runs
+    carried, cache = carried or {}, {} if cache is None else cache
     for cell in sweep.cells:
+        if cell.name in carried:
+            rows.append(carried[cell.name])
+            continue
         row: dict[str, Any] = {"name": cell.name, "params": cell.params, "ckpt": os.path.relpath(cell.out, here),
                                "status": status.get(cell.name, "not run")}
         if is_finished(cell.out) and not row["status"].startswith("failed"):
-            row |= {"status": "done"} | summarize_cell(cell)
+            if cell.name not in cache:
+                cache[cell.name] = row | {"status": "done", "run": cell.run.to_dict()} | summarize_cell(cell)
+            row = cache[cell.name]
         rows.append(row)
     return {"name": sweep.name, "config": os.path.relpath(sweep.source, here), "paths": "relative to this file",
             "axes": sweep.axes,
@@ -278,17 +290,10 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def check_summary(path: Path, force: bool = False) -> None:
-    """Raise ConfigError, before anything trains, when the summary cannot be written at ``path`` or would
-    overwrite one that is not this machine's to rewrite: a file that is not a sweep summary, or a shipped one
-    whose finished cells' checkpoints are not here (its runs were trained elsewhere); ``force`` allows the latter."""
-    existing = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
-    if path.is_dir():
-        raise ConfigError(f"summary {path} is a folder; give a file name such as {path / 'sweep.json'}")
-    if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
-        raise ConfigError(f"summary {path} cannot be written: {existing} is not a writable folder")
-    if not path.exists() or force:
-        return
+def read_summary(path: Path) -> dict[str, Any] | None:
+    """The sweep summary at ``path``; None when there is none; ConfigError when the file is not one."""
+    if not path.exists():
+        return None
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -296,18 +301,67 @@ def check_summary(path: Path, force: bool = False) -> None:
     if not isinstance(old, dict) or not isinstance(old.get("cells"), list):
         raise ConfigError(f"{path} exists and is not a sweep summary; refusing to overwrite it (choose another "
                           "summary:, or pass --force)")
+    return old
+
+
+def away_rows(path: Path, old: dict[str, Any]) -> list[dict[str, Any]]:
+    """The finished rows of summary ``old`` (read from ``path``) whose checkpoint folder is not here."""
     relative = old.get("paths") == "relative to this file"  # older summaries hold paths relative to the working directory
-    missing = [c.get("ckpt") for c in old["cells"] if isinstance(c, dict) and c.get("status") == "done"
-               and not ((path.parent if relative else Path.cwd()) / str(c.get("ckpt"))).is_dir()]
-    if missing:
-        raise ConfigError(f"{path} is a shipped summary: {len(missing)} of its finished runs are not here (e.g. "
-                          f"{missing[0]}); refusing to overwrite it (write yours elsewhere with summary:, or pass --force)")
+    return [c for c in old["cells"] if isinstance(c, dict) and c.get("status") == "done"
+            and not ((path.parent if relative else Path.cwd()) / str(c.get("ckpt"))).is_dir()]
+
+
+def carried(path: Path, cells: list[Cell] | tuple[Cell, ...]) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The finished rows of the summary at ``path`` whose checkpoint is not here, split in two: {cell name: row}
+    for those whose cell is one of ``cells``, with the same params and (where the row records it) the same run
+    config, and the list of the others (another grid, or another config)."""
+    old = read_summary(path)
+    if old is None:
+        return {}, []
+    by_name = {c.name: c for c in cells}
+
+    def same(row: dict[str, Any]) -> bool:
+        cell = by_name.get(row.get("name"))
+        if cell is None or row.get("params") != cell.params:
+            return False
+        try:
+            return "run" not in row or same_run(run_from_dict(row["run"]), cell.run)
+        except ConfigError:
+            return False
+
+    rows = away_rows(path, old)
+    return {r["name"]: r for r in rows if same(r)}, [r for r in rows if not same(r)]
+
+
+def carried_rows(sweep: Sweep) -> dict[str, dict[str, Any]]:
+    """{cell name: row} for the summary's finished rows that are carried over (``carried``): kept as they are,
+    and those cells not trained again."""
+    return carried(sweep.summary, sweep.cells)[0]
+
+
+def check_summary(path: Path, force: bool = False, cells: list[Cell] | tuple[Cell, ...] = ()) -> None:
+    """Raise ConfigError, before anything trains, when the summary cannot be written at ``path`` or would
+    overwrite one that is not this machine's to rewrite: a file that is not a sweep summary, or a shipped one
+    with a finished row whose checkpoint is not here and that is not carried over (``carried``: not one of
+    ``cells``, or of another config), which rewriting would lose; ``force`` allows the latter."""
+    existing = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+    if path.is_dir():
+        raise ConfigError(f"summary {path} is a folder; give a file name such as {path / 'sweep.json'}")
+    if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
+        raise ConfigError(f"summary {path} cannot be written: {existing} is not a writable folder")
+    if not path.exists() or force:
+        return
+    lost = carried(path, cells)[1]
+    if lost:
+        raise ConfigError(f"{path} is a shipped summary: {len(lost)} of its finished runs are not here and not "
+                          f"cells of this sweep and config (e.g. {lost[0].get('ckpt')}); refusing to overwrite it "
+                          "(write yours elsewhere with summary:, or pass --force)")
 
 
 def check_sweep(sweep: Sweep, force: bool = False) -> None:
     """Everything a sweep writes, checked before anything trains: its summary (``check_summary``) and every
     cell's folder (writable, and nothing there but a checkpoint of ours)."""
-    check_summary(sweep.summary, force)
+    check_summary(sweep.summary, force, sweep.cells)
     for cell in sweep.cells:
         check_writable(cell.out)
         check_replaceable(cell.out)
@@ -315,11 +369,25 @@ def check_sweep(sweep: Sweep, force: bool = False) -> None:
 
 def run_sweep(path: str | Path, workers: int | None = None, backend: Backend = "local", address: str | None = None,
               on_done: Callable[[Cell, str], None] | None = None, force: bool = False) -> dict[str, Any]:
-    """Train every cell of the sweep file at ``path`` and write its summary; returns the summary. An existing
-    summary that is not this machine's to rewrite is refused before anything trains (``check_summary``)."""
+    """Train every cell of the sweep file at ``path`` and write its summary, after every cell; returns the
+    summary. Rows carried over from the existing summary (``carried_rows``) are kept and their cells not
+    trained, unless ``force``. A summary that is not this machine's to rewrite is refused before anything
+    trains (``check_summary``)."""
     sweep = load_sweep(path)
     check_sweep(sweep, force)
-    status = run_cells(sweep.cells, workers, backend, address, on_done)
-    summary = summarize(sweep, status)
+    carried = {} if force else carried_rows(sweep)
+    status: dict[str, str] = {}
+    cache: dict[str, dict[str, Any]] = {}
+
+    def done(cell: Cell, outcome: str) -> None:
+        status[cell.name] = outcome
+        write_summary(sweep.summary, summarize(sweep, status, carried, cache))
+        if on_done:
+            on_done(cell, outcome)
+
+    todo = [c for c in sweep.cells if c.name not in carried]
+    if todo:
+        run_cells(todo, workers, backend, address, done)
+    summary = summarize(sweep, status, carried, cache)
     write_summary(sweep.summary, summary)
     return summary

@@ -75,6 +75,28 @@ def test_sweep_trains_every_cell_and_its_summary_matches_the_checkpoints(sweep_f
     # run again: finished cells are skipped, and nothing changes
     assert main(["sweep", str(sweep_file)]) == 0
     assert capsys.readouterr().out.count(": skipped") == 2
+    # the runs folder is lost (another machine, a fresh checkout): the summary's finished rows are kept as they
+    # are and not trained again, only the new cell trains, and the summary is rewritten after every cell
+    summary_path = tmp_path / "out" / "sweep.json"
+    old = json.loads(summary_path.read_text())["cells"]
+    (tmp_path / "runs").rename(tmp_path / "away")
+    sweep_file.write_text(SWEEP.replace("[1, 2]", "[1, 2, 3]"))
+    seen = []
+    new = run_sweep(sweep_file, workers=1, on_done=lambda cell, outcome: seen.append(
+        (cell.name, outcome, [c["status"] for c in json.loads(summary_path.read_text())["cells"]])))
+    assert seen == [("n_layers=3", "trained", ["done", "done", "done"])]
+    new = json.loads(json.dumps(new))  # as written: tuples become lists
+    assert new["cells"][:2] == old and json.loads(summary_path.read_text()) == new
+    assert sorted(p.name for p in (tmp_path / "runs" / "tiny").iterdir()) == ["n_layers=3"]
+    # a row of another run config (here: more steps) is not carried over: that cell trains again
+    # rows of another grid or another run config are neither carried over nor lost: the sweep is refused
+    for changed in (SWEEP.replace("[1, 2]", "[3]"), SWEEP.replace("[1, 2]", "[1, 2, 3]").replace("steps: 12", "steps: 6")):
+        sweep_file.write_text(changed)
+        with pytest.raises(ConfigError, match="2 of its finished runs are not here"):
+            run_sweep(sweep_file)
+    assert json.loads(summary_path.read_text()) == new
+    for cell in (tmp_path / "away" / "tiny").iterdir():
+        cell.rename(tmp_path / "runs" / "tiny" / cell.name)
     # a finished cell of another config is refused, not overwritten
     sweep_file.write_text(SWEEP.replace("steps: 12", "steps: 13"))
     assert main(["sweep", str(sweep_file), "--workers", "1"]) == 1
