@@ -53,15 +53,16 @@ def mlp_post(block: TransformerBlock, mid: Tensor, at_in: Sequence[PreHook] = ()
         x = x.clone()
     for hook in at_in:
         x = hook(x, None)
-    if live is not None:
-        x, mid = x[live], mid[live]
+    if live is not None:  # index_select / index_copy_: boolean indexing goes element by element
+        index = live.flatten().nonzero().squeeze(1)
+        x, mid = x.flatten(0, 1).index_select(0, index), mid.flatten(0, 1).index_select(0, index)
     pre = torch.addmm(mlp.b_in, x.reshape(-1, d_model), mlp.W_in)
     post = pre.relu_() if mlp.act_fn is F.relu else mlp.act_fn(pre)  # in place where it can: a fresh tensor
     out = torch.addmm(mlp.b_out, post, mlp.W_out).view(mid.shape).add_(mid)
     if live is None:
         return out
     full = base.clone()
-    full[live] = out
+    full.view(-1, d_model).index_copy_(0, index, out)
     return full
 
 
@@ -81,8 +82,8 @@ def keys_values(block: TransformerBlock, x: Tensor) -> tuple[Tensor, Tensor]:
 def block_rows(block: TransformerBlock, x: Tensor, past_k: Tensor, past_v: Tensor, n_query: int,
                kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """resid_post of the last ``n_query`` rows of ``x`` [n * batch, rows, d_model] (variant-major), the rows
-    start.. of the sequence, where the rows before start are the base run's: their hook_k and hook_v
-    ``past_k``, ``past_v`` [batch, start, head, d_head] (before rotary), shared by all n variants. Keys and
+    start.. of the sequence, where the rows before start are the base run's: their hook_k (after rotary, where
+    the model has it) and hook_v ``past_k``, ``past_v`` [batch, start, head, d_head], shared by all n variants. Keys and
     values of every row of ``x`` (or ``kv``, given), queries of the last ``n_query``: -> [n * batch, n_query, d_model]."""
     attn, cfg = block.attn, block.cfg
     batch, start = past_k.shape[:2]
@@ -94,7 +95,7 @@ def block_rows(block: TransformerBlock, x: Tensor, past_k: Tensor, past_v: Tenso
         (k, v), h = kv, norm(block.ln1, x[:, rows - n_query :])
     q = project(h, attn.W_Q, attn.b_Q)
     if cfg.positional_embedding_type == "rotary":
-        q, k, past_k = attn.apply_rotary(q, start + rows - n_query), attn.apply_rotary(k, start), attn.apply_rotary(past_k, 0)
+        q, k = attn.apply_rotary(q, start + rows - n_query), attn.apply_rotary(k, start)
     own = einops.einsum(q, k, "s q h e, s k h e -> s h q k") / attn.attn_scale
     causal = torch.ones(n_query, rows, dtype=torch.bool, device=x.device).tril(rows - n_query)
     scores = own.masked_fill(~causal, float("-inf"))

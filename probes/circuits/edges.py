@@ -99,6 +99,17 @@ class Entries:
             self.memo[key] = Entry(normed, lo)
         return self.memo[key]
 
+    def base(self, layer: int, kind: str) -> Tensor:
+        """The base run's hook_q / hook_k / hook_v / hook_z of ``layer`` [batch, pos, head, d_head], q and k
+        rotated where the model's positions are rotary (so that a patch's update is rotated alone: rotary is
+        linear), computed once per sweep."""
+        key = ("base", layer, kind)
+        if key not in self.memo:
+            attn, x = self.runs.model.blocks[layer].attn, self.runs.base_cache[get_act_name(kind, layer)]
+            rotary = attn.cfg.positional_embedding_type == "rotary" and kind in ("q", "k")
+            self.memo[key] = attn.apply_rotary(x, 0) if rotary else x
+        return self.memo[key]
+
 
 def windows(runs: Runs, adds: Adds) -> dict[tuple[int, str], tuple[int, int]]:
     """(layer, kind) -> the rows lo..hi-1 that the live rows of its adds span."""
@@ -247,10 +258,9 @@ def block_hooks(entries: Entries, chunk: Chunk, layer: int, offset: int) -> list
 
 def head_attention(attn, q: Tensor, k: Tensor, v: Tensor, offset: int, causal: bool) -> Tensor:
     """z of one head, as TransformerLens's softmax attention computes it: queries q [batch, rows, 1, d_head] at rows
-    offset.., keys and values k, v [batch, keys, 1, d_head] (before rotary) -> [batch, rows, 1, d_head]. (No row is
-    fully masked, so TransformerLens's NaN guard after the softmax changes nothing and is left out.)"""
-    if attn.cfg.positional_embedding_type == "rotary":
-        q, k = attn.apply_rotary(q, offset), attn.apply_rotary(k, 0)
+    offset.., keys and values k, v [batch, keys, 1, d_head] (q and k after rotary, where the model has it) ->
+    [batch, rows, 1, d_head]. (No row is fully masked, so TransformerLens's NaN guard after the softmax changes
+    nothing and is left out.)"""
     scores = attn.calculate_attention_scores(q, k)[:, 0]  # [batch, rows, keys]
     if causal:
         mask = torch.ones(scores.shape[1:], dtype=torch.bool, device=scores.device).tril(offset)
@@ -269,7 +279,8 @@ def receiver_attention(runs: Runs, entries: Entries, stacked: Stacked, chunk: Ch
     """resid_mid rows a..end-1 of ``layer`` (resid_post attention-only) for a chunk whose receivers there take their
     patches in closed form: [(variant batch), rows, d_model]. The block's input is the base run's, so a v patch
     changes its head's z by pattern @ δv (the pattern is the base run's), a q or k patch is recomputed for its
-    head alone."""
+    head alone, from the base run's rotated q and k plus the rotated update (rotary is linear: equal to rotating
+    the patched q or k to float rounding)."""
     model, cache, n = runs.model, runs.base_cache, chunk.n
     block, n_pos = model.blocks[layer], runs.base.inputs.shape[1]
     keys = end if runs.causal else n_pos  # the keys rows a..end-1 read
@@ -286,8 +297,10 @@ def receiver_attention(runs: Runs, entries: Entries, stacked: Stacked, chunk: Ch
             dz = einops.einsum(pattern, update, "b m r k, m b k e -> m b r e")
         else:
             rows = {"q": (a, end), "k": (0, keys), "v": (0, keys), "z": (a, end)}
-            base = {t: cache[get_act_name(t, layer)][:, r0:r1].index_select(2, h).permute(2, 0, 1, 3).contiguous()
+            base = {t: entries.base(layer, t)[:, r0:r1].index_select(2, h).permute(2, 0, 1, 3).contiguous()
                     for t, (r0, r1) in rows.items()}  # copies [add, batch, rows, d_head]
+            if block.cfg.positional_embedding_type == "rotary":
+                update = block.attn.apply_rotary(update.flatten(0, 1)[:, :, None], lo)[:, :, 0].view(update.shape)
             first = rows[node.kind][0]
             base[node.kind][:, :, lo - first : hi - first] += update
             flat = lambda t: t.flatten(0, 1)[:, :, None]  # noqa: E731
@@ -343,9 +356,11 @@ def direct_chunk(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, l
         for l in range(layer + 1, last + 1):
             block, kv = model.blocks[l], None
             if live is not None and l == layer + 1:  # the rows the patches left alone keep the base run's keys, values
+                index = live.flatten().nonzero().squeeze(1)  # index_select / index_copy_, not boolean indexing
                 kv = tuple(stacked.rows(get_act_name(t, l), a, q + 1, tile.n).clone() for t in ("k", "v"))
-                kv[0][live], kv[1][live] = direct.keys_values(block, rows[live][None])
-            rows = direct.block_rows(block, rows, cache[get_act_name("k", l)][:, :start],
+                for t, new in zip(kv, direct.keys_values(block, rows.flatten(0, 1).index_select(0, index)[None])):
+                    t.flatten(0, 1).index_copy_(0, index, new[0])
+            rows = direct.block_rows(block, rows, entries.base(l, "k")[:, :start],
                                      cache[get_act_name("v", l)][:, :start], 1 if l == last else rows.shape[1], kv)
         out.append(rows[:, -1])
     return torch.cat(out)
