@@ -330,15 +330,15 @@ def is_regression(ckpt) -> bool:
 @st.cache_data(max_entries=256, show_spinner=False)
 def run_probe(name: str, path: str, fp: str, args_json: str) -> Any:
     """``interp.<name>(checkpoint, settings, **args)``, cached by checkpoint fingerprint and arguments (JSON text;
-    ``"settings"``: [the ``probes.settings`` class name, its fields])."""
+    ``"settings"``: [the settings class name, as ``interp.api`` exports it, and its fields])."""
     import interp
-    import probes.settings
+    import interp.api
 
     _threads()
     args = json.loads(args_json)
     if "settings" in args:
         cls, fields = args.pop("settings")
-        args["settings"] = getattr(probes.settings, cls)(**fields)
+        args["settings"] = getattr(interp.api, cls)(**fields)
     ckpt = _load(path, fp)
     if name == "error_vs_scale":
         from interp.evaluate import error_vs_scale
@@ -489,7 +489,7 @@ def corruption_and_metric(ckpt: Any, settings: type) -> tuple[str, str]:
     the others: the corruptions that apply to the task (no input shift for token tasks), and the task's metrics
     (the field's None is the task's first)."""
     from interp.tasks import CORRUPTIONS
-    from probes.metrics import metrics_for
+    from interp.api import metrics_for
 
     token_task = ckpt.task.kind == "classification"
     meta = settings_field(settings, "corruption").metadata

@@ -25,6 +25,24 @@ from probes.settings import (AlgorithmsSettings, AttributeSettings, CircuitSetti
 
 CheckpointLike = Checkpoint | str | Path
 
+# What the dashboard shows beside the probes' Results: their option values, tables and figures. Loaded on first
+# use (a module __getattr__), so that `import interp.api` stays free of plotly; the app imports probes only here.
+VIEWS = {
+    "BY": "probes.patching", "SITES": "probes.patching", "PATCH_SITES": "probes.settings",
+    "correlation": "probes.attribution_patching", "default_field": "probes.saturation", "figure_pca": "probes.fourier",
+    "SUMMARIES": "probes.algorithms", "HEAD_TYPES": "probes.head_types", "metrics_for": "probes.metrics",
+    "estimate_figure": "probes.circuits.figures", "faithfulness_figure": "probes.circuits.figures",
+    "graph_figure": "probes.circuits.figures", "top_edges": "probes.circuits.figures",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in VIEWS:
+        import importlib
+
+        return getattr(importlib.import_module(VIEWS[name]), name)
+    raise AttributeError(f"module 'interp.api' has no attribute {name!r}")
+
 
 def load(path: str | Path, step: int | None = None) -> Checkpoint:
     """Load a checkpoint folder: ``m.model`` (HookedTransformer or RegressionTransformer), ``m.task``, ``m.spec``;

@@ -137,7 +137,12 @@ def depth_figure(measured: list[dict[str, Any]]) -> None:
 
 def curves_figure(measured: dict[str, dict[str, Any]], depth: int = 3) -> None:
     """Learning curves (loss on the 30,000 evaluation sequences against step) of the seed-0 cells at ``depth``
-    layers, per data kernel, and of the long runs (configs/cheng_long_cpu.yaml) where they exist: are they converged?"""
+    layers, per data kernel, and of the long runs (configs/cheng_long_cpu.yaml) where they exist: are they converged?
+    Left as it is when a cell it draws was measured from a runs folder that is not here (a fresh checkout)."""
+    drawn = [m for m in measured.values() if m["layers"] == depth and m["seed"] == 0 and m["sweep"] in ("table", "long")]
+    if any(not (Path(m["out"]) / "metrics.jsonl").is_file() for m in drawn):
+        print("cheng-curves.png left as it is: some of its runs are not here")
+        return
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
     for ax, kernel in zip(axes, KERNELS):
         for tag, m in sorted(measured.items()):
@@ -160,12 +165,13 @@ def curves_figure(measured: dict[str, dict[str, Any]], depth: int = 3) -> None:
 
 
 def ship(measured: dict[str, dict[str, Any]]) -> list[str]:
-    """Copy the seed-0 diagonal and the 2-head models into models/ and write their cards."""
+    """Copy the seed-0 diagonal and the 2-head models into models/ and write their cards (a model whose run is
+    not here, measured on an earlier checkout, stays as it was shipped)."""
     shipped = []
     for tag, m in sorted(measured.items()):
         diagonal = m["sweep"] == "table" and m["activation"] == m["kernel"]
         two_head = m["sweep"] == "comb" and m["activation"] == "exp,linear"
-        if m["seed"] != 0 or not (diagonal or two_head):
+        if m["seed"] != 0 or not (diagonal or two_head) or not Path(m["out"]).is_dir():
             continue
         name = f"cheng-{m['kernel']}-d{m['layers']}" if diagonal else f"cheng-comb-2head-d{m['layers']}"
         dest = MODELS / name

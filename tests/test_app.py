@@ -588,3 +588,23 @@ def test_every_page_on_zoo_model(name: str, use_zoo) -> None:
     for page in PAGES:  # Home does not depend on the model
         at = run_page(page, path, n=8)
         clean(at)
+
+
+def test_the_app_reaches_the_probes_only_through_interp_api():
+    """DESIGN.md's arrows: app -> interp.api -> probes. No module of app/ imports probes; what a page shows
+    beside a Result (option values, tables, figures) comes from interp.api, and each such name resolves to the
+    probe's own object."""
+    import ast
+    import importlib
+
+    import interp.api
+
+    for path in APP_DIR.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "probes" or n.startswith("probes.") for n in names), f"{path.name} imports {names}"
+    for name, module in interp.api.VIEWS.items():
+        assert getattr(interp.api, name) is getattr(importlib.import_module(module), name)
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        interp.api.nonsense  # noqa: B018

@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from common import (
     boundary_text, current, is_regression, mark_training, persistent, probe, saturated_text, setting)
-from probes.settings import EvalSettings, SaturationSettings
+from interp.api import EvalSettings, SaturationSettings
 
 SCALES = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]  # the error sweep (interp.evaluate.error_vs_scale)
 
@@ -106,7 +106,7 @@ st.subheader("Extrapolation")
 if not is_regression(ckpt):
     st.info(f"Error against input scale applies to regression tasks; {ckpt.task.name} is a classification task.")
 else:
-    from probes.saturation import default_field
+    from interp.api import default_field
 
     fields = {"input": ckpt.task.scale_field}
     if ckpt.task.coef_field is not None:

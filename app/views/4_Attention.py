@@ -9,7 +9,7 @@ import streamlit as st
 
 from common import ckpt_key, current, embed_html, heatmap, persistent, probe, run_probe
 from interp.results import tick_label
-from probes.settings import AttributeSettings
+from interp.api import AttributeSettings
 
 
 ALL_HEADS = "all heads"
@@ -56,7 +56,7 @@ r = probe("attribute", ckpt, "Scoring head types…",
 if r is not None:
     types = r.ticks("type")
     kind = persistent(st.selectbox, "head type", "head_type", types[0], options=types)
-    from probes.head_types import HEAD_TYPES
+    from interp.api import HEAD_TYPES
 
     st.caption(f"share of each head's attention on **{kind}**: {HEAD_TYPES.get(kind, '')}")
     t = types.index(kind)

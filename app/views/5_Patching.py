@@ -10,8 +10,7 @@ import streamlit as st
 
 from common import corruption_and_metric, current, heatmap, persistent, probe, setting
 from interp.results import tick_label
-from probes.patching import BY, SITES
-from probes.settings import PATCH_SITES, PatchSettings
+from interp.api import BY, PATCH_SITES, SITES, PatchSettings
 
 SITE_HELP = {
     "resid_pre": "residual stream before the block", "resid_mid": "residual stream between attention and MLP",

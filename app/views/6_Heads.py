@@ -9,9 +9,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from common import corruption_and_metric, current, heatmap, probe, setting
-from interp.api import EXACT_FOR_ATTRIB
+from interp.api import EXACT_FOR_ATTRIB, AttributeSettings, PatchSettings
 from interp.results import tick_label
-from probes.settings import AttributeSettings, PatchSettings
 
 page = current()
 ckpt, n, seed = page.ckpt, page.n, page.seed
@@ -42,7 +41,7 @@ if att is not None:
                   PatchSettings(site=site, by=by, corruption=corruption, metric=att.metadata.get("metric", metric),
                                 direction=attrib.direction, n=n, seed=seed))
     if exact is not None:
-        from probes.attribution_patching import correlation
+        from interp.api import correlation
 
         st.subheader("Attribution patching against exact patching")
         corr = correlation(att, exact)

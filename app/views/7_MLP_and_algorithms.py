@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from common import current, has_mlp, heatmap, persistent, probe, setting
-from probes.settings import AlgorithmsSettings, GeometrySettings, MlpSettings
+from interp.api import AlgorithmsSettings, GeometrySettings, MlpSettings
 
 page = current()
 ckpt, seed = page.ckpt, page.seed
@@ -18,7 +18,7 @@ if ckpt.task.name != "modular":
             f"arithmetic; this model's task is {ckpt.task.name}.")
     st.stop()
 from interp.results import tick_label
-from probes.fourier import figure_pca
+from interp.api import figure_pca
 
 with st.sidebar:
     st.header("Representations")
@@ -79,7 +79,7 @@ st.subheader("Algorithm map")
 alg = probe("algorithms", ckpt, "Algorithm maps…", AlgorithmsSettings(seed=seed))
 if alg is not None:
     st.plotly_chart(alg.figure(), key="algorithm_map")
-    from probes.algorithms import SUMMARIES
+    from interp.api import SUMMARIES
 
     table = pd.DataFrame({"shots": alg.metadata["shots"],
                           **{k: alg.extras[k].tolist() for k in SUMMARIES if k in alg.extras}})

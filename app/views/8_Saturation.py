@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 from common import (
     boundary_text, current, fingerprint, is_regression, load, mark_training, probe, saturated_text, setting,
     without_webgl, zoo_entries)
-from probes.settings import SaturationSettings
+from interp.api import SaturationSettings
 
 
 def mechanism_figure(r, title: str) -> go.Figure:
@@ -65,7 +65,7 @@ if not is_regression(ckpt):
     st.info(f"Saturation is about real-valued predictions leaving the training range; {ckpt.task.name} is a "
             "classification task.")
     st.stop()
-from probes.saturation import default_field
+from interp.api import default_field
 
 fields = ["input"] + (["coef"] if ckpt.task.coef_field is not None else [])
 with st.sidebar:

@@ -9,8 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from common import corruption_and_metric, current, probe, setting
-from probes.circuits.figures import estimate_figure, faithfulness_figure, graph_figure, top_edges
-from probes.settings import CircuitSettings
+from interp.api import CircuitSettings, estimate_figure, faithfulness_figure, graph_figure, top_edges
 
 FRAME_FIELDS = ("n", "seed")  # the frame's sidebar sets these for every page
 SHARED_FIELDS = ("corruption", "metric")  # corruption_and_metric: shared with the patching and heads pages
