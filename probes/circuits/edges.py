@@ -99,15 +99,20 @@ class Entries:
             self.memo[key] = Entry(normed, lo)
         return self.memo[key]
 
-    def base(self, layer: int, kind: str) -> Tensor:
+    def base(self, layer: int, kind: str, head_major: bool = False) -> Tensor:
         """The base run's hook_q / hook_k / hook_v / hook_z of ``layer`` [batch, pos, head, d_head], q and k
         rotated where the model's positions are rotary (so that a patch's update is rotated alone: rotary is
-        linear), computed once per sweep."""
-        key = ("base", layer, kind)
+        linear), computed once per sweep. ``head_major``: the same (or hook_pattern) as a contiguous
+        [head, batch, pos, d_head] ([head, batch, query, key]), so that picking heads is one block copy."""
+        key = ("base", layer, kind, head_major)
         if key not in self.memo:
-            attn, x = self.runs.model.blocks[layer].attn, self.runs.base_cache[get_act_name(kind, layer)]
-            rotary = attn.cfg.positional_embedding_type == "rotary" and kind in ("q", "k")
-            self.memo[key] = attn.apply_rotary(x, 0) if rotary else x
+            if head_major:
+                x = self.runs.base_cache[get_act_name(kind, layer)] if kind == "pattern" else self.base(layer, kind)
+                self.memo[key] = (x.transpose(0, 1) if kind == "pattern" else x.permute(2, 0, 1, 3)).contiguous()
+            else:
+                attn, x = self.runs.model.blocks[layer].attn, self.runs.base_cache[get_act_name(kind, layer)]
+                rotary = attn.cfg.positional_embedding_type == "rotary" and kind in ("q", "k")
+                self.memo[key] = attn.apply_rotary(x, 0) if rotary else x
         return self.memo[key]
 
 
@@ -281,7 +286,7 @@ def receiver_attention(runs: Runs, entries: Entries, stacked: Stacked, chunk: Ch
     changes its head's z by pattern @ δv (the pattern is the base run's), a q or k patch is recomputed for its
     head alone, from the base run's rotated q and k plus the rotated update (rotary is linear: equal to rotating
     the patched q or k to float rounding)."""
-    model, cache, n = runs.model, runs.base_cache, chunk.n
+    model, n = runs.model, chunk.n
     block, n_pos = model.blocks[layer], runs.base.inputs.shape[1]
     keys = end if runs.causal else n_pos  # the keys rows a..end-1 read
     change = torch.zeros(n, runs.base.inputs.shape[0], end - a, model.cfg.d_model, device=runs.delta.device)
@@ -293,11 +298,11 @@ def receiver_attention(runs: Runs, entries: Entries, stacked: Stacked, chunk: Ch
         (lo, hi), m, h = span, len(adds.variant), adds.head
         update = entry.pick(lo, hi, adds)  # [add, batch, rows, d_head]
         if node.kind == "v":
-            pattern = cache[get_act_name("pattern", layer)].index_select(1, h)[:, :, a:end, lo:hi]
-            dz = einops.einsum(pattern, update, "b m r k, m b k e -> m b r e")
+            pattern = entries.base(layer, "pattern", head_major=True)[:, :, a:end, lo:hi].index_select(0, h)
+            dz = einops.einsum(pattern, update, "m b r k, m b k e -> m b r e")
         else:
             rows = {"q": (a, end), "k": (0, keys), "v": (0, keys), "z": (a, end)}
-            base = {t: entries.base(layer, t)[:, r0:r1].index_select(2, h).permute(2, 0, 1, 3).contiguous()
+            base = {t: entries.base(layer, t, head_major=True)[:, :, r0:r1].index_select(0, h)
                     for t, (r0, r1) in rows.items()}  # copies [add, batch, rows, d_head]
             if block.cfg.positional_embedding_type == "rotary":
                 update = block.attn.apply_rotary(update.flatten(0, 1)[:, :, None], lo)[:, :, 0].view(update.shape)
