@@ -234,6 +234,20 @@ def test_path_through_one_edge_is_that_edge(setups):
         assert abs(paths.extras["metric"][i] - edges.extras["metric"][edges.labels["edge"].index(label)]) <= TOL
 
 
+@pytest.mark.parametrize("name", ["causal-ln", "context-masked"])
+def test_a_one_edge_path_per_position_is_that_edge_per_position(setups, name):
+    model, task, clean, corrupted = setups[name]
+    settings = CircuitSettings(positions="each")
+    edges = edge_patch(model, task, clean, corrupted, settings)
+    receiver = "L1H0.k" if name == "causal-ln" else "L1H0.v"
+    paths = path_patch(model, task, clean, corrupted, [("L0H1", [receiver]), ("embed", ["readout"])], settings)
+    assert paths.axes == ("path", "pos") and paths.scores.shape == (2, clean.inputs.shape[1])
+    assert paths.labels["pos"] == edges.labels["pos"]
+    for i, label in enumerate([f"L0H1 -> {receiver}", "embed -> readout"]):
+        edge = edges.labels["edge"].index(label)
+        assert (paths.extras["metric"][i] - edges.extras["metric"][edge]).abs().max() <= TOL
+
+
 def test_a_head_through_all_its_edges_is_node_patching_without_norms(setups):
     """Without norms, feeding a head's clean output into every receiver that reads it is patching its hook_z."""
     model, task, clean, corrupted = setups["no-norm-regression"]
@@ -244,13 +258,21 @@ def test_a_head_through_all_its_edges_is_node_patching_without_norms(setups):
     assert abs(paths.extras["metric"][0] - node.extras["metric"][0, 1]) <= TOL
 
 
-def test_a_path_through_several_receivers_is_one_run_with_each_input_patched(setups):
-    """The sender's delta added at TransformerLens's split input hooks of every receiver at once (no norms)."""
+@pytest.mark.parametrize("row", [None, 0, 2, -1])
+def test_a_path_through_several_receivers_is_one_run_with_each_input_patched(setups, row):
+    """The sender's delta added at TransformerLens's split input hooks of every receiver at once (no norms): on
+    every row (positions "all", row None), or on one row (positions "each")."""
     model, task, clean, corrupted = setups["no-norm-regression"]
     receivers = ["L0H0.v", "L1H1.q", "L1H1.k", "L1.mlp", "readout"]
-    got = path_patch(model, task, clean, corrupted, [("embed", receivers)]).extras["metric"][0]
+    settings = CircuitSettings(positions="all" if row is None else "each")
+    result = path_patch(model, task, clean, corrupted, [("embed", receivers)], settings).extras["metric"][0]
+    got = result if row is None else result[row]
     delta = (model.run_with_cache(clean.inputs)[1][get_act_name("resid_pre", 0)]
              - model.run_with_cache(corrupted.inputs)[1][get_act_name("resid_pre", 0)])
+    if row is not None:
+        only = torch.zeros(delta.shape[1], dtype=torch.bool)
+        only[row] = True
+        delta = delta * only[None, :, None]
 
     def add(head=None):
         def hook(act, hook):

@@ -44,7 +44,8 @@ Edge patching (``edges.edge_patch``)
 
 Path patching (``edges.path_patch``)
     One sender's δ added to the inputs of a chosen set of its receivers at once (each entering as above, through
-    the receiver's norm at the base run's scale), everything else recomputed: one variant per path, same engine.
+    the receiver's norm at the base run's scale), everything else recomputed: one variant per path (per path and
+    row with positions "each": axes ("path", "pos")), same engine.
 
 EAP and EAP-IG (``attribution.edge_attribution``)
     EAP (Syed et al. 2023): score(S -> R) = δ_S . ∂metric/∂x_R at the base run (δ_S as above, x_R R's input, the

@@ -24,8 +24,8 @@ from interp.tasks import Batch, TaskBase
 from probes.patching import Stacked, keys_values, kv_cache
 
 from . import direct
-from .graph import (HEAD_INPUTS, Node, Runs, cells, edge_result, input_name, make_runs, norm_delta, norm_of,
-                    normalised_result)
+from .graph import (HEAD_INPUTS, POSITIONS, Node, Runs, cells, edge_result, input_name, make_runs, norm_delta,
+                    norm_of, normalised_result, pos_ticks)
 from .loop import Hook, edge_patch_loop, frozen_scale, split_inputs  # noqa: F401 (imported from here too)
 
 
@@ -467,28 +467,35 @@ def path_patch(model: Model, task: TaskBase, clean: Batch, corrupted: Batch,
                paths: Sequence[tuple[str, Sequence[str]]], settings=None) -> Result:
     """Path patching: for each (sender, receivers) of ``paths``, the base run with the sender's delta added to the
     input of each of the named receivers (e.g. ("L0H1", ["L1H0.q", "readout"])) and no other, everything downstream
-    recomputed; all paths batched. scores [path] normalised 0 = corrupted, 1 = clean. Positions "all" or "query"."""
+    recomputed; all paths batched. scores [path] (positions "all": every row, "query": the query row) or
+    [path, pos] ("each": one run per path and row, the delta on that row only), normalised 0 = corrupted, 1 = clean."""
     from . import CircuitSettings
 
     settings = settings or CircuitSettings()
-    if settings.positions == "each":
-        raise ValueError("path_patch takes positions 'all' or 'query', got 'each'")
+    if settings.positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {settings.positions!r}")
     runs = make_runs(model, task, clean, corrupted, direction=settings.direction, metric=settings.metric)
     graph, n_pos, device = runs.graph, runs.base.inputs.shape[1], runs.delta.device
-    rows = torch.ones(n_pos, dtype=torch.bool) if settings.positions == "all" else torch.eye(n_pos, dtype=torch.bool)[runs.q]
-    variant, sender, receiver, labels = [], [], [], []
+    eye = torch.eye(n_pos, dtype=torch.bool)
+    per_path = {"all": [torch.ones(n_pos, dtype=torch.bool)], "query": [eye[runs.q]], "each": list(eye)}[settings.positions]
+    variant, sender, receiver, rows, labels = [], [], [], [], []
     for i, (s_name, r_names) in enumerate(paths):
         s = graph.sender(s_name)
         for r_name in r_names:
             r = graph.receiver(r_name)
             if (s, r) not in graph.edges:
                 raise ValueError(f"{r_name} does not read {s_name}: there is no edge {s_name} -> {r_name}")
-            variant.append(i), sender.append(s), receiver.append(r)
+            for j, row in enumerate(per_path):  # variant-major over (path, row)
+                variant.append(i * len(per_path) + j), sender.append(s), receiver.append(r), rows.append(row)
         labels.append(f"{s_name} -> {{{', '.join(r_names)}}}")
     as_long = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
-    adds = Adds(as_long(variant), as_long(sender), as_long(receiver), rows.to(device).expand(len(variant), n_pos))
-    values, passes = run_adds(runs, adds, len(paths), freeze=settings.freeze_ln, max_batch=settings.max_batch)
-    return normalised_result("path_patching", runs, values, axes=("path",), shape=(len(paths),), labels={"path": labels},
+    adds = Adds(as_long(variant), as_long(sender), as_long(receiver), torch.stack(rows).to(device))
+    values, passes = run_adds(runs, adds, len(paths) * len(per_path), freeze=settings.freeze_ln,
+                              max_batch=settings.max_batch)
+    each = settings.positions == "each"
+    return normalised_result("path_patching", runs, values, axes=("path", "pos") if each else ("path",),
+                             shape=(len(paths), n_pos) if each else (len(paths),),
+                             labels={"path": labels, **({"pos": pos_ticks(clean.pos_labels, n_pos)} if each else {})},
                              metadata={"method": "path patching", "positions": settings.positions,
                                        "freeze_ln": settings.freeze_ln, "corruption": settings.corruption,
                                        "task": task.describe(), "paths": [[s, list(r)] for s, r in paths],

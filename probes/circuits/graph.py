@@ -303,6 +303,11 @@ def normalised_result(kind: str, runs: Runs, values: Tensor, *, axes: tuple[str,
     )
 
 
+def pos_ticks(pos_labels: tuple[str, ...], n_pos: int) -> list[str]:
+    """The tick labels of a "pos" axis: the batch's position labels, or the indices where they do not fit."""
+    return list(pos_labels) if len(pos_labels) == n_pos else [str(p) for p in range(n_pos)]
+
+
 def edge_result(kind: str, runs: Runs, values: Tensor, *, positions: str, pos_labels: tuple[str, ...],
                 metadata: dict, extras: dict[str, Tensor] | None = None) -> Result:
     """``normalised_result`` over the edges [edge] (positions "all" / "query") or [edge, pos] ("each"), with the
@@ -310,7 +315,7 @@ def edge_result(kind: str, runs: Runs, values: Tensor, *, positions: str, pos_la
     graph, n_pos = runs.graph, runs.base.inputs.shape[1]
     labels = {"edge": graph.labels()}
     if positions == "each":
-        labels["pos"] = list(pos_labels) if len(pos_labels) == n_pos else [str(p) for p in range(n_pos)]
+        labels["pos"] = pos_ticks(pos_labels, n_pos)
     shape = (len(graph.edges), n_pos) if positions == "each" else (len(graph.edges),)
     return normalised_result(
         kind, runs, values, axes=cell_axes(positions), shape=shape, labels=labels, extras=extras,
