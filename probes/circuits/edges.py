@@ -341,17 +341,19 @@ def live_rows(chunk: Chunk, layer: int, a: int, end: int) -> Tensor:
 
 def direct_chunk(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, layer: int, start: int) -> Tensor:
     """The query row of the last resid_post [(variant batch), d_model] of a closed-form chunk of a causal model
-    whose patches all enter ``layer`` (or the read-out), by ``direct`` blocks, per tile of variants:
-    ``receiver_attention`` for rows start..q of ``layer`` (the query row alone in the last layer), its MLP (its
+    whose patches all enter ``layer`` (or the read-out), by ``direct`` blocks: ``receiver_attention`` for rows
+    start..q of ``layer`` (the query row alone in the last layer) for the whole chunk at once, then per tile of
+    variants its MLP (its
     patches entering after ln2) on the rows they change (``live_rows``, the others the base run's), the next layer's
     keys and values on those rows, and each later layer on rows start..q, the last one's block on the query row,
     the rows before start entering as the base run's keys and values."""
     model, q, batch, last, cache = runs.model, runs.q, runs.base.inputs.shape[0], runs.model.cfg.n_layers - 1, runs.base_cache
     a = q if layer == last else start
     per_tile, out = max(1, direct.TILE_ROWS // (batch * (q + 1 - a))), []
+    resid = receiver_attention(runs, entries, stacked, chunk, layer, a, q + 1)  # one pass: per-head ops once
     for v in range(0, chunk.n, per_tile):
         tile = chunk.tile(v, min(v + per_tile, chunk.n))
-        rows, live = receiver_attention(runs, entries, stacked, tile, layer, a, q + 1), live_rows(tile, layer, a, q + 1)
+        rows, live = resid[v * batch : (v + tile.n) * batch], live_rows(tile, layer, a, q + 1)
         live = None if bool(live.all()) else live.repeat_interleave(batch, 0).to(rows.device)  # [(variant batch), rows]
         if not model.cfg.attn_only:  # the MLP's patches enter after ln2 (δ' @ W_in in the same GEMM)
             at_in = [mlp_adder(entries.get(node, projected=False), adds, tile.n, a)
