@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from common import PAGES, load_sweeps, zoo_entries, zoo_table
+from common import PAGES, current, load_sweeps, zoo_entries, zoo_table
 from zoo import zoo_dir
 
 TRAIN_HINT = "interp train --task linear --out models/linear-tiny"
@@ -38,7 +38,11 @@ sweeps = load_sweeps(str(root))
 if sweeps:
     st.caption("Sweeps (see Training): " + ", ".join(f"`{Path(s).parent.name}`" for s in sweeps))
 
-for e in entries:
-    if e.card:
-        with st.expander(f"{e.name}: model card"):
-            st.markdown(e.card)
+# The card of the model picked in the sidebar only: thirty cards in collapsed expanders cost the browser about
+# half a second on every visit (docs/PERFORMANCE.md, Dashboard); the Zoo page shows any model's card too.
+chosen = next((e for e in entries if e.card and current().path and Path(current().path).resolve() == e.path.resolve()),
+              next((e for e in entries if e.card), None))
+if chosen is not None:
+    with st.expander(f"{chosen.name}: model card"):
+        st.markdown(chosen.card)
+    st.caption("Pick another model in the sidebar for its card here; the Zoo page shows its details.")
