@@ -18,9 +18,10 @@ run is skipped and an unfinished one resumes, so running a sweep again continues
 after every cell, so a sweep that is stopped keeps what it finished. Paths in ``sweep.json`` are relative to it.
 
 A summary's finished rows whose checkpoints are not here (a shipped summary, or a runs folder that did not
-persist) are carried over as they are when their cell is in the grid (same name, same params), and those cells
-are not trained again (``carried_rows``); ``--force`` trains them again. A finished row that is not in the grid
-would be lost, so such a summary is refused before anything trains (``check_summary``) unless ``--force``.
+persist) are carried over as they are when their cell is in the grid (same name, same params, and the same run
+config where the row records it, as every row written since does), and those cells are not trained again
+(``carried_rows``); ``--force`` trains them again. Any other finished row would be lost, so such a summary is
+refused before anything trains (``check_summary``) unless ``--force``.
 
 A modular cell's phase is named from which kinds of query (``interp.query_kinds``) its checkpoint answers, by
 the rule in ``phase`` (``PHASE_RULE``); the old ``phase_threshold`` key is ignored with a warning.
