@@ -319,16 +319,20 @@ def test_training_page_curves_and_sweep(tiny_zoo: Path, use_zoo) -> None:
     logged = {k for r in read_metrics(tiny_zoo / "mod" / "metrics.jsonl") for k in r if k != "step"}
     assert names == logged  # every numeric key, none invented
     # the sweep: phase diagram at the deepest depth pooled over seeds, OOD vs depth and vs steps
-    phase = chart(at, "phase")
+    phase = chart(at, "phase diagram")
     assert phase["data"][0]["text"] == [["ood_generalization"]]  # depth 2 has one cell: n_id 8, α 1.0
     at.select_slider[0].set_value(1).run()
-    phase = chart(at, "phase")
+    phase = chart(at, "phase diagram")  # one figure: phase, OOD accuracy, OOD regression-only accuracy
+    assert [t["name"] for t in phase["data"]] == ["phase", "OOD accuracy (mean over seeds)",
+                                                 "OOD regression-only accuracy, last quarter of the shots"]
     assert phase["data"][0]["text"] == [["id_memorization", "id_generalization"], ["ood_memorization", "ood_generalization"]]
-    assert chart(at, "OOD accuracy (mean")["data"][0]["z"] == [[0.1, 0.2], [0.3, 0.8]]
-    assert chart(at, "regression-only")["data"][0]["z"] == [[0.05, 0.1], [0.15, 0.4]]  # the checkpoints' kinds
-    depth = chart(at, "against depth")
-    assert any(t["name"] == "n_id=8, α=1.0" and t["y"] == [0.8, 0.9] for t in depth["data"])
-    assert len(chart(at, "against steps")["data"]) == 5
+    assert phase["data"][1]["z"] == [[0.1, 0.2], [0.3, 0.8]]
+    assert phase["data"][2]["z"] == [[0.05, 0.1], [0.15, 0.4]]  # the checkpoints' kinds
+    ood = chart(at, "against depth and against steps")  # one figure: depth on the left, steps on the right
+    depth = [t for t in ood["data"] if t.get("xaxis", "x") == "x"]
+    assert any(t["name"] == "n_id=8, α=1.0" and t["y"] == [0.8, 0.9] for t in depth)
+    assert len([t for t in ood["data"] if t.get("xaxis") == "x2"]) == 5
+    assert len(charts(at)) == 3  # the training curves, the phase diagram, the OOD curves
     assert len(sweep_rows(SWEEP)) == 6 and read_sweeps(tiny_zoo) == [tiny_zoo / "phase-tiny" / "sweep.json"]
 
 

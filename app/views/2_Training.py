@@ -52,33 +52,66 @@ def curves_figure(records: list[dict], title: str) -> go.Figure:
     return fig
 
 
-def phase_figures(frame: pd.DataFrame) -> tuple[go.Figure, go.Figure]:
-    """n_id × α heatmaps (seeds pooled): the majority phase, and the mean OOD accuracy."""
+def phase_figure(frame: pd.DataFrame) -> go.Figure:
+    """One figure of n_id × α heatmaps (seeds pooled): the majority phase, the mean OOD accuracy, and where the
+    summary has it the mean OOD regression-only accuracy in the last quarter of the shots. (One figure, not three:
+    each plotly chart costs the browser about 0.1 s on every visit.)"""
     def majority(s: pd.Series):
         s = s.dropna()
         return s.mode().iloc[0] if len(s) else None
 
     grouped = frame.groupby(["n_id", "alpha"], dropna=False)
     phase = grouped["phase"].agg(majority).unstack("alpha")
-    acc = grouped["ood_acc"].mean().unstack("alpha")
+    grids = {"OOD accuracy (mean over seeds)": grouped["ood_acc"].mean().unstack("alpha")}
+    if "ood_regression_last" in frame and frame["ood_regression_last"].notna().any():
+        grids["OOD regression-only accuracy, last quarter of the shots"] = (
+            grouped["ood_regression_last"].mean().unstack("alpha"))
     x = [str(a) for a in phase.columns]
     y = [str(n) for n in phase.index]
     codes = phase.map(lambda p: PHASES.index(p) if p in PHASES else None)
     n = len(PHASES)
     scale = [[v, PHASE_COLORS[i]] for i in range(n) for v in (i / n, (i + 1) / n)]
-    fig_phase = go.Figure(go.Heatmap(z=codes.values.tolist(), x=x, y=y, zmin=0, zmax=n, colorscale=scale,
-                                     text=phase.values.tolist(), texttemplate="%{text}",
-                                     colorbar={"tickvals": [i + 0.5 for i in range(n)], "ticktext": PHASES}))
-    fig_phase.update_layout(title="phase (majority over seeds)", xaxis_title="α (pair fraction)",
-                            yaxis_title="n_id (pre-training tasks)")
-    fig_acc = go.Figure(go.Heatmap(z=acc.values.tolist(), x=x, y=y, colorscale="Viridis", zmin=0, zmax=1,
-                                   texttemplate="%{z:.2f}"))
-    fig_acc.update_layout(title="OOD accuracy (mean over seeds)", xaxis_title="α (pair fraction)",
-                          yaxis_title="n_id (pre-training tasks)")
-    for fig in (fig_phase, fig_acc):
-        fig.update_xaxes(type="category")
-        fig.update_yaxes(type="category")
-    return fig_phase, fig_acc
+    fig = make_subplots(rows=1, cols=1 + len(grids), subplot_titles=["phase (majority over seeds)", *grids],
+                        horizontal_spacing=0.08)
+    fig.add_trace(go.Heatmap(z=codes.values.tolist(), x=x, y=y, zmin=0, zmax=n, colorscale=scale, showscale=False,
+                             text=phase.values.tolist(), texttemplate="%{text}", name="phase"), row=1, col=1)
+    for col, (title, grid) in enumerate(grids.items(), start=2):
+        fig.add_trace(go.Heatmap(z=grid.values.tolist(), x=[str(a) for a in grid.columns],
+                                 y=[str(n) for n in grid.index], coloraxis="coloraxis", texttemplate="%{z:.2f}",
+                                 name=title), row=1, col=col)
+    fig.update_layout(title="phase diagram: phase, OOD accuracy" + (", OOD regression-only" if len(grids) > 1 else ""),
+                      coloraxis={"colorscale": "Viridis", "cmin": 0, "cmax": 1}, height=420)
+    fig.update_xaxes(type="category", title_text="α (pair fraction)")
+    fig.update_yaxes(type="category", title_text="n_id (pre-training tasks)", col=1)
+    fig.update_yaxes(type="category")
+    return fig
+
+
+def ood_figure(done: pd.DataFrame, cells: list[dict]) -> go.Figure | None:
+    """OOD accuracy against depth (per n_id, α, where the sweep varies depth) and against steps (per cell), side
+    by side in one figure; None when there is neither."""
+    by_depth = (done.groupby(["depth", "n_id", "alpha"], dropna=False)["ood_acc"].mean().reset_index()
+                if done["depth"].notna().any() else None)
+    curves = []
+    for cell in cells:
+        curve = (cell or {}).get("curve") or {}
+        key = next((k for k in ("ood_test_acc", "ood_acc", *sorted(curve)) if k in curve and k.startswith("ood_")), None)
+        if key and curve.get("step"):
+            curves.append((cell.get("name", "?"), curve["step"], curve[key]))
+    if by_depth is None and not curves:
+        return None
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["OOD accuracy against depth", "OOD accuracy against steps"])
+    if by_depth is not None:
+        for (n_id, alpha), g in by_depth.groupby(["n_id", "alpha"], dropna=False):
+            fig.add_trace(go.Scatter(x=g["depth"], y=g["ood_acc"], mode="lines+markers", name=f"n_id={n_id}, α={alpha}"),
+                          row=1, col=1)
+    for name, steps, values in curves:
+        fig.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=name, showlegend=len(curves) <= 12), row=1, col=2)
+    fig.update_xaxes(title_text="layers", row=1, col=1)
+    fig.update_xaxes(title_text="step", row=1, col=2)
+    fig.update_yaxes(title_text="OOD accuracy")
+    fig.update_layout(title="OOD accuracy against depth and against steps", height=420)
+    return fig
 
 
 def show_sweep(path: str) -> None:
@@ -110,39 +143,12 @@ def show_sweep(path: str) -> None:
         if len(depths) > 1:
             depth = st.select_slider("depth (layers) for the phase diagram", options=depths, value=depths[-1])
             sub = done[done["depth"] == depth]
-        left, right = st.columns(2)
-        fig_phase, fig_acc = phase_figures(sub)
-        left.plotly_chart(fig_phase, key="phase_diagram")
-        right.plotly_chart(fig_acc, key="phase_ood")
+        st.plotly_chart(phase_figure(sub), key="phase_diagram")
         if sweep.get("phase_rule"):
             st.caption("Phase rule: " + sweep["phase_rule"])
-        if "ood_regression_last" in sub and sub["ood_regression_last"].notna().any():
-            grid = sub.groupby(["n_id", "alpha"], dropna=False)["ood_regression_last"].mean().unstack("alpha")
-            fig = go.Figure(go.Heatmap(z=grid.values.tolist(), x=[str(a) for a in grid.columns],
-                                       y=[str(n) for n in grid.index], colorscale="Viridis", zmin=0, zmax=1,
-                                       texttemplate="%{z:.2f}"))
-            fig.update_layout(title="OOD regression-only accuracy, last quarter of the shots (mean over seeds)",
-                              xaxis_title="α (pair fraction)", yaxis_title="n_id (pre-training tasks)")
-            fig.update_xaxes(type="category")
-            fig.update_yaxes(type="category")
-            left.plotly_chart(fig, key="phase_regression")
-        if done["depth"].notna().any():
-            by_depth = done.groupby(["depth", "n_id", "alpha"], dropna=False)["ood_acc"].mean().reset_index()
-            fig = go.Figure()
-            for (n_id, alpha), g in by_depth.groupby(["n_id", "alpha"], dropna=False):
-                fig.add_trace(go.Scatter(x=g["depth"], y=g["ood_acc"], mode="lines+markers", name=f"n_id={n_id}, α={alpha}"))
-            fig.update_layout(title="OOD accuracy against depth", xaxis_title="layers", yaxis_title="OOD accuracy")
-            left.plotly_chart(fig, key="ood_vs_depth")
-        fig = go.Figure()
-        for cell in sweep.get("cells") or []:
-            curve = (cell or {}).get("curve") or {}
-            key = next((k for k in ("ood_test_acc", "ood_acc", *sorted(curve)) if k in curve and k.startswith("ood_")), None)
-            if key and curve.get("step"):
-                fig.add_trace(go.Scatter(x=curve["step"], y=curve[key], mode="lines", name=cell.get("name", "?")))
-        if fig.data:
-            fig.update_layout(title="OOD accuracy against steps", xaxis_title="step", yaxis_title="OOD accuracy",
-                              showlegend=len(fig.data) <= 12)
-            right.plotly_chart(fig, key="ood_vs_steps")
+        fig = ood_figure(done, sweep.get("cells") or [])
+        if fig is not None:
+            st.plotly_chart(fig, key="ood_curves")
     with st.expander("cells"):
         st.dataframe(frame, hide_index=True)
 
