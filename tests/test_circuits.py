@@ -291,6 +291,61 @@ def test_a_path_through_several_receivers_is_one_run_with_each_input_patched(set
     assert abs(got - fn(out[:, clean.query_pos], Answers.of(clean, corrupted)).mean()) <= TOL
 
 
+@pytest.mark.parametrize("freeze_ln", [True, False])
+def test_a_path_across_layers_with_norms_is_one_hooked_run(setups, freeze_ln):
+    """With layer norms: the delta added at each receiver's split input before its norm, the norm recomputed
+    (freeze_ln False: TransformerLens's own forward, no hook but the adds) or, frozen, with the receiving head's
+    scale only frozen at the base run's (so that the other heads of a later layer see their changed input)."""
+    model, task, clean, corrupted = setups["causal-ln"]
+    receivers = ["L0H0.v", "L1H1.q", "L1.mlp", "readout"]
+    got = path_patch(model, task, clean, corrupted, [("embed", receivers), ("embed", ["L1H1.q", "L1H0.k"])],
+                     CircuitSettings(freeze_ln=freeze_ln)).extras["metric"]
+    base_cache = model.run_with_cache(corrupted.inputs)[1]
+    delta = model.run_with_cache(clean.inputs)[1][get_act_name("resid_pre", 0)] - base_cache[get_act_name("resid_pre", 0)]
+
+    def add(head=None, scale=None):
+        def hook(act, hook):
+            act = act.clone()
+            if head is None:
+                return act + delta
+            act[:, :, head] += delta
+            return act
+        return hook
+
+    def freeze(name, head=None, call=0):
+        """The base run's scale at ``name`` on the ``call``-th of its calls in a pass (ln1 runs once for the q,
+        k and v inputs, in that order, under split inputs), for ``head`` only."""
+        base, seen = base_cache[name], [0]
+
+        def hook(act, hook):
+            mine, seen[0] = seen[0] % 3 == call or head is None, seen[0] + 1
+            if not mine:
+                return act
+            act = act.clone()
+            if head is None:
+                return base.expand_as(act).clone()
+            act[:, :, head] = base[:, :, head] if base.dim() == act.dim() else base
+            return act
+        return hook
+
+    def run(adds, scales):
+        with split_inputs(model):
+            out = model.run_with_hooks(corrupted.inputs, fwd_hooks=adds + (scales if freeze_ln else []))
+        _, fn = resolve_metric(task, None)
+        return fn(out[:, clean.query_pos], Answers.of(clean, corrupted)).mean()
+
+    first = run([("blocks.0.hook_v_input", add(0)), ("blocks.1.hook_q_input", add(1)), ("blocks.1.hook_mlp_in", add()),
+                 ("blocks.1.hook_resid_post", add())],
+                [("blocks.0.ln1.hook_scale", freeze("blocks.0.ln1.hook_scale", 0, call=2)),
+                 ("blocks.1.ln1.hook_scale", freeze("blocks.1.ln1.hook_scale", 1, call=0)),
+                 ("blocks.1.ln2.hook_scale", freeze("blocks.1.ln2.hook_scale")),
+                 ("ln_final.hook_scale", freeze("ln_final.hook_scale"))])
+    second = run([("blocks.1.hook_q_input", add(1)), ("blocks.1.hook_k_input", add(0))],
+                 [("blocks.1.ln1.hook_scale", freeze("blocks.1.ln1.hook_scale", 1, call=0)),
+                  ("blocks.1.ln1.hook_scale", freeze("blocks.1.ln1.hook_scale", 0, call=1))])
+    assert abs(got[0] - first) <= TOL and abs(got[1] - second) <= TOL
+
+
 def test_path_patching_refuses_a_missing_edge(setups):
     model, task, clean, corrupted = setups["causal-ln"]
     with pytest.raises(ValueError, match="no edge L1H0 -> L0.mlp"):

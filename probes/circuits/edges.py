@@ -26,7 +26,7 @@ from probes.patching import Stacked, keys_values, kv_cache
 from . import direct
 from .graph import (HEAD_INPUTS, POSITIONS, Node, Runs, cells, edge_result, input_name, make_runs, norm_delta,
                     norm_of, normalised_result, pos_ticks)
-from .loop import Hook, edge_patch_loop, frozen_scale, split_inputs  # noqa: F401 (imported from here too)
+from .loop import Hook, edge_patch_loop, frozen_scale, hooked_patch, split_inputs  # noqa: F401 (imported from here too)
 
 
 @dataclass(frozen=True)
@@ -470,7 +470,11 @@ def path_patch(model: Model, task: TaskBase, clean: Batch, corrupted: Batch,
     """Path patching: for each (sender, receivers) of ``paths``, the base run with the sender's delta added to the
     input of each of the named receivers (e.g. ("L0H1", ["L1H0.q", "readout"])) and no other, everything downstream
     recomputed; all paths batched. scores [path] (positions "all": every row, "query": the query row) or
-    [path, pos] ("each": one run per path and row, the delta on that row only), normalised 0 = corrupted, 1 = clean."""
+    [path, pos] ("each": one run per path and row, the delta on that row only), normalised 0 = corrupted, 1 = clean.
+    A path whose receivers lie in more than one layer (the read-out counts as one past the last) runs as one
+    hooked forward pass (``loop.hooked_patch``): there a later receiver's input is the one the earlier patches
+    changed, plus the delta, through its norm (at the base run's scale, frozen, for that input alone), which the
+    batched engine's increments, taken at the base run's input, do not give."""
     from . import CircuitSettings
 
     settings = settings or CircuitSettings()
@@ -492,8 +496,20 @@ def path_patch(model: Model, task: TaskBase, clean: Batch, corrupted: Batch,
         labels.append(f"{s_name} -> {{{', '.join(r_names)}}}")
     as_long = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
     adds = Adds(as_long(variant), as_long(sender), as_long(receiver), torch.stack(rows).to(device))
-    values, passes = run_adds(runs, adds, len(paths) * len(per_path), freeze=settings.freeze_ln,
-                              max_batch=settings.max_batch)
+    layers = [{graph.receivers[graph.receiver(r)].layer for r in r_names} for _, r_names in paths]
+    hooked = [i for i, ls in enumerate(layers) if len(ls) > 1]
+    batched = torch.tensor([v // len(per_path) not in hooked for v in variant], dtype=torch.bool, device=device)
+    if bool(batched.any()):
+        values, passes = run_adds(runs, adds.subset(batched, 0), len(paths) * len(per_path), freeze=settings.freeze_ln,
+                                  max_batch=settings.max_batch)
+    else:
+        values, passes = einops.repeat(runs.base_metric, "b -> v b", v=len(paths) * len(per_path)).clone(), 0
+    for i in hooked:
+        for j, row in enumerate(per_path):
+            values[i * len(per_path) + j] = hooked_patch(
+                runs, [(s_, r_, row) for v, s_, r_ in zip(variant, sender, receiver) if v == i * len(per_path) + j],
+                freeze=settings.freeze_ln)
+            passes += 1
     each = settings.positions == "each"
     return normalised_result("path_patching", runs, values, axes=("path", "pos") if each else ("path",),
                              shape=(len(paths), n_pos) if each else (len(paths),),

@@ -41,6 +41,26 @@ def frozen_scale(scale: Tensor) -> Hook:
     return hook
 
 
+def receiver_scale(receiver: Node, scale: Tensor) -> Hook:
+    """A hook on ``receiver``'s norm hook_scale freezing the scale of that receiver's input alone at the base run's
+    ``scale`` [batch, pos, 1]. Under split inputs a block's ln1 runs once each for the q, k and v inputs, in that
+    order ([batch, pos, head, 1]): only the receiver's call and head are frozen, so that the other inputs of a
+    layer a path has changed upstream keep their own scale. ln2 and the final norm are the receiver's alone."""
+    if receiver.kind not in HEAD_INPUTS:
+        return frozen_scale(scale)
+    which, calls = HEAD_INPUTS.index(receiver.kind), [0]
+
+    def hook(act: Tensor, hook: HookPoint) -> Tensor:
+        mine, calls[0] = calls[0] % len(HEAD_INPUTS) == which, calls[0] + 1
+        if not mine:
+            return act
+        act = act.clone()
+        act[:, :, receiver.head] = scale.reshape(*scale.shape[:2], 1)
+        return act
+
+    return hook
+
+
 def input_hook(receiver: Node, delta: Tensor) -> tuple[str, Hook]:
     """(hook name, hook) adding ``delta`` [batch, pos, d_model] to a receiver's input under split inputs."""
     def add(act: Tensor, hook: HookPoint) -> Tensor:
@@ -58,6 +78,24 @@ def input_hook(receiver: Node, delta: Tensor) -> tuple[str, Hook]:
 
 
 @torch.no_grad()
+def hooked_patch(runs, adds: list[tuple[int, int, Tensor]], freeze: bool) -> Tensor:
+    """The metric of one hooked forward pass of the base run with each (sender, receiver, rows [pos] bool) of
+    ``adds`` entering as in ``edge_patch_loop`` (the sender's delta on those rows, at the receiver's split input,
+    before its norm; with ``freeze``, the scale of that receiver's input frozen at the base run's,
+    ``receiver_scale``), everything else recomputed: [batch]."""
+    hooks = []
+    with split_inputs(runs.model):
+        for s, r, rows in adds:
+            receiver = runs.graph.receivers[r]
+            hooks.append(input_hook(receiver, runs.delta[s] * rows.to(runs.delta.device)[None, :, None]))
+            scale = runs.scale(receiver)
+            if freeze and scale is not None:
+                hooks.append((scale_name(receiver), receiver_scale(receiver, scale)))
+        out = runs.model.run_with_hooks(runs.base.inputs, fwd_hooks=hooks)
+    return runs.metric(out[:, runs.q], runs.answers)
+
+
+@torch.no_grad()
 def edge_patch_loop(model: Model, task: TaskBase, clean: Batch, corrupted: Batch, settings=None) -> Result:
     """Exact edge patching the plain way, one hooked forward pass of the whole model per edge (and row): the
     sender's delta added to the receiver's input at TransformerLens's hook_q_input / hook_k_input / hook_v_input /
@@ -69,16 +107,8 @@ def edge_patch_loop(model: Model, task: TaskBase, clean: Batch, corrupted: Batch
     runs = make_runs(model, task, clean, corrupted, direction=settings.direction, metric=settings.metric)
     pairs = list(cells(runs.graph, settings.positions, runs.base.inputs.shape[1], runs.q))
     values = torch.empty(len(pairs), runs.base.inputs.shape[0], device=runs.delta.device)
-    with split_inputs(model):
-        for i, (e, rows) in enumerate(pairs):
-            s, r = runs.graph.edges[e]
-            receiver = runs.graph.receivers[r]
-            hooks = [input_hook(receiver, runs.delta[s] * rows.to(runs.delta.device)[None, :, None])]
-            scale = runs.scale(receiver)
-            if settings.freeze_ln and scale is not None:
-                hooks.append((scale_name(receiver), frozen_scale(scale)))
-            out = model.run_with_hooks(runs.base.inputs, fwd_hooks=hooks)
-            values[i] = runs.metric(out[:, runs.q], runs.answers)
+    for i, (e, rows) in enumerate(pairs):
+        values[i] = hooked_patch(runs, [(*runs.graph.edges[e], rows)], settings.freeze_ln)
     return edge_result("edge_patching", runs, values, positions=settings.positions, pos_labels=clean.pos_labels,
                        metadata={"method": "exact (plain loop)", "freeze_ln": settings.freeze_ln,
                                  "corruption": settings.corruption, "task": task.describe(),
