@@ -46,7 +46,8 @@ def mlp_post(block: TransformerBlock, mid: Tensor, at_in: Sequence[PreHook] = ()
              base: Tensor | None = None) -> Tensor:
     """resid_post = resid_mid + MLP(ln2(resid_mid)) for ``mid`` [seq, rows, d_model], each of ``at_in`` applied
     to ln2's output [seq, rows, d_model] as a hook would be: -> [seq, rows, d_model]. With ``live`` [seq, rows]
-    bool, only those rows are computed, the others taken from ``base`` [seq, rows, d_model]."""
+    bool, only those rows are computed, the others taken from ``base`` [seq, rows, d_model], which is written into
+    and returned (pass a fresh tensor)."""
     mlp, d_model = block.mlp, mid.shape[-1]
     x = norm(block.ln2, mid)
     if at_in and x is mid:  # no norm: the hooks write in place
@@ -61,9 +62,8 @@ def mlp_post(block: TransformerBlock, mid: Tensor, at_in: Sequence[PreHook] = ()
     out = torch.addmm(mlp.b_out, post, mlp.W_out).view(mid.shape).add_(mid)
     if live is None:
         return out
-    full = base.clone()
-    full.view(-1, d_model).index_copy_(0, index, out)
-    return full
+    base.view(-1, d_model).index_copy_(0, index, out)
+    return base
 
 
 def project(x: Tensor, W: Tensor, b: Tensor) -> Tensor:

@@ -279,8 +279,7 @@ def post_name(model: Model, layer: int) -> str:
     return get_act_name("resid_post" if last else "resid_pre", layer if last else layer + 1)
 
 
-def receiver_attention(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, layer: int, a: int,
-                       end: int) -> Tensor:
+def receiver_attention(runs: Runs, entries: Entries, chunk: Chunk, layer: int, a: int, end: int) -> Tensor:
     """resid_mid rows a..end-1 of ``layer`` (resid_post attention-only) for a chunk whose receivers there take their
     patches in closed form: [(variant batch), rows, d_model]. The block's input is the base run's, so a v patch
     changes its head's z by pattern @ δv (the pattern is the base run's), a q or k patch is recomputed for its
@@ -312,19 +311,24 @@ def receiver_attention(runs: Runs, entries: Entries, stacked: Stacked, chunk: Ch
             z = head_attention(block.attn, flat(base["q"]), flat(base["k"]), flat(base["v"]), a, runs.causal)
             dz = z.view(m, -1, *z.shape[1:])[:, :, :, 0] - base["z"]
         change.index_add_(0, adds.variant, einops.einsum(dz, block.attn.W_O[h], "m b r e, m e d -> m b r d"))
-    change = einops.rearrange(change, "v b r d -> (v b) r d")
-    return stacked.rows(post_name(model, layer) if model.cfg.attn_only else get_act_name("resid_mid", layer), a, end,
-                        n) + change
+    base = runs.base_cache[post_name(model, layer) if model.cfg.attn_only else get_act_name("resid_mid", layer)]
+    return einops.rearrange(change.add_(base[None, :, a:end]), "v b r d -> (v b) r d")  # broadcast, no repeat
 
 
 def receiver_block(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, layer: int, a: int, end: int) -> Tensor:
     """resid_post rows a..end-1 of ``layer`` for a closed-form chunk (``receiver_attention``), the MLP run as a
     hooked TransformerLens MLP on resid_mid, with its own patches at hook_pre: [(variant batch), rows, d_model]."""
-    x, block = receiver_attention(runs, entries, stacked, chunk, layer, a, end), runs.model.blocks[layer]
+    x, block = receiver_attention(runs, entries, chunk, layer, a, end), runs.model.blocks[layer]
     if runs.model.cfg.attn_only:
         return x
     with runs.model.hooks(fwd_hooks=block_hooks(entries, chunk, layer, a)):
         return x + block.mlp(block.ln2(x))
+
+
+def repeated(x: Tensor, n: int) -> Tensor:
+    """``n`` copies of the base run's ``x`` [batch, ...], variant-major as ``Stacked.rows`` lays them out, in one
+    fresh tensor (for a consumer that writes into it): [n * batch, ...]."""
+    return x.repeat(n, *[1] * (x.dim() - 1))
 
 
 def live_rows(chunk: Chunk, layer: int, a: int, end: int) -> Tensor:
@@ -339,7 +343,7 @@ def live_rows(chunk: Chunk, layer: int, a: int, end: int) -> Tensor:
     return live > 0
 
 
-def direct_chunk(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, layer: int, start: int) -> Tensor:
+def direct_chunk(runs: Runs, entries: Entries, chunk: Chunk, layer: int, start: int) -> Tensor:
     """The query row of the last resid_post [(variant batch), d_model] of a closed-form chunk of a causal model
     whose patches all enter ``layer`` (or the read-out), by ``direct`` blocks: ``receiver_attention`` for rows
     start..q of ``layer`` (the query row alone in the last layer) for the whole chunk at once, then per tile of
@@ -350,7 +354,7 @@ def direct_chunk(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, l
     model, q, batch, last, cache = runs.model, runs.q, runs.base.inputs.shape[0], runs.model.cfg.n_layers - 1, runs.base_cache
     a = q if layer == last else start
     per_tile, out = max(1, direct.TILE_ROWS // (batch * (q + 1 - a))), []
-    resid = receiver_attention(runs, entries, stacked, chunk, layer, a, q + 1)  # one pass: per-head ops once
+    resid = receiver_attention(runs, entries, chunk, layer, a, q + 1)  # one pass: per-head ops once
     for v in range(0, chunk.n, per_tile):
         tile = chunk.tile(v, min(v + per_tile, chunk.n))
         rows, live = resid[v * batch : (v + tile.n) * batch], live_rows(tile, layer, a, q + 1)
@@ -358,13 +362,13 @@ def direct_chunk(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, l
         if not model.cfg.attn_only:  # the MLP's patches enter after ln2 (δ' @ W_in in the same GEMM)
             at_in = [mlp_adder(entries.get(node, projected=False), adds, tile.n, a)
                      for node, adds in tile.by_layer.get(layer, []) if node.kind == "mlp"]
-            base = None if live is None else stacked.rows(post_name(model, layer), a, q + 1, tile.n)
+            base = None if live is None else repeated(cache[post_name(model, layer)][:, a : q + 1], tile.n)
             rows = direct.mlp_post(model.blocks[layer], rows, at_in, live, base)
         for l in range(layer + 1, last + 1):
             block, kv = model.blocks[l], None
             if live is not None and l == layer + 1:  # the rows the patches left alone keep the base run's keys, values
                 index = live.flatten().nonzero().squeeze(1)  # index_select / index_copy_, not boolean indexing
-                kv = tuple(stacked.rows(get_act_name(t, l), a, q + 1, tile.n).clone() for t in ("k", "v"))
+                kv = tuple(repeated(cache[get_act_name(t, l)][:, a : q + 1], tile.n) for t in ("k", "v"))
                 for t, new in zip(kv, direct.keys_values(block, rows.flatten(0, 1).index_select(0, index)[None])):
                     t.flatten(0, 1).index_copy_(0, index, new[0])
             rows = direct.block_rows(block, rows, entries.base(l, "k")[:, :start],
@@ -384,7 +388,7 @@ def run_chunk(runs: Runs, entries: Entries, stacked: Stacked, chunk: Chunk, laye
     s, end = (start, q) if runs.causal else (0, runs.base.inputs.shape[1] - 1)
     last = n_layers - 1
     if layer < n_layers and closed and direct_ok and set(chunk.by_layer) <= {layer, n_layers}:
-        x = direct_chunk(runs, entries, stacked, chunk, layer, s)
+        x = direct_chunk(runs, entries, chunk, layer, s)
     elif layer < n_layers:
         if closed:
             # of the last layer only the query row reaches the metric
