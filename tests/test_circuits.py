@@ -258,6 +258,17 @@ def test_a_head_through_all_its_edges_is_node_patching_without_norms(setups):
     assert abs(paths.extras["metric"][0] - node.extras["metric"][0, 1]) <= TOL
 
 
+def adder(delta, head=None):
+    """A hook adding ``delta`` [batch, pos, d_model] to a split input (at ``head``) or to a residual."""
+    def hook(act, hook):
+        act = act.clone()
+        if head is None:
+            return act + delta
+        act[:, :, head] += delta
+        return act
+    return hook
+
+
 @pytest.mark.parametrize("row", [None, 0, 2, -1])
 def test_a_path_through_several_receivers_is_one_run_with_each_input_patched(setups, row):
     """The sender's delta added at TransformerLens's split input hooks of every receiver at once (no norms): on
@@ -274,15 +285,7 @@ def test_a_path_through_several_receivers_is_one_run_with_each_input_patched(set
         only[row] = True
         delta = delta * only[None, :, None]
 
-    def add(head=None):
-        def hook(act, hook):
-            act = act.clone()
-            if head is None:
-                return act + delta
-            act[:, :, head] += delta
-            return act
-        return hook
-
+    add = lambda head=None: adder(delta, head)  # noqa: E731
     hooks = [("blocks.0.hook_v_input", add(0)), ("blocks.1.hook_q_input", add(1)), ("blocks.1.hook_k_input", add(1)),
              ("blocks.1.hook_mlp_in", add()), ("blocks.1.hook_resid_post", add())]
     with split_inputs(model):
@@ -303,14 +306,7 @@ def test_a_path_across_layers_with_norms_is_one_hooked_run(setups, freeze_ln):
     base_cache = model.run_with_cache(corrupted.inputs)[1]
     delta = model.run_with_cache(clean.inputs)[1][get_act_name("resid_pre", 0)] - base_cache[get_act_name("resid_pre", 0)]
 
-    def add(head=None, scale=None):
-        def hook(act, hook):
-            act = act.clone()
-            if head is None:
-                return act + delta
-            act[:, :, head] += delta
-            return act
-        return hook
+    add = lambda head=None: adder(delta, head)  # noqa: E731
 
     def freeze(name, head=None, call=0):
         """The base run's scale at ``name`` on the ``call``-th of its calls in a pass (ln1 runs once for the q,
