@@ -346,11 +346,10 @@ def live_rows(chunk: Chunk, layer: int, a: int, end: int) -> Tensor:
 def direct_chunk(runs: Runs, entries: Entries, chunk: Chunk, layer: int, start: int) -> Tensor:
     """The query row of the last resid_post [(variant batch), d_model] of a closed-form chunk of a causal model
     whose patches all enter ``layer`` (or the read-out), by ``direct`` blocks: ``receiver_attention`` for rows
-    start..q of ``layer`` (the query row alone in the last layer) for the whole chunk at once, then per tile of
-    variants its MLP (its
-    patches entering after ln2) on the rows they change (``live_rows``, the others the base run's), the next layer's
-    keys and values on those rows, and each later layer on rows start..q, the last one's block on the query row,
-    the rows before start entering as the base run's keys and values."""
+    start..q of ``layer`` (the query row alone in the last layer) for the whole chunk at once; then, per tile of
+    variants, its MLP (its patches entering after ln2) on the rows they change (``live_rows``, the others the base
+    run's), the next layer's keys and values on those rows, and each later layer on rows start..q, the last one's
+    block on the query row, the rows before start entering as the base run's keys and values."""
     model, q, batch, last, cache = runs.model, runs.q, runs.base.inputs.shape[0], runs.model.cfg.n_layers - 1, runs.base_cache
     a = q if layer == last else start
     per_tile, out = max(1, direct.TILE_ROWS // (batch * (q + 1 - a))), []
