@@ -43,9 +43,12 @@ Edge patching (``edges.edge_patch``)
     hook_v_input / hook_mlp_in (split inputs on) or the last resid_post, the norm frozen at its hook_scale.
 
 Path patching (``edges.path_patch``)
-    One sender's δ added to the inputs of a chosen set of its receivers at once (each entering as above, through
-    the receiver's norm at the base run's scale), everything else recomputed: one variant per path (per path and
-    row with positions "each": axes ("path", "pos")), same engine.
+    One sender's δ added to the inputs of a chosen set of its receivers at once, everything else recomputed: one
+    variant per path (per path and row with positions "each": axes ("path", "pos")). Receivers in one layer take
+    the batched engine (each entering as above, through the receiver's norm at the base run's scale). Receivers in
+    several layers take one hooked pass each (``loop.hooked_patch``): a later receiver reads the input the earlier
+    patches changed, plus δ, through its norm, its own scale frozen at the base run's (``loop.receiver_scale``)
+    unless ``freeze_ln`` is False.
 
 EAP and EAP-IG (``attribution.edge_attribution``)
     EAP (Syed et al. 2023): score(S -> R) = δ_S . ∂metric/∂x_R at the base run (δ_S as above, x_R R's input, the
