@@ -330,8 +330,14 @@ def carried(path: Path, cells: list[Cell] | tuple[Cell, ...]) -> tuple[dict[str,
         except ConfigError:
             return False
 
-    rows = away_rows(path, old)
-    return {r["name"]: r for r in rows if same(r)}, [r for r in rows if not same(r)]
+    kept: dict[str, dict[str, Any]] = {}
+    others: list[dict[str, Any]] = []
+    for row in away_rows(path, old):  # one same() a row: it parses the row's run config
+        if same(row):
+            kept[row["name"]] = row
+        else:
+            others.append(row)
+    return kept, others
 
 
 def carried_rows(sweep: Sweep) -> dict[str, dict[str, Any]]:
@@ -376,19 +382,19 @@ def run_sweep(path: str | Path, workers: int | None = None, backend: Backend = "
     trains (``check_summary``)."""
     sweep = load_sweep(path)
     check_sweep(sweep, force)
-    carried = {} if force else carried_rows(sweep)
+    kept = {} if force else carried_rows(sweep)
     status: dict[str, str] = {}
     cache: dict[str, dict[str, Any]] = {}
 
     def done(cell: Cell, outcome: str) -> None:
         status[cell.name] = outcome
-        write_summary(sweep.summary, summarize(sweep, status, carried, cache))
+        write_summary(sweep.summary, summarize(sweep, status, kept, cache))
         if on_done:
             on_done(cell, outcome)
 
-    todo = [c for c in sweep.cells if c.name not in carried]
+    todo = [c for c in sweep.cells if c.name not in kept]
     if todo:
         run_cells(todo, workers, backend, address, done)
-    summary = summarize(sweep, status, carried, cache)
+    summary = summarize(sweep, status, kept, cache)
     write_summary(sweep.summary, summary)
     return summary
