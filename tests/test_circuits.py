@@ -417,3 +417,25 @@ def test_direct_blocks_equal_the_plain_loop_and_the_hooked_blocks(monkeypatch, p
     monkeypatch.setattr(direct, "supports", lambda model: False)
     hooked = edge_patch(model, MODULAR, clean, corrupted, settings)
     assert max_diff(fast, plain) <= TOL and max_diff(fast, hooked) <= TOL
+
+
+@pytest.mark.parametrize("knobs", [{}, {"positional": "rotary", "n_layers": 3}, {"attn_only": True},
+                                   {"normalization": "none"}])
+@pytest.mark.parametrize("task", [MODULAR, LINEAR], ids=["modular", "linear"])
+def test_caches_from_the_weights_equal_run_with_cache(task, knobs):
+    """``direct.run_cached`` (the batched sweep's base and source runs) holds what ``run_with_cache`` holds at every
+    hook the sweep reads, and the same output."""
+    from probes.circuits import direct
+
+    spec = ModelSpec.for_task(task, 5, **({"n_layers": 2, "n_heads": 2, "d_model": 16, "seed": 2} | knobs))
+    model = spec.build().eval()
+    assert direct.supports(model)
+    clean, _ = pair(task, 5, seed=2)
+    names = set(cache_names(model))
+    with torch.no_grad():
+        out, cache = model.run_with_cache(clean.inputs, names_filter=lambda n: n in names)
+        mine, got = direct.run_cached(model, clean.inputs, names)
+    assert set(got) == set(cache.cache_dict)
+    assert (mine - out).abs().max().item() <= 1e-6
+    for name, want in cache.cache_dict.items():
+        assert got[name].shape == want.shape and (got[name] - want).abs().max().item() <= 1e-6, name

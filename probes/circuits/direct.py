@@ -8,6 +8,8 @@ hand, ``addmm`` MLPs, the attention scores divided by ``attn_scale`` after the p
 cached keys and values, shared by every variant instead of repeated. Only for blocks ``interp.fast`` also fuses
 (LN or no norm, learned or rotary positions, causal softmax attention, a plain MLP, float32 / float64) and only
 while no hook is attached anywhere in the model (``supports``); otherwise the sweep runs hooked blocks.
+``run_cached`` computes the sweep's base and source caches the same way (``block_cached``), in place of two
+``run_with_cache`` passes; the reference loop keeps TransformerLens's.
 """
 from __future__ import annotations
 
@@ -71,6 +73,54 @@ def project(x: Tensor, W: Tensor, b: Tensor) -> Tensor:
     [seq, rows, head, d_head]."""
     out = F.linear(x, einops.rearrange(W, "h d e -> (h e) d"), einops.rearrange(b, "h e -> (h e)"))
     return out.view(*x.shape[:2], *b.shape)
+
+
+def scale(ln: nn.Module, x: Tensor) -> Tensor | None:
+    """The norm's hook_scale of ``x`` [..., d_model]: [..., 1] (None where there is no norm)."""
+    if isinstance(ln, nn.Identity):
+        return None
+    x = x - x.mean(-1, keepdim=True)
+    return (x.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt()
+
+
+def block_cached(block: TransformerBlock, x: Tensor, layer: int, cache: dict[str, Tensor]) -> Tensor:
+    """resid_post of the whole sequence ``x`` [batch, pos, d_model] (the block's resid_pre), writing into ``cache``
+    what ``run_with_cache`` would hold at its hooks (resid_pre, ln1 / ln2 hook_scale, q, k, v before rotary,
+    pattern, z, resid_mid, mlp_out, resid_post), under TransformerLens's names: -> [batch, pos, d_model]."""
+    attn, cfg, rows, name = block.attn, block.cfg, x.shape[1], f"blocks.{layer}"
+    cache[f"{name}.hook_resid_pre"] = x
+    h = norm(block.ln1, x)
+    q, k, v = (project(h, W, b) for W, b in ((attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K), (attn.W_V, attn.b_V)))
+    cache |= {f"{name}.attn.hook_q": q, f"{name}.attn.hook_k": k, f"{name}.attn.hook_v": v}
+    if cfg.positional_embedding_type == "rotary":
+        q, k = attn.apply_rotary(q, 0), attn.apply_rotary(k, 0)
+    scores = einops.einsum(q, k, "b q h e, b k h e -> b h q k") / attn.attn_scale
+    causal = torch.ones(rows, rows, dtype=torch.bool, device=x.device).tril()
+    pattern = torch.softmax(scores.masked_fill_(~causal, float("-inf")), dim=-1)
+    z = einops.einsum(pattern, v, "b h q k, b k h e -> b q h e")
+    mid = x + F.linear(z.flatten(2), einops.rearrange(attn.W_O, "h e d -> d (h e)"), attn.b_O)
+    cache |= {f"{name}.attn.hook_pattern": pattern, f"{name}.attn.hook_z": z, f"{name}.hook_resid_mid": mid}
+    norms = {"ln1": x} if cfg.attn_only else {"ln1": x, "ln2": mid}
+    for ln, at in norms.items():
+        if (s := scale(getattr(block, ln), at)) is not None:
+            cache[f"{name}.{ln}.hook_scale"] = s
+    post = mid if cfg.attn_only else mlp_post(block, mid)
+    if not cfg.attn_only:
+        cache[f"{name}.hook_mlp_out"] = post - mid
+    cache[f"{name}.hook_resid_post"] = post
+    return post
+
+
+def run_cached(model: Model, inputs: Tensor, names: set[str]) -> tuple[Tensor, dict[str, Tensor]]:
+    """``model.run_with_cache(inputs, names_filter=names)`` for a model ``supports`` takes, its blocks computed
+    from their weights (``block_cached``): (the output, {hook name: activation}) with the activations of ``names``."""
+    x, cache = model(inputs, stop_at_layer=0), {}
+    for layer, block in enumerate(model.blocks):
+        x = block_cached(block, x, layer, cache)
+    if (s := scale(getattr(model, "ln_final", nn.Identity()), x)) is not None:
+        cache["ln_final.hook_scale"] = s
+    out = model(x, start_at_layer=len(model.blocks))
+    return out, {n: t for n, t in cache.items() if n in names}
 
 
 def keys_values(block: TransformerBlock, x: Tensor) -> tuple[Tensor, Tensor]:

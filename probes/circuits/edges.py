@@ -456,7 +456,8 @@ def edge_patch(model: Model, task: TaskBase, clean: Batch, corrupted: Batch, set
     from . import CircuitSettings
 
     settings = settings or CircuitSettings()
-    runs = make_runs(model, task, clean, corrupted, direction=settings.direction, metric=settings.metric)
+    runs = make_runs(model, task, clean, corrupted, direction=settings.direction, metric=settings.metric,
+                     from_weights=True)
     adds = cell_adds(runs, settings.positions)
     values, passes = run_adds(runs, adds, len(adds.variant), freeze=settings.freeze_ln, max_batch=settings.max_batch,
                               progress=progress)
@@ -483,7 +484,8 @@ def path_patch(model: Model, task: TaskBase, clean: Batch, corrupted: Batch,
     settings = settings or CircuitSettings()
     if settings.positions not in POSITIONS:
         raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {settings.positions!r}")
-    runs = make_runs(model, task, clean, corrupted, direction=settings.direction, metric=settings.metric)
+    runs = make_runs(model, task, clean, corrupted, direction=settings.direction, metric=settings.metric,
+                     from_weights=True)
     graph, n_pos, device = runs.graph, runs.base.inputs.shape[1], runs.delta.device
     eye = torch.eye(n_pos, dtype=torch.bool)
     per_path = {"all": [torch.ones(n_pos, dtype=torch.bool)], "query": [eye[runs.q]], "each": list(eye)}[settings.positions]

@@ -245,16 +245,25 @@ def check_inputs(model: Model, task: TaskBase, clean: Batch, corrupted: Batch, d
 
 @torch.no_grad()
 def make_runs(model: Model, task: TaskBase, clean: Batch, corrupted: Batch, *, direction: str,
-              metric: str | Metric | None) -> Runs:
-    """Both runs of a sweep, cached, on the model's device."""
+              metric: str | Metric | None, from_weights: bool = False) -> Runs:
+    """Both runs of a sweep, cached, on the model's device. With ``from_weights``, where ``direct.supports`` the
+    model, the caches are computed from the block weights (``direct.run_cached``, equal to ``run_with_cache`` to
+    float rounding, about 40% faster); otherwise, and for the reference loop, by ``run_with_cache``."""
+    from .direct import run_cached, supports
+
     check_inputs(model, task, clean, corrupted, direction)
     metric_name, metric_fn = resolve_metric(task, metric)
     device = next(model.parameters()).device
     clean, corrupted = clean.to(device), corrupted.to(device)
     base, source = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
-    names, outputs = cache_names(model), output_names(model)
-    base_out, base_cache = model.run_with_cache(base.inputs, names_filter=lambda n: n in names)
-    source_out, source_cache = model.run_with_cache(source.inputs, names_filter=lambda n: n in outputs)
+    names, outputs = set(cache_names(model)), set(output_names(model))
+    if from_weights and supports(model):
+        (base_out, base_dict), (source_out, source_dict) = (run_cached(model, b.inputs, n)
+                                                            for b, n in ((base, names), (source, outputs)))
+        base_cache, source_cache = ActivationCache(base_dict, model), ActivationCache(source_dict, model)
+    else:
+        base_out, base_cache = model.run_with_cache(base.inputs, names_filter=lambda n: n in names)
+        source_out, source_cache = model.run_with_cache(source.inputs, names_filter=lambda n: n in outputs)
     answers, q = Answers.of(clean, corrupted), clean.query_pos
     delta = sender_outputs(model, source_cache) - sender_outputs(model, base_cache)
     return Runs(model, Graph.of(model), base, base_cache, source_cache, metric_fn(base_out[:, q], answers),
