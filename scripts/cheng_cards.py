@@ -35,6 +35,14 @@ OUT, FIGURES, MODELS, CONFIGS = ROOT / "models" / "cheng", ROOT / "docs" / "figu
 SWEEPS = {"table": ROOT / "configs" / "cheng_table_cpu.yaml", "comb": ROOT / "configs" / "cheng_comb.yaml",
           "long": ROOT / "configs" / "cheng_long_cpu.yaml"}
 KERNELS, ACTIVATIONS, DEPTHS, SEEDS = ("linear", "relu", "exp"), ("linear", "relu", "exp", "softmax"), (1, 3, 5), (0, 1, 2)
+# The data draw a number was measured on: y = S·ξ with the symmetric root S (interp.tasks.kernel.root) since
+# 2026-12-07; before, y = Q·|Λ|^½·ξ, whose sample for a seed differed between CPUs on 0.6-13% of sequences.
+DRAW, OLD_DRAW = "symmetric root", "eigenvectors (before 2026-12-07)"
+DRAW_LABEL = {DRAW: "S·ξ", OLD_DRAW: "Q·|Λ|^½·ξ"}
+DRAW_NOTE = ("The data draw: y = S·ξ with the symmetric root S = Q·|Λ|^½·Qᵀ (`interp.tasks.kernel.root`) since "
+             "2026-12-07; the official Q·|Λ|^½·ξ before, the same Gaussian, but its sample for a seed differed between "
+             "CPUs on 0.6% (exp) to 13% (relu) of sequences. Cells whose checkpoints are here (the shipped ones) were "
+             "measured again on S·ξ; the others keep their Q·|Λ|^½·ξ numbers.")
 COMB_MODELS = {"exp,linear": "2 heads: exp + linear", "exp": "1 head: exp", "linear": "1 head: linear"}
 
 
@@ -44,25 +52,40 @@ def key(cell: Cell) -> tuple[str, str, int, int]:
     return run.task.kernel, run.spec.scoring, run.spec.n_layers, run.spec.seed  # type: ignore[attr-defined]
 
 
+def zoo_name(m: dict[str, Any]) -> str | None:
+    """The zoo name of a measured cell that ships (the seed-0 diagonal and the 2-head models), else None."""
+    diagonal = m["sweep"] == "table" and m["activation"] == m["kernel"]
+    two_head = m["sweep"] == "comb" and m["activation"] == "exp,linear"
+    if m["seed"] != 0 or not (diagonal or two_head):
+        return None
+    return f"cheng-{m['kernel']}-d{m['layers']}" if diagonal else f"cheng-comb-2head-d{m['layers']}"
+
+
 def measure_all() -> dict[str, dict[str, Any]]:
-    """query_mse of every finished cell of both sweeps, cached in models/cheng/measured.json by cell and step."""
+    """query_mse of every finished cell of both sweeps, cached in models/cheng/measured.json by cell and step. A
+    cell measured on another draw of the data (``DRAW``) is measured again where its checkpoint is here: its run,
+    or, for a shipped cell, its zoo folder; elsewhere it keeps its number and the draw it was measured on."""
     OUT.mkdir(parents=True, exist_ok=True)
     cache_path = OUT / "measured.json"
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     for sweep_name, path in SWEEPS.items():
         for cell in load_sweep(path).cells:
-            if not is_finished(cell.out):
-                continue
             tag = f"{sweep_name}/{cell.name}"
-            steps = int(read_config(cell.out)["train"].get("steps_done", 0))
-            if cache.get(tag, {}).get("steps") != steps:  # measured before: no need to build the model
-                ckpt = load(cell.out)
+            old = cache.get(tag, {})
+            zoo = MODELS / name if old and (name := zoo_name(old)) else None
+            source = cell.out if is_finished(cell.out) else zoo if zoo and (zoo / "config.json").is_file() else None
+            if source is None:
+                continue
+            steps = int(read_config(source)["train"].get("steps_done", 0))
+            if old.get("steps") != steps or old.get("draw", OLD_DRAW) != DRAW:  # else no need to build the model
+                ckpt = load(source)
                 kernel, act, layers, seed = key(cell)
                 measured = query_mse(ckpt)
                 measured["eval_seed"] = measured.pop("seed")
                 cache[tag] = {"sweep": sweep_name, "kernel": kernel, "activation": act, "layers": layers, "seed": seed,
-                              "steps": steps, "batch_size": ckpt.train["batch_size"], "out": str(cell.out),
-                              "wall_s": ckpt.train.get("wall_s"), **measured}
+                              "steps": steps, "batch_size": ckpt.train["batch_size"],
+                              "out": old.get("out", str(cell.out)) if source == zoo else str(cell.out),
+                              "wall_s": ckpt.train.get("wall_s"), **measured, "draw": DRAW}
                 cache_path.write_text(json.dumps(cache, indent=1))
     return cache
 
@@ -165,16 +188,21 @@ def curves_figure(measured: dict[str, dict[str, Any]], depth: int = 3) -> None:
 
 
 def ship(measured: dict[str, dict[str, Any]]) -> list[str]:
-    """Copy the seed-0 diagonal and the 2-head models into models/ and write their cards (a model whose run is
-    not here, measured on an earlier checkout, stays as it was shipped)."""
+    """Copy the seed-0 diagonal and the 2-head models into models/ and write their cards. A model whose run is not
+    here keeps its shipped weights and config, and gets its card written again from its measurement."""
     shipped = []
     for tag, m in sorted(measured.items()):
-        diagonal = m["sweep"] == "table" and m["activation"] == m["kernel"]
-        two_head = m["sweep"] == "comb" and m["activation"] == "exp,linear"
-        if m["seed"] != 0 or not (diagonal or two_head) or not Path(m["out"]).is_dir():
+        name = zoo_name(m)
+        if name is None:
             continue
-        name = f"cheng-{m['kernel']}-d{m['layers']}" if diagonal else f"cheng-comb-2head-d{m['layers']}"
         dest = MODELS / name
+        rivals = [v for v in measured.values() if v["sweep"] == m["sweep"] and v["seed"] == 0
+                  and v["layers"] == m["layers"] and v["kernel"] == m["kernel"]]
+        if not Path(m["out"]).is_dir():
+            if (dest / "config.json").is_file():
+                write_card(name, dest, m, rivals, tag)
+                shipped.append(name)
+            continue
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(m["out"], dest, ignore=shutil.ignore_patterns("resume", "CARD.md", "card.json"))
@@ -183,8 +211,7 @@ def ship(measured: dict[str, dict[str, Any]]) -> list[str]:
             "data: the official recipe at batch 3,000 (configs/cheng/base.yaml has the official 30,000).")})
         (CONFIGS / f"{name}.yaml").write_text(f"# The run of {tag}, written out by scripts/cheng_cards.py.\n"
                                               + yaml.safe_dump(run.to_dict(), sort_keys=False))
-        write_card(name, dest, m, [v for v in measured.values() if v["sweep"] == m["sweep"] and v["seed"] == 0
-                                   and v["layers"] == m["layers"] and v["kernel"] == m["kernel"]], tag)
+        write_card(name, dest, m, rivals, tag)
         shipped.append(name)
     return shipped
 
@@ -199,7 +226,7 @@ def write_card(name: str, dest: Path, m: dict[str, Any], rivals: list[dict[str, 
         falling = (f" **Not converged:** the loss on the evaluation set was still falling at the last step "
                    f"({curve[-2][1]:.3g} at step {curve[-2][0]}, {curve[-1][1]:.3g} at step {curve[-1][0]}).")
     rows = [{"activation": r["activation"], "squared error (raw)": r["mse"], "± 95% CI": r["mse_ci"],
-             "Bayes": r["bayes"]} for r in sorted(rivals, key=lambda r: r["mse"])]
+             "Bayes": r["bayes"], "data draw": DRAW_LABEL[r.get("draw", OLD_DRAW)]} for r in sorted(rivals, key=lambda r: r["mse"])]
     card = {"name": name, "family": "cheng", "headline": {
         "metric": "query_mse", "label": f"raw squared error at the query, {CHENG_N:,} fresh sequences",
         "value": m["mse"], "ci": m["mse_ci"], "bayes": m["bayes"], "n": CHENG_N, "seed": CHENG_SEED,
@@ -215,7 +242,7 @@ def write_card(name: str, dest: Path, m: dict[str, Any], rivals: list[dict[str, 
              f"**{m['mse']:.6g}** ± {m['mse_ci']:.2g} (95% CI); the Bayes-optimal predictor (GP posterior mean) on the "
              f"same sequences: {m['bayes']:.4g}.{falling}", "",
              f"Beside the other activations trained the same way at seed 0 and {m['layers']} layer(s) ({'the 2-head model beside one-head models' if m['sweep'] == 'comb' else 'the row of the table'}):", "",
-             *markdown_table(rows), "",
+             *markdown_table(rows), "", DRAW_NOTE, "",
              "## Training", "",
              f"The official recipe (configs/cheng/base.yaml: AdamW lr 0.1, β (0.9, 0.9), no weight decay, the per-layer "
              f"clipping rule, a batch reused for 10 steps, {m['steps']} steps) **at batch {m['batch_size']:,} instead of "
@@ -240,7 +267,9 @@ def main() -> None:
     lines = ["# Cheng et al.'s table, measured", "",
              f"Raw squared error at the query on {CHENG_N:,} fresh sequences (seed {CHENG_SEED}): mean over the seeds "
              "that finished [min, max] (number of seeds). The official recipe at batch 3,000 (configs/cheng_table_cpu.yaml); "
-             "made by `python scripts/cheng_cards.py`.", ""]
+             "made by `python scripts/cheng_cards.py`.", "", DRAW_NOTE + " Measured on each draw: "
+             + ", ".join(f"{DRAW_LABEL[d]} {sum(m.get('draw', OLD_DRAW) == d for m in measured.values())} cells"
+                         for d in (DRAW, OLD_DRAW)) + ".", ""]
     for depth in DEPTHS:
         rows = table_rows(table, depth)
         if rows:

@@ -9,7 +9,7 @@ import torch
 from interp.cheng import official_parameters, weight_masks
 from interp.spec import ModelSpec
 from interp.tasks import KernelTask
-from interp.tasks.kernel import covariance, gram
+from interp.tasks.kernel import covariance, gram, root
 from interp.train import TrainConfig, clip_per_layer, layer_clip_at, make_optimizer, train, train_step
 
 D = 3  # input dims of the tiny tests
@@ -68,6 +68,22 @@ def test_relu_data_follow_the_absolute_eigenvalues(gen):
     want = covariance(xs[:1], "relu")[0]
     assert torch.linalg.eigvalsh(gram(xs[:1].double(), xs[:1].double(), "relu")[0]).min() < -1e-3
     assert torch.allclose(ys.T @ ys / ys.shape[0], want, atol=0.03)
+
+
+@pytest.mark.parametrize("kernel", ["relu", "exp"])
+def test_labels_are_a_function_of_the_gram_matrix(kernel, gen):
+    """y = S·ξ with the symmetric root S of Q|Λ|Qᵀ, so one seed gives the same data on every machine: a rounding-level
+    change of K moves S by rounding only (Q·|Λ|^½, the official factor, turns by O(1) where eigenvalues nearly meet)."""
+    task = KernelTask(d_x=5, kernel=kernel, layout="paired")
+    xs = task.sample_examples(2000, 15, gen())
+    k = gram(xs.double(), xs.double(), kernel)
+    noise = torch.randn(k.shape, generator=gen(), dtype=torch.float64)
+    s = root(k)
+    assert (root(k + (noise + noise.mT) * 1e-15 * k.abs().max()) - s).abs().max() < 1e-6
+    assert torch.allclose(s @ s.mT, covariance(xs, kernel), atol=1e-9)
+    params = task.sample_params(2000, 15, gen())
+    want = torch.einsum("bij,bj->bi", s, params["eps"].double())
+    assert torch.allclose(task.label(xs, params)[..., 0].double(), want, atol=1e-5)
 
 
 @pytest.mark.parametrize("scoring", ["linear", "relu", "exp", "softmax", "exp,linear"])
