@@ -402,13 +402,15 @@ def test_direct_blocks_cover_plain_causal_models_and_only_those(setups):
     assert covered == {"causal-ln", "no-norm-regression"}  # RMS, LNPre, a scoring hook, a context mask: hooked blocks
 
 
-@pytest.mark.parametrize("positions, freeze_ln", [("all", True), ("each", True), ("all", False)])
-def test_direct_blocks_equal_the_plain_loop_and_the_hooked_blocks(monkeypatch, positions, freeze_ln):
+@pytest.mark.parametrize("positions, freeze_ln, n_heads", [("all", True, 2), ("each", True, 2), ("all", False, 2),
+                                                      ("all", True, 1)])
+def test_direct_blocks_equal_the_plain_loop_and_the_hooked_blocks(monkeypatch, positions, freeze_ln, n_heads):
     """A rotary LN model of 3 layers (the zoo's kind, and a layer between the patched one and the last): the batched
-    sweep through ``direct`` equals the loop, and the sweep with direct blocks switched off."""
+    sweep through ``direct`` equals the loop, and the sweep with direct blocks switched off. d_head 8 and 16: a
+    scale sqrt(d_head) that is not a power of two and one that is (``direct.prescaled`` divides q instead)."""
     from probes.circuits import direct
 
-    spec = ModelSpec.for_task(MODULAR, 5, n_layers=3, n_heads=2, d_model=16, seed=1, positional="rotary")
+    spec = ModelSpec.for_task(MODULAR, 5, n_layers=3, n_heads=n_heads, d_model=16, seed=1, positional="rotary")
     model = spec.build().eval()
     clean, corrupted = pair(MODULAR, 5, seed=1)
     assert direct.supports(model)
@@ -420,7 +422,7 @@ def test_direct_blocks_equal_the_plain_loop_and_the_hooked_blocks(monkeypatch, p
 
 
 @pytest.mark.parametrize("knobs", [{}, {"positional": "rotary", "n_layers": 3}, {"attn_only": True},
-                                   {"normalization": "none"}])
+                                   {"normalization": "none"}, {"n_heads": 1}])
 @pytest.mark.parametrize("task", [MODULAR, LINEAR], ids=["modular", "linear"])
 def test_caches_from_the_weights_equal_run_with_cache(task, knobs):
     """``direct.run_cached`` (the batched sweep's base and source runs) holds what ``run_with_cache`` holds at every

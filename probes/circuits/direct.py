@@ -13,6 +13,7 @@ while no hook is attached anywhere in the model (``supports``); otherwise the sw
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import einops
@@ -68,6 +69,33 @@ def mlp_post(block: TransformerBlock, mid: Tensor, at_in: Sequence[PreHook] = ()
     return base
 
 
+def causal_bias(n_query: int, n_key: int, diagonal: int, device: torch.device) -> Tensor:
+    """0 where query row i may read key j (j <= i + ``diagonal``), -inf elsewhere: [n_query, n_key]."""
+    allowed = torch.ones(n_query, n_key, dtype=torch.bool, device=device).tril(diagonal)
+    return torch.zeros(n_query, n_key, device=device).masked_fill_(~allowed, float("-inf"))
+
+
+def prescaled(q: Tensor, attn_scale: float) -> tuple[Tensor, bool]:
+    """(q / attn_scale, True) where attn_scale is a power of two, so that (q / s)·k equals TransformerLens's
+    (q·k) / s exactly and the large scores tensor is not divided; else (q, False)."""
+    exact = math.log2(attn_scale).is_integer()
+    return (q / attn_scale if exact else q), exact
+
+
+def attention_scores(q: Tensor, k: Tensor, attn_scale: float, bias: Tensor | None = None) -> Tensor:
+    """TransformerLens's scores (q·k) / attn_scale plus ``bias`` [rows, keys] (a causal mask): q [batch, rows, head,
+    d_head], k [batch, keys, head, d_head] -> [batch, head, rows, keys], as one batched GEMM with the bias as its
+    addend."""
+    (b, rows, h, e), keys = q.shape, k.shape[1]
+    q, exact = prescaled(q, attn_scale)
+    qh, kh = q.transpose(1, 2).reshape(b * h, rows, e), k.permute(0, 2, 3, 1).reshape(b * h, e, keys)
+    if exact and bias is not None:
+        return torch.baddbmm(bias.expand(b * h, rows, keys), qh, kh).view(b, h, rows, keys)
+    out = torch.bmm(qh, kh).view(b, h, rows, keys)
+    out = out if exact else out.div_(attn_scale)
+    return out if bias is None else out.add_(bias)
+
+
 def project(x: Tensor, W: Tensor, b: Tensor) -> Tensor:
     """x @ W[h] + b[h] for every head, as TransformerLens's simple_attn_linear: [seq, rows, d_model] ->
     [seq, rows, head, d_head]."""
@@ -94,9 +122,7 @@ def block_cached(block: TransformerBlock, x: Tensor, layer: int, cache: dict[str
     cache |= {f"{name}.attn.hook_q": q, f"{name}.attn.hook_k": k, f"{name}.attn.hook_v": v}
     if cfg.positional_embedding_type == "rotary":
         q, k = attn.apply_rotary(q, 0), attn.apply_rotary(k, 0)
-    scores = einops.einsum(q, k, "b q h e, b k h e -> b h q k") / attn.attn_scale
-    causal = torch.ones(rows, rows, dtype=torch.bool, device=x.device).tril()
-    pattern = torch.softmax(scores.masked_fill_(~causal, float("-inf")), dim=-1)
+    pattern = torch.softmax(attention_scores(q, k, attn.attn_scale, causal_bias(rows, rows, 0, x.device)), dim=-1)
     z = einops.einsum(pattern, v, "b h q k, b k h e -> b q h e")
     mid = x + F.linear(z.flatten(2), einops.rearrange(attn.W_O, "h e d -> d (h e)"), attn.b_O)
     cache |= {f"{name}.attn.hook_pattern": pattern, f"{name}.attn.hook_z": z, f"{name}.hook_resid_mid": mid}
@@ -146,12 +172,11 @@ def block_rows(block: TransformerBlock, x: Tensor, past_k: Tensor, past_v: Tenso
     q = project(h, attn.W_Q, attn.b_Q)
     if cfg.positional_embedding_type == "rotary":
         q, k = attn.apply_rotary(q, start + rows - n_query), attn.apply_rotary(k, start)
-    own = einops.einsum(q, k, "s q h e, s k h e -> s h q k") / attn.attn_scale
-    causal = torch.ones(n_query, rows, dtype=torch.bool, device=x.device).tril(rows - n_query)
-    scores = own.masked_fill(~causal, float("-inf"))
+    scores = attention_scores(q, k, attn.attn_scale, causal_bias(n_query, rows, rows - n_query, x.device))
     if start:
-        past = einops.einsum(q.view(n, batch, *q.shape[1:]), past_k, "n b q h e, b k h e -> n b h q k") / attn.attn_scale
-        scores = torch.cat([past.flatten(0, 1), scores], dim=-1)
+        qs, exact = prescaled(q, attn.attn_scale)
+        past = einops.einsum(qs.view(n, batch, *q.shape[1:]), past_k, "n b q h e, b k h e -> n b h q k")
+        scores = torch.cat([past.flatten(0, 1) if exact else past.flatten(0, 1).div_(attn.attn_scale), scores], dim=-1)
     pattern = torch.softmax(scores, dim=-1)
     z = einops.einsum(pattern[..., start:], v, "s h q k, s k h e -> s q h e")
     if start:
