@@ -13,9 +13,12 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-SUBCOMMANDS = ("train", "sweep", "eval", "info", "patch", "attribute", "mlp", "algorithms", "geometry", "saturation",
-               "probe", "dashboard")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from interp.parser import build_parser  # noqa: E402  (torch-free)
+
+SUBCOMMANDS = tuple(build_parser()._subparsers._group_actions[0].choices)  # every subcommand the CLI has
 BUDGET_S = 1.0
 
 

@@ -11,19 +11,9 @@ from typing import NoReturn
 FLAG_FIELDS = {"d": "d_x"}
 
 
-class TaskNames:
-    """``--task``'s choices, read from ``interp.tasks.TASKS`` only when argparse checks or lists them (with a
-    metavar, adding the argument lists nothing), so that building the parser stays torch-free."""
-
-    def __contains__(self, name: object) -> bool:
-        from .tasks import TASKS
-
-        return name in TASKS
-
-    def __iter__(self):
-        from .tasks import TASKS
-
-        return iter(sorted(TASKS))
+# ``--task``'s choices: the names of ``interp.tasks.TASKS``, written out because importing interp.tasks imports
+# torch (2 s), which ``interp train --help`` must not; tests/test_cli.py checks that the two agree.
+TASK_NAMES = ("complex-zeros", "kernel", "linear", "modular", "polynomial")
 
 
 class UsageError(Exception):
@@ -42,7 +32,7 @@ def build_parser() -> Parser:
     t = sub.add_parser("train", help="train a model and save a checkpoint folder")
     t.add_argument("--config", type=Path, help="a run config (YAML/JSON: task, model, train sections); "
                    "then task, model and training flags are not allowed")
-    t.add_argument("--task", choices=TaskNames(), metavar="TASK", help="one of %(choices)s")
+    t.add_argument("--task", choices=TASK_NAMES, metavar="TASK", help="one of %(choices)s")
     t.add_argument("--out", required=True, type=Path, help="checkpoint folder, e.g. models/<name>")
     g = t.add_argument_group("task")
     g.add_argument("--d", type=int, help="input dims (linear, kernel)")

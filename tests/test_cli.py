@@ -74,3 +74,16 @@ def test_threads_flag_and_default(tmp_path, monkeypatch):
     for loadavg, expected in (("0.10 0.2 0.3 1/120 999", 4), ("0.10 0.2 0.3 2/120 999", 1), ("1.50 0.2 0.3 1/120 999", 1)):
         monkeypatch.setattr(cli, "Path", lambda p, text=loadavg: type("F", (), {"read_text": lambda self: text})())
         assert cli.default_threads() == expected, loadavg
+
+
+def test_every_help_builds_without_torch():
+    """``interp --help`` and every subcommand's ``--help`` answer at once: formatting them imports neither torch nor
+    TransformerLens (bench/cli_startup.py times them), and the task names they list are interp.tasks.TASKS."""
+    code = ("import sys\nfrom interp.parser import build_parser, TASK_NAMES\n"
+            "parser = build_parser()\nparser.format_help()\n"
+            "for sub in parser._subparsers._group_actions[0].choices.values(): sub.format_help()\n"
+            "print(sorted(m for m in ('torch', 'transformer_lens') if m in sys.modules))\nprint(','.join(TASK_NAMES))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    from interp.tasks import TASKS
+
+    assert out[0] == "[]" and out[1].split(",") == sorted(TASKS)
