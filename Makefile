@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,ray]'
 	touch $(STAMP)
 
+# one pytest worker per core (the tests run one torch thread each), a test file per worker at a time
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 # The dashboard in a real browser (Playwright driving Debian's Chromium); screenshots in tests/e2e/screenshots/.
 test-e2e: setup
