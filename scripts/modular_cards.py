@@ -225,19 +225,33 @@ def phase_figure(folder: str = "modular-phase", p: int = 7, n_big: int = 36, png
     phases = list(reversed(PHASES))  # not_learned first: the colour scale runs from nothing to OOD generalisation
     n_ids = sorted({c["params"]["task.n_tasks"] for c in cells})
     alphas = sorted({c["params"]["task.pair_fraction"] for c in cells})
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    grid = torch.full((len(alphas), len(n_ids)), float("nan"))
-    for c in cells:
-        i, j = alphas.index(c["params"]["task.pair_fraction"]), n_ids.index(c["params"]["task.n_tasks"])
-        name = c.get("phase") or "no phase"  # too few regression-only queries to name one, or an old summary
-        grid[i, j] = phases.index(name) if name in phases else float("nan")
-        regression = (c.get("kinds") or {}).get("ood_test_acc_regression_last", float("nan"))
-        axes[0].text(j, i, f"{name.replace('_', ' ')}\nOOD {c['final']['ood_test_acc']:.2f}, regr.-only {regression:.2f}",
-                     ha="center", va="center", fontsize=8, color="white" if name in phases[:2] else "black")
-    axes[0].imshow(grid.numpy(), cmap="viridis", vmin=0, vmax=len(phases) - 1, origin="lower", aspect="auto")
-    axes[0].set(xticks=range(len(n_ids)), xticklabels=[f"{n} ({n / p**2:.0%})" for n in n_ids], yticks=range(len(alphas)),
-                yticklabels=alphas, xlabel=f"pre-training tasks n_id (share of p² = {p**2})", ylabel="pair fraction α",
-                title="phase (each cell's checkpoint), 2 blocks")
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    axes = axes.flatten()
+    # the phase of the checkpoint (its best-OOD step's weights, as sweep.json names it) and of the last step (the
+    # same rule on the training log's last evaluation, sweep.phase): they differ where a cell's best OOD score
+    # came before it memorised, the noise of a model at chance OOD
+    named = {"checkpoint (best-OOD step)": lambda c: c.get("phase"), "last step (training log)": lambda c: phase(c["final"], p)}
+    for ax, (when, name_of) in zip(axes[:2], named.items()):
+        grid = torch.full((len(alphas), len(n_ids)), float("nan"))
+        for c in cells:
+            i, j = alphas.index(c["params"]["task.pair_fraction"]), n_ids.index(c["params"]["task.n_tasks"])
+            name = name_of(c) or "no phase"  # too few regression-only queries to name one, or an old summary
+            grid[i, j] = phases.index(name) if name in phases else float("nan")
+            if when.startswith("checkpoint"):
+                regression = (c.get("kinds") or {}).get("ood_test_acc_regression_last", float("nan"))
+                note = f"step {c.get('best_ood_step')}\nOOD regr.-only {regression:.2f}"
+            else:
+                note = f"ID train {c['final']['id_train_acc']:.2f}\nOOD test {c['final']['ood_test_acc']:.2f}"
+            ax.text(j, i, f"{name.replace('_', ' ')}\n{note}", ha="center", va="center", fontsize=7,
+                    color="white" if name in phases[:2] else "black")
+        ax.imshow(grid.numpy(), cmap="viridis", vmin=0, vmax=len(phases) - 1, origin="lower", aspect="auto")
+        if bool(grid.isnan().all()):
+            ax.text(0.5, 0.04, "this older summary's log has no by-kind accuracies to name a phase from",
+                    ha="center", fontsize=8, transform=ax.transAxes)
+        ax.set(xticks=range(len(n_ids)), xticklabels=[f"{n} ({n / p**2:.0%})" for n in n_ids], yticks=range(len(alphas)),
+               yticklabels=alphas, xlabel=f"pre-training tasks n_id (share of p² = {p**2})", ylabel="pair fraction α",
+               title=f"phase at the {when}, 2 blocks")
+    axes = axes[1:]
     by_depth = {c["params"]["model.n_layers"]: c for c in depth["cells"] + cells
                 if c["status"] == "done" and c["params"]["task.n_tasks"] == n_big and c["params"]["task.pair_fraction"] == 0.8}
     ds = sorted(by_depth)
