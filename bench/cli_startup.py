@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from interp.parser import build_parser  # noqa: E402  (torch-free)
+from interp.parser import build_parser, subparsers  # noqa: E402  (torch-free)
 
-SUBCOMMANDS = tuple(build_parser()._subparsers._group_actions[0].choices)  # every subcommand the CLI has
+SUBCOMMANDS = tuple(subparsers(build_parser()))
 BUDGET_S = 1.0
 
 

@@ -25,6 +25,11 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """{subcommand: its parser} of ``parser`` (``build_parser()``'s: every subcommand the CLI has)."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="interp", description="icl-interp: train and open up small ICL transformers")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)

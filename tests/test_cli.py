@@ -79,9 +79,9 @@ def test_threads_flag_and_default(tmp_path, monkeypatch):
 def test_every_help_builds_without_torch():
     """``interp --help`` and every subcommand's ``--help`` answer at once: formatting them imports neither torch nor
     TransformerLens (bench/cli_startup.py times them), and the task names they list are interp.tasks.TASKS."""
-    code = ("import sys\nfrom interp.parser import build_parser, TASK_NAMES\n"
+    code = ("import sys\nfrom interp.parser import build_parser, subparsers, TASK_NAMES\n"
             "parser = build_parser()\nparser.format_help()\n"
-            "for sub in parser._subparsers._group_actions[0].choices.values(): sub.format_help()\n"
+            "for sub in subparsers(parser).values(): sub.format_help()\n"
             "print(sorted(m for m in ('torch', 'transformer_lens') if m in sys.modules))\nprint(','.join(TASK_NAMES))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     from interp.tasks import TASKS

@@ -217,9 +217,9 @@ def test_per_task_knowledge_on_the_class_names_real_fields(name):
 
 
 def test_the_train_parsers_task_flags_are_the_task_classes():
-    from interp.cli import build_parser
+    from interp.parser import build_parser, subparsers
 
-    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    train = subparsers(build_parser())["train"]
     group = next(g for g in train._action_groups if g.title == "task")
     assert [a.dest for a in group._group_actions] and \
         {a.dest for a in group._group_actions} == {f for cls in TASKS.values() for f in cls.cli_flags}
