@@ -132,10 +132,20 @@ def test_one_hand_set_layer_is_one_step_of_functional_gradient_descent(scoring, 
     assert torch.allclose(model(batch.inputs)[:, -1, 0], f[:, -1], atol=1e-5)
 
 
-def test_fused_training_path_equals_transformer_lens(gen):
+@pytest.mark.parametrize("scoring,n_heads,official", [("exp,linear", 2, True), ("relu", 1, True), ("softmax", 1, True),
+                                                      ("exp,linear", 2, False)])
+def test_fused_training_path_equals_transformer_lens(gen, scoring, n_heads, official):
     """In training mode with no user hook the blocks run fused: outputs and gradients equal the eval-mode
-    (TransformerLens) run; a user hook in training mode is honoured (TransformerLens's path)."""
-    task, model = restricted(n_layers=3, scoring="exp,linear", n_heads=2)
+    (TransformerLens) run, in the official form's pass and (biases made trainable and non-zero) in the general
+    one; a user hook in training mode is honoured (TransformerLens's path)."""
+    from interp.cheng import official_form
+
+    task, model = restricted(n_layers=3, scoring=scoring, n_heads=n_heads)
+    if not official:
+        with torch.no_grad():
+            model.blocks[1].attn.b_O.fill_(0.1)
+        model.blocks[1].attn.b_O.requires_grad_(True)
+    assert [official_form(b.attn) for b in model.blocks] == [True, official, True]
     batch = task.sample(8, 5, gen())
     grads = {}
     for mode in ("eval", "train"):
@@ -149,7 +159,7 @@ def test_fused_training_path_equals_transformer_lens(gen):
     seen = []
     model.train()
     model.run_with_hooks(batch.inputs, fwd_hooks=[("blocks.1.attn.hook_z", lambda z, hook: seen.append(z.shape))])
-    assert seen == [(8, 6, 2, D + 1)]
+    assert seen == [(8, 6, n_heads, D + 1)]
 
 
 def test_masked_and_frozen_entries_never_move():
