@@ -132,7 +132,7 @@ class ChengBlock(FastTransformerBlock):
         for head, scoring in enumerate(self._scorings):
             scores = project(resid_pre, score_weights[head]) @ keys_t  # [batch, pos, N]
             if scoring == "softmax":
-                pattern = torch.softmax(scores, dim=-1)
+                pattern = softmax_last(scores)
             else:
                 pattern = capped_exp(scores, self._exp_cap) if scoring == "exp" else ACTIVATIONS[scoring](scores)
             values = project(resid_pre, attn.W_V[head] / n_keys)[:, :-1]  # [batch, N, d_model], h(scores)/N folded in
@@ -157,6 +157,14 @@ def project(x: Tensor, weight: Tensor) -> Tensor:
     numbers; on MKL the thin product with the long side last is about 10x faster than x @ weight (m, n = 6)."""
     flat = x.reshape(-1, x.shape[-1])
     return (weight.transpose(0, 1) @ flat.transpose(0, 1)).transpose(0, 1).view(*x.shape[:-1], weight.shape[-1])
+
+
+def softmax_last(scores: Tensor) -> Tensor:
+    """torch.softmax(scores, dim=-1), written out (the max, subtracted for stability, is held constant: softmax
+    does not depend on it): [..., n] -> [..., n]. At n = 14 on a CPU core torch's kernel takes 11.5 ms forward
+    for [3000, 15, 14] and this 2.3 ms (4.4 ms against 16 ms with the backward)."""
+    weights = torch.exp(scores - scores.detach().amax(dim=-1, keepdim=True))
+    return weights / weights.sum(dim=-1, keepdim=True)
 
 
 def official_form(attn: nn.Module) -> bool:

@@ -2,13 +2,15 @@
 
     python scripts/cheng_cards.py            # measure every finished cell, write the tables, figure, zoo and cards
 
-Sweeps: configs/cheng_table_cpu.yaml (data kernel x activation x 1, 3, 5 layers x 3 seeds) and configs/cheng_comb.yaml
-(the 2-head exp + linear model on the composite kernel), both the official recipe at batch 3,000 (official 30,000:
-configs/cheng_table.yaml). Every number is ``interp.cards.query_mse``: the raw squared error at the query on 30,000
+Sweeps: configs/cheng_table_cpu.yaml (data kernel x activation x 1, 3, 5 layers x 3 seeds, the notebook's 2,100
+steps), configs/cheng_converged_cpu.yaml (the same table at 10,000 steps), configs/cheng_comb.yaml (the 2-head
+exp + linear model on the composite kernel) and configs/cheng_long_cpu.yaml, all the official recipe at batch 3,000
+(official 30,000: configs/cheng_table.yaml). Every number is ``interp.cards.query_mse``: the raw squared error at the query on 30,000
 fresh sequences (seed 777, no training seed), beside the Bayes predictor on the same sequences. Measurements are cached
 in models/cheng/measured.json by cell and step, so a rerun measures only new cells. Writes models/cheng/table.md and
-table.json, docs/figures/cheng-depth.png, and ships the seed-0 diagonal (models/cheng-<kernel>-d<layers>) and the
-2-head models (models/cheng-comb-2head-d<layers>) with their cards.
+table.json, docs/figures/cheng-depth.png and cheng-curves.png, and ships the seed-0 diagonal (models/cheng-<kernel>-d<layers>:
+the 10,000-step run where it has finished, else the 2,100-step one) and the 2-head models
+(models/cheng-comb-2head-d<layers>) with their cards.
 """
 from __future__ import annotations
 
@@ -27,13 +29,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from interp import load  # noqa: E402
 from interp.cards import CHENG_N, CHENG_SEED, markdown_table, query_mse  # noqa: E402
 from interp.checkpoint import read_config, read_metrics  # noqa: E402
-from interp.config import run_from_dict  # noqa: E402
+from interp.config import load_run, run_from_dict, same_run  # noqa: E402
 from interp.sweep import Cell, is_finished, load_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT, FIGURES, MODELS, CONFIGS = ROOT / "models" / "cheng", ROOT / "docs" / "figures", ROOT / "models", ROOT / "configs" / "cheng"
 SWEEPS = {"table": ROOT / "configs" / "cheng_table_cpu.yaml", "comb": ROOT / "configs" / "cheng_comb.yaml",
-          "long": ROOT / "configs" / "cheng_long_cpu.yaml"}
+          "long": ROOT / "configs" / "cheng_long_cpu.yaml", "converged": ROOT / "configs" / "cheng_converged_cpu.yaml"}
+SWEEP_FILES = {name: f"configs/{path.name}" for name, path in SWEEPS.items()}
+TABLES = {"table": "the notebook's 2,100 steps", "converged": "10,000 steps"}  # the sweeps that fill the whole table
 KERNELS, ACTIVATIONS, DEPTHS, SEEDS = ("linear", "relu", "exp"), ("linear", "relu", "exp", "softmax"), (1, 3, 5), (0, 1, 2)
 # The data draw a number was measured on: y = S·ξ with the symmetric root S (interp.tasks.kernel.root) since
 # 2026-12-07; before, y = Q·|Λ|^½·ξ, whose sample for a seed differed between CPUs on 0.6-13% of sequences.
@@ -53,8 +57,9 @@ def key(cell: Cell) -> tuple[str, str, int, int]:
 
 
 def zoo_name(m: dict[str, Any]) -> str | None:
-    """The zoo name of a measured cell that ships (the seed-0 diagonal and the 2-head models), else None."""
-    diagonal = m["sweep"] == "table" and m["activation"] == m["kernel"]
+    """The zoo name of a measured cell that may ship (the seed-0 diagonal of either table and the 2-head models),
+    else None; ``shipping`` picks one cell per name."""
+    diagonal = m["sweep"] in TABLES and m["activation"] == m["kernel"]
     two_head = m["sweep"] == "comb" and m["activation"] == "exp,linear"
     if m["seed"] != 0 or not (diagonal or two_head):
         return None
@@ -73,7 +78,9 @@ def measure_all() -> dict[str, dict[str, Any]]:
             tag = f"{sweep_name}/{cell.name}"
             old = cache.get(tag, {})
             zoo = MODELS / name if old and (name := zoo_name(old)) else None
-            source = cell.out if is_finished(cell.out) else zoo if zoo and (zoo / "config.json").is_file() else None
+            if zoo is not None and not ((zoo / "config.json").is_file() and same_run(load_run(zoo / "config.json"), cell.run)):
+                zoo = None  # the zoo folder of that name holds another cell (the 10,000-step run replaced the 2,100-step one)
+            source = cell.out if is_finished(cell.out) else zoo
             if source is None:
                 continue
             steps = int(read_config(source)["train"].get("steps_done", 0))
@@ -162,19 +169,20 @@ def curves_figure(measured: dict[str, dict[str, Any]], depth: int = 3) -> None:
     """Learning curves (loss on the 30,000 evaluation sequences against step) of the seed-0 cells at ``depth``
     layers, per data kernel, and of the long runs (configs/cheng_long_cpu.yaml) where they exist: are they converged?
     Left as it is when a cell it draws was measured from a runs folder that is not here (a fresh checkout)."""
-    drawn = [m for m in measured.values() if m["layers"] == depth and m["seed"] == 0 and m["sweep"] in ("table", "long")]
+    at_depth = [m for m in measured.values() if m["layers"] == depth and m["seed"] == 0]
+    drawn = [m for m in at_depth if m["sweep"] == "converged"] or [m for m in at_depth if m["sweep"] in ("table", "long")]
     if any(not (Path(m["out"]) / "metrics.jsonl").is_file() for m in drawn):
         print("cheng-curves.png left as it is: some of its runs are not here")
         return
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
     for ax, kernel in zip(axes, KERNELS):
-        for tag, m in sorted(measured.items()):
-            if m["kernel"] != kernel or m["layers"] != depth or m["seed"] != 0 or m["sweep"] not in ("table", "long"):
+        for m in sorted(drawn, key=lambda m: (m["sweep"], m["activation"])):
+            if m["kernel"] != kernel:
                 continue
             curve = [(r["step"], r["id_loss"]) for r in read_metrics(Path(m["out"]) / "metrics.jsonl") if "id_loss" in r]
             i = ACTIVATIONS.index(m["activation"])
-            ax.plot(*zip(*curve), color=f"C{i}", ls="-" if m["sweep"] == "table" else "--",
-                    label=f"{m['activation']} attn" + (f", {m['steps']:,} steps" if m["sweep"] == "long" else ""))
+            ax.plot(*zip(*curve), color=f"C{i}", ls="--" if m["sweep"] == "long" else "-",
+                    label=f"{m['activation']} attn, {m['steps']:,} steps")
         if any(m["kernel"] == kernel for m in measured.values()):
             bayes = np.mean([m["bayes"] for m in measured.values() if m["kernel"] == kernel])
             if bayes > 1e-8:
@@ -187,14 +195,22 @@ def curves_figure(measured: dict[str, dict[str, Any]], depth: int = 3) -> None:
     plt.close(fig)
 
 
+def shipping(measured: dict[str, dict[str, Any]]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """zoo name -> (tag, measurement) of the cell that ships under it: the 10,000-step run where it has finished,
+    else the 2,100-step one."""
+    chosen: dict[str, tuple[str, dict[str, Any]]] = {}
+    for tag, m in sorted(measured.items()):
+        name = zoo_name(m)
+        if name is not None and (name not in chosen or m["sweep"] == "converged"):
+            chosen[name] = (tag, m)
+    return chosen
+
+
 def ship(measured: dict[str, dict[str, Any]]) -> list[str]:
     """Copy the seed-0 diagonal and the 2-head models into models/ and write their cards. A model whose run is not
     here keeps its shipped weights and config, and gets its card written again from its measurement."""
     shipped = []
-    for tag, m in sorted(measured.items()):
-        name = zoo_name(m)
-        if name is None:
-            continue
+    for name, (tag, m) in sorted(shipping(measured).items()):
         dest = MODELS / name
         rivals = [v for v in measured.values() if v["sweep"] == m["sweep"] and v["seed"] == 0
                   and v["layers"] == m["layers"] and v["kernel"] == m["kernel"]]
@@ -218,7 +234,7 @@ def ship(measured: dict[str, dict[str, Any]]) -> list[str]:
 
 def write_card(name: str, dest: Path, m: dict[str, Any], rivals: list[dict[str, Any]], tag: str) -> None:
     ckpt = load(dest)
-    sweep = "configs/cheng_comb.yaml" if m["sweep"] == "comb" else "configs/cheng_table_cpu.yaml"
+    sweep = SWEEP_FILES[m["sweep"]]
     cell = tag.split("/", 1)[1]
     curve = [(r["step"], r["id_loss"]) for r in ckpt.metrics if "id_loss" in r]
     falling = ""
@@ -266,14 +282,16 @@ def main() -> None:
     comb = [m for m in measured.values() if m["sweep"] == "comb"]
     lines = ["# Cheng et al.'s table, measured", "",
              f"Raw squared error at the query on {CHENG_N:,} fresh sequences (seed {CHENG_SEED}): mean over the seeds "
-             "that finished [min, max] (number of seeds). The official recipe at batch 3,000 (configs/cheng_table_cpu.yaml); "
-             "made by `python scripts/cheng_cards.py`.", "", DRAW_NOTE + " Measured on each draw: "
+             "that finished [min, max] (number of seeds). The official recipe at batch 3,000, at the notebook's 2,100 "
+             "steps (configs/cheng_table_cpu.yaml) and at 10,000 (configs/cheng_converged_cpu.yaml); made by "
+             "`python scripts/cheng_cards.py`.", "", DRAW_NOTE + " Measured on each draw: "
              + ", ".join(f"{DRAW_LABEL[d]} {sum(m.get('draw', OLD_DRAW) == d for m in measured.values())} cells"
                          for d in (DRAW, OLD_DRAW)) + ".", ""]
-    for depth in DEPTHS:
-        rows = table_rows(table, depth)
-        if rows:
-            lines += [f"## {depth} layer(s)", "", *markdown_table(rows), ""]
+    for sweep, label in TABLES.items():
+        for depth in DEPTHS:
+            rows = table_rows([m for m in measured.values() if m["sweep"] == sweep], depth)
+            if rows:
+                lines += [f"## {depth} layer(s), {label} ({SWEEP_FILES[sweep]})", "", *markdown_table(rows), ""]
     if comb:
         lines += ["## The 2-head model on the composite kernel (8 context points)", "", *markdown_table(comb_rows(comb)), ""]
     (OUT / "table.md").write_text("\n".join(lines))
@@ -287,7 +305,8 @@ def main() -> None:
         lines += ["## Longer training (configs/cheng_long_cpu.yaml: 10,000 steps, 3 layers, seed 0)", "",
                   *markdown_table([{"data kernel": m["kernel"], "activation": m["activation"], "steps": m["steps"],
                                     "squared error (raw)": m["mse"], "at 2,100 steps": at_2100.get((m["kernel"], m["activation"]), "not run"),
-                                    "Bayes": m["bayes"]} for m in sorted(long, key=lambda m: (m["kernel"], m["mse"]))]), ""]
+                                    "Bayes": m["bayes"], "data draw": DRAW_LABEL[m.get("draw", OLD_DRAW)]}
+                                   for m in sorted(long, key=lambda m: (m["kernel"], m["mse"]))]), ""]
         (OUT / "table.md").write_text("\n".join(lines))
     print("\n".join(lines))
     print("shipped:", ", ".join(ship(measured)))

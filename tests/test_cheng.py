@@ -260,3 +260,17 @@ def test_restricted_exp_is_uncapped_and_standard_exp_is_capped():
         mask="context", scoring="exp", layer="cheng2024").scoring_exp_cap is None
     assert ModelSpec.for_task(task, 5, scoring="exp", mask="context").scoring_exp_cap == 10.0
     assert math.isinf(ModelSpec.for_task(task, 5, scoring="exp", mask="context", exp_cap=math.inf).scoring_exp_cap)
+
+
+def test_softmax_last_equals_torch_softmax():
+    """The fused pass's softmax, values and gradients, equals torch.softmax, also where exp would overflow unshifted."""
+    from interp.cheng import softmax_last
+
+    scores = (torch.randn(4, 5, 7, generator=torch.Generator().manual_seed(0)) * 100).requires_grad_()
+    upstream = torch.randn(4, 5, 7, generator=torch.Generator().manual_seed(1))
+    ours = softmax_last(scores)
+    (grad_ours,) = torch.autograd.grad(ours, scores, upstream)
+    theirs = torch.softmax(scores, dim=-1)
+    (grad_theirs,) = torch.autograd.grad(theirs, scores, upstream)
+    assert torch.isfinite(ours).all()
+    assert torch.allclose(ours, theirs, atol=1e-6) and torch.allclose(grad_ours, grad_theirs, atol=1e-6)
