@@ -92,9 +92,20 @@ def measure_all() -> dict[str, dict[str, Any]]:
                 cache[tag] = {"sweep": sweep_name, "kernel": kernel, "activation": act, "layers": layers, "seed": seed,
                               "steps": steps, "batch_size": ckpt.train["batch_size"],
                               "out": old.get("out", str(cell.out)) if source == zoo else str(cell.out),
-                              "wall_s": ckpt.train.get("wall_s"), **measured, "draw": DRAW}
+                              "wall_s": ckpt.train.get("wall_s"), **measured, "draw": DRAW,
+                              "fall_1000": last_fall(ckpt.metrics, 1000)}
                 cache_path.write_text(json.dumps(cache, indent=1))
     return cache
+
+
+def last_fall(metrics: list[dict[str, Any]], span: int) -> float | None:
+    """How much the evaluation-set loss fell over the last ``span`` steps of a run, as a fraction of where it was
+    (0.05: 5% lower at the end); None when the log does not reach that far back."""
+    curve = {r["step"]: r["id_loss"] for r in metrics if "id_loss" in r}
+    if not curve or max(curve) - span not in curve:
+        return None
+    before, after = curve[max(curve) - span], curve[max(curve)]
+    return (before - after) / before
 
 
 def table_rows(measured: list[dict[str, Any]], depth: int) -> list[dict[str, Any]]:
@@ -136,7 +147,9 @@ def comb_rows(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def depth_figure(measured: list[dict[str, Any]]) -> None:
+def depth_figure(measured: list[dict[str, Any]], sweep: str = "table") -> None:
+    """Error against layers per data kernel and activation, from one table sweep's cells: cheng-depth.png for the
+    2,100-step table, cheng-depth-converged.png for the 10,000-step one."""
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), sharey=False)
     for ax, kernel in zip(axes, KERNELS):
         cells = [m for m in measured if m["kernel"] == kernel]
@@ -157,11 +170,11 @@ def depth_figure(measured: list[dict[str, Any]]) -> None:
         ax.set(title=f"{kernel} data", xlabel="layers", xticks=list(DEPTHS), yscale="log")
     axes[0].set_ylabel("squared error at the query (raw)")
     axes[0].legend(fontsize=7)
-    fig.suptitle("Cheng et al.'s restricted layer, official recipe at batch 3,000: 30,000 fresh sequences "
-                 "(mean over seeds, bars min-max; the thick line is the matching activation)", fontsize=9)
+    fig.suptitle(f"Cheng et al.'s restricted layer, official recipe at batch 3,000, {TABLES[sweep]}: 30,000 fresh "
+                 "sequences (mean over seeds, bars min-max; the thick line is the matching activation)", fontsize=9)
     fig.tight_layout()
     FIGURES.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGURES / "cheng-depth.png", dpi=110)
+    fig.savefig(FIGURES / ("cheng-depth.png" if sweep == "table" else f"cheng-depth-{sweep}.png"), dpi=110)
     plt.close(fig)
 
 
@@ -261,7 +274,7 @@ def write_card(name: str, dest: Path, m: dict[str, Any], rivals: list[dict[str, 
              *markdown_table(rows), "", DRAW_NOTE, "",
              "## Training", "",
              f"The official recipe (configs/cheng/base.yaml: AdamW lr 0.1, β (0.9, 0.9), no weight decay, the per-layer "
-             f"clipping rule, a batch reused for 10 steps, {m['steps']} steps) **at batch {m['batch_size']:,} instead of "
+             f"clipping rule, a batch reused for 10 steps, {m['steps']:,} steps) **at batch {m['batch_size']:,} instead of "
              f"the official 30,000**, the budget of a 2-core CPU machine; {ckpt.train.get('hardware')}, "
              f"{(m['wall_s'] or 0) / 60:.0f} min. Made by `interp sweep {sweep}` (cell `{cell}`), copied here; the same run "
              f"alone: `interp train --config configs/cheng/{name}.yaml --out models/{name}`; the full-batch table is "
@@ -292,12 +305,23 @@ def main() -> None:
             rows = table_rows([m for m in measured.values() if m["sweep"] == sweep], depth)
             if rows:
                 lines += [f"## {depth} layer(s), {label} ({SWEEP_FILES[sweep]})", "", *markdown_table(rows), ""]
+    converged = sorted((m for m in measured.values() if m["sweep"] == "converged"),
+                       key=lambda m: (m["layers"], m["kernel"], m["seed"], m["mse"]))
+    if converged:
+        lines += ["## Every cell at 10,000 steps, and how far its loss still fell over the last 1,000 steps", "",
+                  *markdown_table([{"layers": m["layers"], "data kernel": m["kernel"], "seed": m["seed"],
+                                    "activation": m["activation"], "squared error (raw)": m["mse"], "± 95% CI": m["mse_ci"],
+                                    "Bayes": m["bayes"], "fall, steps 9,000 to 10,000": m.get("fall_1000")}
+                                   for m in converged]), ""]
     if comb:
         lines += ["## The 2-head model on the composite kernel (8 context points)", "", *markdown_table(comb_rows(comb)), ""]
     (OUT / "table.md").write_text("\n".join(lines))
     (OUT / "table.json").write_text(json.dumps({"n": CHENG_N, "seed": CHENG_SEED, "cells": sorted(measured.values(), key=lambda m: (m["sweep"], m["kernel"], m["layers"], m["activation"], m["seed"]))}, indent=1))
     if table:
         depth_figure(table)
+    converged = [m for m in measured.values() if m["sweep"] == "converged"]
+    if len({m["layers"] for m in converged}) > 1:
+        depth_figure(converged, "converged")
         curves_figure(measured)
     long = [m for m in measured.values() if m["sweep"] == "long"]
     if long:
