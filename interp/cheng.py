@@ -122,10 +122,10 @@ class ChengBlock(FastTransformerBlock):
         if (not self.training or shortformer_pos_embed is not None or past_kv_cache_entry is not None
                 or attention_mask is not None or hooks_attached(self, builtin_ok=True)):
             return TransformerBlock.forward(self, resid_pre, shortformer_pos_embed, past_kv_cache_entry, attention_mask)
-        if not official_form(self.attn):
+        if resid_pre.shape[1] < 2 or not official_form(self.attn):  # (a lone query has no key to attend to)
             return self.fused_general(resid_pre)
         attn = self.attn
-        n_keys = max(resid_pre.shape[1] - 1, 1)
+        n_keys = resid_pre.shape[1] - 1
         score_weights = attn.W_Q @ attn.W_K.transpose(-1, -2)  # [head, d_model, d_model]
         keys_t = resid_pre[:, :-1].transpose(-1, -2)  # [batch, d_model, N]: the query is no key
         resid_post = resid_pre
