@@ -171,7 +171,7 @@ def depth_figure(measured: list[dict[str, Any]], sweep: str = "table") -> None:
     axes[0].set_ylabel("squared error at the query (raw)")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"Cheng et al.'s restricted layer, official recipe at batch 3,000, {TABLES[sweep]}: 30,000 fresh "
-                 "sequences (mean over seeds, bars min-max; the thick line is the matching activation)", fontsize=9)
+                 "sequences\n(mean over seeds, bars min-max; the thick line is the matching activation)", fontsize=9)
     fig.tight_layout()
     FIGURES.mkdir(parents=True, exist_ok=True)
     fig.savefig(FIGURES / ("cheng-depth.png" if sweep == "table" else f"cheng-depth-{sweep}.png"), dpi=110)
