@@ -31,6 +31,7 @@ from interp.cards import CHENG_N, CHENG_SEED, markdown_table, query_mse  # noqa:
 from interp.checkpoint import read_config, read_metrics  # noqa: E402
 from interp.config import load_run, run_from_dict, same_run  # noqa: E402
 from interp.sweep import Cell, is_finished, load_sweep  # noqa: E402
+from zoo_cards import zoo_readme  # noqa: E402  (scripts/ is on sys.path when a script here runs)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT, FIGURES, MODELS, CONFIGS = ROOT / "models" / "cheng", ROOT / "docs" / "figures", ROOT / "models", ROOT / "configs" / "cheng"
@@ -334,6 +335,7 @@ def main() -> None:
         (OUT / "table.md").write_text("\n".join(lines))
     print("\n".join(lines))
     print("shipped:", ", ".join(ship(measured)))
+    zoo_readme()  # models/README.md lists every shipped model, the cheng ones with their new headlines
 
 
 if __name__ == "__main__":
