@@ -9,6 +9,7 @@ import math
 from typing import Any, Callable, Sequence
 
 import torch
+from torch import Tensor
 
 from .checkpoint import Checkpoint
 from .api import evaluate, saturation
@@ -120,21 +121,41 @@ def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
 CHENG_N, CHENG_SEED = 30_000, 777  # Cheng et al. evaluate on 30,000 fresh sequences; this seed is no training seed's
 
 
-def query_mse(ckpt: Checkpoint, n: int = CHENG_N, seed: int = CHENG_SEED) -> dict[str, float]:
-    """Cheng et al.'s number: the raw squared error at the query, averaged over ``n`` fresh sequences of the
-    checkpoint's task (its training number of context points), beside the Bayes-optimal predictor's (the GP posterior
-    mean, ``interp.baselines.kernel_regression``) on the same sequences. Each with the half-width of its 95%
-    confidence interval over sequences (``*_ci``)."""
-    from .baselines import kernel_regression
+def query_batch(ckpt: Checkpoint, n: int = CHENG_N, seed: int = CHENG_SEED):  # noqa: ANN201 (a tasks.Batch)
+    """``n`` fresh sequences of the checkpoint's task at its training number of context points, drawn from ``seed``:
+    two checkpoints of the same task get the same sequences."""
+    return ckpt.task.sample(n, int(ckpt.train["n_examples"]), torch.Generator().manual_seed(seed))  # type: ignore[attr-defined]
 
-    task = ckpt.task
-    batch = task.sample(n, int(ckpt.train["n_examples"]), torch.Generator().manual_seed(seed))  # type: ignore[attr-defined]
+
+def query_errors(ckpt: Checkpoint, batch) -> Tensor:  # noqa: ANN001 (a tasks.Batch from query_batch)
+    """The model's squared error at the query on each sequence of ``batch``: [n], float64."""
     with torch.no_grad():
         pred = ckpt.model.eval()(batch.inputs)[:, -1, 0].double()
+    return (pred - batch.targets[:, -1, 0].double()).pow(2)
+
+
+def query_mse(ckpt: Checkpoint, n: int = CHENG_N, seed: int = CHENG_SEED) -> dict[str, float]:
+    """Cheng et al.'s number: the raw squared error at the query, averaged over ``n`` fresh sequences of the
+    checkpoint's task (``query_batch``), beside the Bayes-optimal predictor's (the GP posterior mean,
+    ``interp.baselines.kernel_regression``) on the same sequences. Each with the half-width of its 95% confidence
+    interval over sequences (``*_ci``)."""
+    from .baselines import kernel_regression
+
+    batch = query_batch(ckpt, n, seed)
     xs, target = batch.examples, batch.targets[:, -1, 0].double()
-    bayes = kernel_regression(xs[:, :-1], batch.inputs[:, :-1, -1:], xs[:, -1], task.kernel)[:, 0].double()  # type: ignore[attr-defined]
+    bayes = kernel_regression(xs[:, :-1], batch.inputs[:, :-1, -1:], xs[:, -1], ckpt.task.kernel)[:, 0].double()  # type: ignore[attr-defined]
     out: dict[str, float] = {"n": n, "seed": seed}
-    for name, p in (("mse", pred), ("bayes", bayes)):
-        sq = (p - target).pow(2)
+    for name, sq in (("mse", query_errors(ckpt, batch)), ("bayes", (bayes - target).pow(2))):
         out[name], out[f"{name}_ci"] = sq.mean().item(), 1.96 * (sq.std() / math.sqrt(n)).item()
     return out
+
+
+def paired_gap(a: Checkpoint, b: Checkpoint, n: int = CHENG_N, seed: int = CHENG_SEED) -> dict[str, float]:
+    """How much lower ``a``'s squared error at the query is than ``b``'s, on the same ``n`` fresh sequences (two
+    checkpoints of one task): the mean of b's error minus a's per sequence (positive: a is better) and the half-width
+    of its 95% confidence interval. Paired, so the noise the two share cancels."""
+    if a.task.to_dict() != b.task.to_dict() or a.train["n_examples"] != b.train["n_examples"]:  # type: ignore[attr-defined]
+        raise ValueError("paired_gap needs two checkpoints of the same task and number of context points")
+    batch = query_batch(a, n, seed)
+    diff = query_errors(b, batch) - query_errors(a, batch)
+    return {"gap": diff.mean().item(), "gap_ci": 1.96 * (diff.std() / math.sqrt(n)).item(), "n": n, "seed": seed}

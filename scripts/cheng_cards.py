@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from interp import load  # noqa: E402
-from interp.cards import CHENG_N, CHENG_SEED, markdown_table, query_mse  # noqa: E402
+from interp.cards import CHENG_N, CHENG_SEED, markdown_table, paired_gap, query_mse  # noqa: E402
 from interp.checkpoint import read_config, read_metrics  # noqa: E402
 from interp.config import load_run, run_from_dict, same_run  # noqa: E402
 from interp.sweep import Cell, is_finished, load_sweep  # noqa: E402
@@ -109,9 +109,38 @@ def last_fall(metrics: list[dict[str, Any]], span: int) -> float | None:
     return (before - after) / before
 
 
-def table_rows(measured: list[dict[str, Any]], depth: int) -> list[dict[str, Any]]:
+def row_key(m: dict[str, Any]) -> str:
+    """The table row and seed a measured cell belongs to: "converged/3/relu/0"."""
+    return f"{m['sweep']}/{m['layers']}/{m['kernel']}/{m['seed']}"
+
+
+def winning_gaps(measured: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per table row and seed with two or more activations measured: by how much the lowest error beats the second
+    lowest, paired on the same 30,000 sequences (``interp.cards.paired_gap``), where both runs are here. Cached in
+    models/cheng/gaps.json by row and the two cells' steps."""
+    path = OUT / "gaps.json"
+    cache = json.loads(path.read_text()) if path.is_file() else {}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for m in measured.values():
+        if m["sweep"] in TABLES:
+            rows.setdefault(row_key(m), []).append(m)
+    for key, cells in sorted(rows.items()):
+        if len(cells) < 2:
+            continue
+        best, second = sorted(cells, key=lambda m: m["mse"])[:2]
+        pair = {"winner": best["activation"], "runner_up": second["activation"], "steps": [best["steps"], second["steps"]],
+                "of": len(cells)}
+        if {k: cache.get(key, {}).get(k) for k in pair} == pair or not all(Path(m["out"]).is_dir() for m in (best, second)):
+            continue
+        cache[key] = pair | paired_gap(load(best["out"]), load(second["out"]))
+        path.write_text(json.dumps(cache, indent=1))
+    return cache
+
+
+def table_rows(measured: list[dict[str, Any]], depth: int, gaps: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per data kernel at ``depth``: per activation the mean over the seeds measured and its range, the
-    activation with the lowest error at each seed, and the Bayes error."""
+    activation with the lowest error at each seed (with its paired margin over the runner-up where ``gaps`` has it),
+    and the Bayes error."""
     rows = []
     for kernel in KERNELS:
         cells = [m for m in measured if m["kernel"] == kernel and m["layers"] == depth]
@@ -125,8 +154,12 @@ def table_rows(measured: list[dict[str, Any]], depth: int) -> list[dict[str, Any
         winners = []
         for seed in SEEDS:
             at_seed = {m["activation"]: m["mse"] for m in cells if m["seed"] == seed}
-            if len(at_seed) == len(ACTIVATIONS):
-                winners.append(f"{seed}: {min(at_seed, key=at_seed.get)}")
+            if len(at_seed) >= 2:
+                best = min(at_seed, key=at_seed.get)
+                gap = (gaps or {}).get(row_key(next(m for m in cells if m["seed"] == seed)))
+                margin = [f"{gap['gap']:.2g} ± {gap['gap_ci']:.1g} below {gap['runner_up']}"] if gap and gap["winner"] == best else []
+                partial = [f"{len(at_seed)} of {len(ACTIVATIONS)} trained"] if len(at_seed) < len(ACTIVATIONS) else []
+                winners.append(f"{seed}: {best}" + (f" ({'; '.join(margin + partial)})" if margin or partial else ""))
         row["lowest at seed"] = ", ".join(winners) or "incomplete"
         row["Bayes"] = f"{np.mean([m['bayes'] for m in cells]):.3g}"
         rows.append(row)
@@ -296,14 +329,16 @@ def main() -> None:
     comb = [m for m in measured.values() if m["sweep"] == "comb"]
     lines = ["# Cheng et al.'s table, measured", "",
              f"Raw squared error at the query on {CHENG_N:,} fresh sequences (seed {CHENG_SEED}): mean over the seeds "
-             "that finished [min, max] (number of seeds). The official recipe at batch 3,000, at the notebook's 2,100 "
+             "that finished [min, max] (number of seeds); \"lowest at seed\" gives, where both runs are here, the winner's "
+             "margin over the runner-up on the same sequences, ± its 95% CI (paired). The official recipe at batch 3,000, at the notebook's 2,100 "
              "steps (configs/cheng_table_cpu.yaml) and at 10,000 (configs/cheng_converged_cpu.yaml); made by "
              "`python scripts/cheng_cards.py`.", "", DRAW_NOTE + " Measured on each draw: "
              + ", ".join(f"{DRAW_LABEL[d]} {sum(m.get('draw', OLD_DRAW) == d for m in measured.values())} cells"
                          for d in (DRAW, OLD_DRAW)) + ".", ""]
+    gaps = winning_gaps(measured)
     for sweep, label in TABLES.items():
         for depth in DEPTHS:
-            rows = table_rows([m for m in measured.values() if m["sweep"] == sweep], depth)
+            rows = table_rows([m for m in measured.values() if m["sweep"] == sweep], depth, gaps)
             if rows:
                 lines += [f"## {depth} layer(s), {label} ({SWEEP_FILES[sweep]})", "", *markdown_table(rows), ""]
     converged = sorted((m for m in measured.values() if m["sweep"] == "converged"),

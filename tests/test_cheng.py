@@ -274,3 +274,33 @@ def test_softmax_last_equals_torch_softmax():
     (grad_theirs,) = torch.autograd.grad(theirs, scores, upstream)
     assert torch.isfinite(ours).all()
     assert torch.allclose(ours, theirs, atol=1e-6) and torch.allclose(grad_ours, grad_theirs, atol=1e-6)
+
+
+def test_paired_gap_is_the_difference_of_the_two_query_errors():
+    """interp.cards.paired_gap: on the same sequences, the mean gap is the difference of the two models' query_mse
+    numbers, its CI comes from the per-sequence differences (brute force), a model against itself has gap 0, and
+    two different tasks are refused."""
+    from interp.cards import paired_gap, query_mse
+
+    task = KernelTask(d_x=D, kernel="exp", layout="paired")
+    cfg = TrainConfig(steps=3, batch_size=16, n_examples=5, lr=0.1, betas=(0.9, 0.9), weight_decay=0.0, grad_clip=0.0,
+                      warmup_steps=0, eval_every=3, eval_size=16, snapshots=0)
+    ckpts = []
+    for seed in (0, 1):
+        spec = ModelSpec.for_task(task, 5, n_layers=2, n_heads=1, d_model=D + 1, attn_only=True, normalization="none",
+                                  positional="none", mask="context", scoring="exp", layer="cheng2024", seed=seed)
+        ckpts.append(train(task, spec, cfg, progress=False))
+    a, b = ckpts
+    gap = paired_gap(a, b, n=300, seed=5)
+    assert gap["gap"] == pytest.approx(query_mse(b, 300, 5)["mse"] - query_mse(a, 300, 5)["mse"], rel=1e-9, abs=1e-12)
+    batch = task.sample(300, 5, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        errors = [(ck.model.eval()(batch.inputs)[:, -1, 0].double() - batch.targets[:, -1, 0].double()) ** 2 for ck in (a, b)]
+    diffs = [float(errors[1][i] - errors[0][i]) for i in range(300)]
+    mean = sum(diffs) / 300
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 299)
+    assert gap["gap_ci"] == pytest.approx(1.96 * sd / math.sqrt(300), rel=1e-9)
+    assert paired_gap(a, a, n=50)["gap"] == 0.0
+    other = train(KernelTask(d_x=D, kernel="linear", layout="paired"), a.spec, cfg, progress=False)
+    with pytest.raises(ValueError, match="same task"):
+        paired_gap(a, other, n=50)
