@@ -121,6 +121,11 @@ def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
 CHENG_N, CHENG_SEED = 30_000, 777  # Cheng et al. evaluate on 30,000 fresh sequences; this seed is no training seed's
 
 
+def mean_ci(values: Tensor) -> tuple[float, float]:
+    """The mean of ``values`` [n] and the half-width of its 95% confidence interval (1.96 standard errors)."""
+    return values.mean().item(), 1.96 * (values.std() / math.sqrt(values.numel())).item()
+
+
 def query_batch(ckpt: Checkpoint, n: int = CHENG_N, seed: int = CHENG_SEED):  # noqa: ANN201 (a tasks.Batch)
     """``n`` fresh sequences of the checkpoint's task at its training number of context points, drawn from ``seed``:
     two checkpoints of the same task get the same sequences."""
@@ -146,7 +151,7 @@ def query_mse(ckpt: Checkpoint, n: int = CHENG_N, seed: int = CHENG_SEED) -> dic
     bayes = kernel_regression(xs[:, :-1], batch.inputs[:, :-1, -1:], xs[:, -1], ckpt.task.kernel)[:, 0].double()  # type: ignore[attr-defined]
     out: dict[str, float] = {"n": n, "seed": seed}
     for name, sq in (("mse", query_errors(ckpt, batch)), ("bayes", (bayes - target).pow(2))):
-        out[name], out[f"{name}_ci"] = sq.mean().item(), 1.96 * (sq.std() / math.sqrt(n)).item()
+        out[name], out[f"{name}_ci"] = mean_ci(sq)
     return out
 
 
@@ -158,4 +163,5 @@ def paired_gap(a: Checkpoint, b: Checkpoint, n: int = CHENG_N, seed: int = CHENG
         raise ValueError("paired_gap needs two checkpoints of the same task and number of context points")
     batch = query_batch(a, n, seed)
     diff = query_errors(b, batch) - query_errors(a, batch)
-    return {"gap": diff.mean().item(), "gap_ci": 1.96 * (diff.std() / math.sqrt(n)).item(), "n": n, "seed": seed}
+    gap, gap_ci = mean_ci(diff)
+    return {"gap": gap, "gap_ci": gap_ci, "n": n, "seed": seed}
