@@ -3,14 +3,15 @@
     python scripts/cheng_cards.py            # measure every finished cell, write the tables, figure, zoo and cards
 
 Sweeps: configs/cheng_table_cpu.yaml (data kernel x activation x 1, 3, 5 layers x 3 seeds, the notebook's 2,100
-steps), configs/cheng_converged_cpu.yaml (the same table at 10,000 steps), configs/cheng_comb.yaml (the 2-head
-exp + linear model on the composite kernel) and configs/cheng_long_cpu.yaml, all the official recipe at batch 3,000
+steps), configs/cheng_converged_cpu.yaml (the same table at 10,000 steps), configs/cheng_comb.yaml and
+configs/cheng_comb_converged_cpu.yaml (the 2-head exp + linear model on the composite kernel, 2,100 and 10,000 steps),
+configs/cheng_clip_control_cpu.yaml (the clipping control) and configs/cheng_long_cpu.yaml, all the official recipe at batch 3,000
 (official 30,000: configs/cheng_table.yaml). Every number is ``interp.cards.query_mse``: the raw squared error at the query on 30,000
 fresh sequences (seed 777, no training seed), beside the Bayes predictor on the same sequences. Measurements are cached
 in models/cheng/measured.json by cell and step, so a rerun measures only new cells. Writes models/cheng/table.md and
-table.json, docs/figures/cheng-depth.png and cheng-curves.png, and ships the seed-0 diagonal (models/cheng-<kernel>-d<layers>:
-the 10,000-step run where it has finished, else the 2,100-step one) and the 2-head models
-(models/cheng-comb-2head-d<layers>) with their cards.
+table.json, docs/figures/cheng-depth.png, cheng-curves.png and cheng-clip-control.png, and ships the seed-0 diagonal (models/cheng-<kernel>-d<layers>:
+the 10,000-step run where it has finished, else the 2,100-step one) and the seed-0 2-head models
+(models/cheng-comb-2head-d<layers>, chosen the same way) with their cards.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from interp import load  # noqa: E402
-from interp.cards import CHENG_N, CHENG_SEED, markdown_table, paired_gap, query_mse  # noqa: E402
+from interp.cards import CHENG_N, CHENG_SEED, markdown_table, paired_gap, query_batch, query_errors, query_mse  # noqa: E402
 from interp.checkpoint import read_config, read_metrics  # noqa: E402
 from interp.config import load_run, run_from_dict, same_run  # noqa: E402
 from interp.sweep import Cell, is_finished, load_sweep  # noqa: E402
@@ -36,9 +37,14 @@ from zoo_cards import zoo_readme  # noqa: E402  (scripts/ is on sys.path when a 
 ROOT = Path(__file__).resolve().parents[1]
 OUT, FIGURES, MODELS, CONFIGS = ROOT / "models" / "cheng", ROOT / "docs" / "figures", ROOT / "models", ROOT / "configs" / "cheng"
 SWEEPS = {"table": ROOT / "configs" / "cheng_table_cpu.yaml", "comb": ROOT / "configs" / "cheng_comb.yaml",
-          "long": ROOT / "configs" / "cheng_long_cpu.yaml", "converged": ROOT / "configs" / "cheng_converged_cpu.yaml"}
+          "long": ROOT / "configs" / "cheng_long_cpu.yaml", "converged": ROOT / "configs" / "cheng_converged_cpu.yaml",
+          "comb-converged": ROOT / "configs" / "cheng_comb_converged_cpu.yaml",
+          "control": ROOT / "configs" / "cheng_clip_control_cpu.yaml"}
 SWEEP_FILES = {name: f"configs/{path.name}" for name, path in SWEEPS.items()}
 TABLES = {"table": "the notebook's 2,100 steps", "converged": "10,000 steps"}  # the sweeps that fill the whole table
+COMBS = {"comb": "the notebook's 2,100 steps", "comb-converged": "10,000 steps"}  # the 2-head sweeps
+CONVERGED = ("converged", "comb-converged")  # the 10,000-step sweeps, whose runs ship in place of the 2,100-step ones
+SWITCH = 8000  # the step after which the official clipping constant is ten times larger (layer_clip_after)
 KERNELS, ACTIVATIONS, DEPTHS, SEEDS = ("linear", "relu", "exp"), ("linear", "relu", "exp", "softmax"), (1, 3, 5), (0, 1, 2)
 # The data draw a number was measured on: y = S·ξ with the symmetric root S (interp.tasks.kernel.root) since
 # 2026-12-07; before, y = Q·|Λ|^½·ξ, whose sample for a seed differed between CPUs on 0.6-13% of sequences.
@@ -61,7 +67,7 @@ def zoo_name(m: dict[str, Any]) -> str | None:
     """The zoo name of a measured cell that may ship (the seed-0 diagonal of either table and the 2-head models),
     else None; ``shipping`` picks one cell per name."""
     diagonal = m["sweep"] in TABLES and m["activation"] == m["kernel"]
-    two_head = m["sweep"] == "comb" and m["activation"] == "exp,linear"
+    two_head = m["sweep"] in COMBS and m["activation"] == "exp,linear"
     if m["seed"] != 0 or not (diagonal or two_head):
         return None
     return f"cheng-{m['kernel']}-d{m['layers']}" if diagonal else f"cheng-comb-2head-d{m['layers']}"
@@ -94,7 +100,10 @@ def measure_all() -> dict[str, dict[str, Any]]:
                               "steps": steps, "batch_size": ckpt.train["batch_size"],
                               "out": old.get("out", str(cell.out)) if source == zoo else str(cell.out),
                               "wall_s": ckpt.train.get("wall_s"), **measured, "draw": DRAW,
-                              "fall_1000": last_fall(ckpt.metrics, 1000)}
+                              "fall_1000": last_fall(ckpt.metrics, 1000), "late_loss": late_loss(ckpt.metrics)}
+                cache_path.write_text(json.dumps(cache, indent=1))
+            elif "step" not in (old.get("late_loss") or {}) and (cell.out / "metrics.jsonl").is_file():  # measured before it was recorded
+                cache[tag] = old | {"late_loss": late_loss(read_metrics(cell.out / "metrics.jsonl"))}
                 cache_path.write_text(json.dumps(cache, indent=1))
     return cache
 
@@ -107,6 +116,16 @@ def last_fall(metrics: list[dict[str, Any]], span: int) -> float | None:
         return None
     before, after = curve[max(curve) - span], curve[max(curve)]
     return (before - after) / before
+
+
+def late_loss(metrics: list[dict[str, Any]]) -> dict[str, float] | None:
+    """The evaluation-set loss at step ``SWITCH`` and the largest one after it (the official clipping constant grows
+    tenfold there: the last evaluation at or before it); None when the run does not go past it."""
+    curve = {r["step"]: r["id_loss"] for r in metrics if "id_loss" in r}
+    before, later = [k for k in curve if k <= SWITCH], [v for k, v in curve.items() if k > SWITCH]
+    if not before or not later:
+        return None
+    return {"step": max(before), "at_switch": curve[max(before)], "largest_after": max(later)}
 
 
 def row_key(m: dict[str, Any]) -> str:
@@ -181,6 +200,81 @@ def comb_rows(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def control_pairs(measured: dict[str, dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(official run, control run) per seed: each cell of the clipping control beside the converged table's cell
+    with the same data kernel, activation, layers and seed."""
+    converged = {(m["kernel"], m["activation"], m["layers"], m["seed"]): m for m in measured.values() if m["sweep"] == "converged"}
+    pairs = []
+    for m in sorted((m for m in measured.values() if m["sweep"] == "control"), key=lambda m: m["seed"]):
+        official = converged.get((m["kernel"], m["activation"], m["layers"], m["seed"]))
+        if official is not None:
+            pairs.append((official, m))
+    return pairs
+
+
+def best_rival(measured: dict[str, dict[str, Any]], m: dict[str, Any]) -> dict[str, Any] | None:
+    """The converged table's best other activation in ``m``'s row and seed, or None."""
+    rivals = [r for r in measured.values() if r["sweep"] == "converged" and r["activation"] != m["activation"]
+              and (r["kernel"], r["layers"], r["seed"]) == (m["kernel"], m["layers"], m["seed"])]
+    return min(rivals, key=lambda r: r["mse"]) if rivals else None
+
+
+def control_rows(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per seed of the clipping control: both runs' errors, their evaluation loss at the switch and the
+    largest after it, and the control's paired margin (cached in models/cheng/gaps.json under "control/<seed>")."""
+    path = OUT / "gaps.json"
+    cache = json.loads(path.read_text()) if path.is_file() else {}
+    rows = []
+    for official, control in control_pairs(measured):
+        rival = best_rival(measured, control)
+        key, steps = f"control/{control['seed']}", [m["steps"] for m in (official, control, rival) if m]
+        if cache.get(key, {}).get("steps") != steps and all(Path(m["out"]).is_dir() for m in (official, control)):
+            runs = [load(m["out"]) for m in (official, control)]
+            batch = query_batch(runs[0])
+            errors = [query_errors(ckpt, batch) for ckpt in runs]  # heavy-tailed: the median and the largest too
+            cache[key] = {"steps": steps, "median": [e.median().item() for e in errors],
+                          "largest": [e.max().item() for e in errors]} | paired_gap(runs[1], runs[0])
+            if rival and Path(rival["out"]).is_dir():
+                cache[key]["rival"] = {"activation": rival["activation"]} | paired_gap(runs[1], load(rival["out"]))
+            path.write_text(json.dumps(cache, indent=1))
+        gap = cache.get(key)
+        beats = (gap or {}).get("rival")
+        late = [m.get("late_loss") or {} for m in (official, control)]
+        rows.append({"seed": control["seed"],
+                     "official: clip x10 after step 8,000": f"{official['mse']:.3g} ± {official['mse_ci']:.2g}",
+                     "control: clip kept at 1e-8": f"{control['mse']:.3g} ± {control['mse_ci']:.2g}",
+                     "margin (paired)": f"{gap['gap']:.3g} ± {gap['gap_ci']:.2g}" if gap else "runs not here",
+                     "median / largest error (official; control)": "; ".join(
+                         f"{gap['median'][i]:.3g} / {gap['largest'][i]:.3g}" for i in (0, 1)) if gap else "runs not here",
+                     "control below the row's best other activation (paired)": (
+                         f"{beats['gap']:.3g} ± {beats['gap_ci']:.2g} below {beats['activation']}" if beats else "not measured"),
+                     f"eval loss at step {late[0].get('step', SWITCH):,} (official / control)": " / ".join(f"{d.get('at_switch', float('nan')):.3g}" for d in late),
+                     "largest eval loss after it (official / control)": " / ".join(f"{d.get('largest_after', float('nan')):.3g}" for d in late),
+                     "Bayes": control["bayes"]})
+    return rows
+
+
+def control_figure(measured: dict[str, dict[str, Any]]) -> None:
+    """docs/figures/cheng-clip-control.png: the evaluation loss of the official run and of the control per seed.
+    Left as it is when a run is not here."""
+    pairs = control_pairs(measured)
+    if not pairs or any(not (Path(m["out"]) / "metrics.jsonl").is_file() for pair in pairs for m in pair):
+        return
+    fig, axes = plt.subplots(1, len(pairs), figsize=(3.7 * len(pairs), 3.2), sharey=True, squeeze=False)
+    for ax, (official, control) in zip(axes[0], pairs):
+        for m, label, color in ((official, "official: clip x10 after step 8,000", "C3"), (control, "control: clip kept", "C0")):
+            curve = [(r["step"], r["id_loss"]) for r in read_metrics(Path(m["out"]) / "metrics.jsonl") if "id_loss" in r]
+            ax.plot(*zip(*curve), color=color, label=label)
+        ax.axvline(SWITCH, color="k", ls=":", lw=0.8)
+        ax.set(title=f"seed {control['seed']}", xlabel="step", yscale="log")
+    axes[0][0].set_ylabel("squared error at the query (evaluation set)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Linear attention on linear data, 3 layers: the official clipping schedule against the constant one", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "cheng-clip-control.png", dpi=110)
+    plt.close(fig)
+
+
 def depth_figure(measured: list[dict[str, Any]], sweep: str = "table") -> None:
     """Error against layers per data kernel and activation, from one table sweep's cells: cheng-depth.png for the
     2,100-step table, cheng-depth-converged.png for the 10,000-step one."""
@@ -248,7 +342,7 @@ def shipping(measured: dict[str, dict[str, Any]]) -> dict[str, tuple[str, dict[s
     chosen: dict[str, tuple[str, dict[str, Any]]] = {}
     for tag, m in sorted(measured.items()):
         name = zoo_name(m)
-        if name is not None and (name not in chosen or m["sweep"] == "converged"):
+        if name is not None and (name not in chosen or m["sweep"] in CONVERGED):
             chosen[name] = (tag, m)
     return chosen
 
@@ -299,12 +393,12 @@ def write_card(name: str, dest: Path, m: dict[str, Any], rivals: list[dict[str, 
     (dest / "card.json").write_text(json.dumps(card, indent=1))
     lines = [f"# {name}", "",
              f"Cheng, Chen & Sra's restricted attention layer (`layer: cheng2024`, `interp.cheng`), {m['layers']} "
-             f"layer(s), {'one exp head and one linear head' if m['sweep'] == 'comb' else m['activation'] + ' attention'}, "
+             f"layer(s), {'one exp head and one linear head' if m['sweep'] in COMBS else m['activation'] + ' attention'}, "
              f"trained on {m['kernel']} GP data (`{ckpt.task.describe()}`) with {ckpt.train['n_examples']} context points.",
              "", f"**Headline:** raw squared error at the query, {CHENG_N:,} fresh sequences (seed {CHENG_SEED}) = "
              f"**{m['mse']:.6g}** ± {m['mse_ci']:.2g} (95% CI); the Bayes-optimal predictor (GP posterior mean) on the "
              f"same sequences: {m['bayes']:.4g}.{falling}", "",
-             f"Beside the other activations trained the same way at seed 0 and {m['layers']} layer(s) ({'the 2-head model beside one-head models' if m['sweep'] == 'comb' else 'the row of the table'}):", "",
+             f"Beside the other activations trained the same way at seed 0 and {m['layers']} layer(s) ({'the 2-head model beside one-head models' if m['sweep'] in COMBS else 'the row of the table'}):", "",
              *markdown_table(rows), "", DRAW_NOTE, "",
              "## Training", "",
              f"The official recipe (configs/cheng/base.yaml: AdamW lr 0.1, β (0.9, 0.9), no weight decay, the per-layer "
@@ -326,7 +420,6 @@ def write_card(name: str, dest: Path, m: dict[str, Any], rivals: list[dict[str, 
 def main() -> None:
     measured = measure_all()
     table = [m for m in measured.values() if m["sweep"] == "table"]
-    comb = [m for m in measured.values() if m["sweep"] == "comb"]
     lines = ["# Cheng et al.'s table, measured", "",
              f"Raw squared error at the query on {CHENG_N:,} fresh sequences (seed {CHENG_SEED}): mean over the seeds "
              "that finished [min, max] (number of seeds); \"lowest at seed\" gives, where both runs are here, the winner's "
@@ -349,8 +442,20 @@ def main() -> None:
                                     "activation": m["activation"], "squared error (raw)": m["mse"], "± 95% CI": m["mse_ci"],
                                     "Bayes": m["bayes"], "fall, steps 9,000 to 10,000": m.get("fall_1000")}
                                    for m in converged]), ""]
-    if comb:
-        lines += ["## The 2-head model on the composite kernel (8 context points)", "", *markdown_table(comb_rows(comb)), ""]
+    for sweep, label in COMBS.items():
+        comb = [m for m in measured.values() if m["sweep"] == sweep]
+        if comb:
+            lines += [f"## The 2-head model on the composite kernel (8 context points), {label} ({SWEEP_FILES[sweep]})",
+                      "", *markdown_table(comb_rows(comb)), ""]
+    control = control_rows(measured)
+    if control:
+        lines += [f"## The clipping control ({SWEEP_FILES['control']}): linear attention on linear data, 3 layers", "",
+                  f"The official schedule makes the clipping constant ten times larger after step {SWITCH:,} "
+                  "(run-exp.ipynb); the control keeps it at 1e-8 and is otherwise the same run (the same evaluation loss up to the "
+                  "switch). Every clipped block gradient is far below AdamW's eps, so the constant sets the step "
+                  "size (scripts/cheng_clip_step.py). Margin: the control's error below the official run's on the same "
+                  "sequences (paired, 95% CI).", "", *markdown_table(control), ""]
+        control_figure(measured)
     (OUT / "table.md").write_text("\n".join(lines))
     (OUT / "table.json").write_text(json.dumps({"n": CHENG_N, "seed": CHENG_SEED, "cells": sorted(measured.values(), key=lambda m: (m["sweep"], m["kernel"], m["layers"], m["activation"], m["seed"]))}, indent=1))
     if table:
