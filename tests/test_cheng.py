@@ -202,6 +202,27 @@ def test_per_layer_clipping_is_the_official_rule(gen):
     assert (layer_clip_at(8000, cfg), layer_clip_at(8001, cfg)) == (1e-8, 1e-7)  # their ``if t > 8000``
 
 
+@pytest.mark.parametrize("clip", [1e-8, 1e-7])
+def test_a_clipped_adamw_step_moves_each_block_by_lr_cap_over_eps(gen, clip):
+    """Under the official constants every clipped block gradient is far below AdamW's eps: the first step moves
+    each entry by lr·g/(|g| + eps) (AdamW's closed form at step 1), so block i moves by 80-100% of lr·cap/eps, cap =
+    clip/(9 - i)²: the clipping constant is the step size (REPRODUCTION §3, the clipping control), and its
+    tenfold growth after step 8,000 a tenfold step."""
+    task, model = restricted(n_layers=3, scoring="linear")
+    cfg = TrainConfig(lr=0.1, betas=(0.9, 0.9), weight_decay=0.0, grad_clip=0.0, layer_clip=clip)
+    opt = make_optimizer(model, cfg)
+    before = [torch.cat([p.detach().flatten().clone() for p in b.parameters()]) for b in model.blocks]
+    model.train()
+    train_step(model, opt, task.sample(64, 5, gen()), cfg.lr, cfg.grad_clip, cfg.layer_clip)
+    eps = opt.param_groups[0]["eps"]
+    for i, (block, b0) in enumerate(zip(model.blocks, before)):
+        moved = torch.linalg.vector_norm(torch.cat([p.detach().flatten() for p in block.parameters()]) - b0).item()
+        g = torch.cat([p.grad.flatten() for p in block.parameters() if p.grad is not None]).double()
+        assert moved == pytest.approx(cfg.lr * (g / (g.abs() + eps)).norm().item(), rel=1e-4), i
+        bound = cfg.lr * clip / (9 - i) ** 2 / eps
+        assert 0.8 * bound < moved <= bound, i  # AdamW without eps would move it by lr·√(entries), whatever the clip
+
+
 def test_batches_are_reused_for_resample_every_steps(tmp_path, monkeypatch):
     """resample_every=3: a new batch at steps 0, 3, 6 only; and a killed run resumes to identical weights."""
     task, _ = restricted(n_layers=1)
