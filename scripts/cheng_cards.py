@@ -141,7 +141,7 @@ def winning_gaps(measured: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     cache = json.loads(path.read_text()) if path.is_file() else {}
     rows: dict[str, list[dict[str, Any]]] = {}
     for m in measured.values():
-        if m["sweep"] in TABLES:
+        if m["sweep"] in TABLES or m["sweep"] in COMBS:
             rows.setdefault(row_key(m), []).append(m)
     for key, cells in sorted(rows.items()):
         if len(cells) < 2:
@@ -185,7 +185,9 @@ def table_rows(measured: list[dict[str, Any]], depth: int, gaps: dict[str, dict[
     return rows
 
 
-def comb_rows(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def comb_rows(measured: list[dict[str, Any]], gaps: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per depth of a 2-head sweep: each model's mean error over the seeds measured, the lowest per seed
+    (with its paired margin over the runner-up where ``gaps`` has it), and the Bayes error."""
     rows = []
     for depth in DEPTHS:
         cells = [m for m in measured if m["layers"] == depth]
@@ -195,6 +197,16 @@ def comb_rows(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for act, label in COMB_MODELS.items():
             vals = [m["mse"] for m in cells if m["activation"] == act]
             row[label] = f"{np.mean(vals):.3g} ({len(vals)})" if vals else "not run"
+        winners = []
+        for seed in SEEDS:
+            at_seed = {m["activation"]: m["mse"] for m in cells if m["seed"] == seed}
+            if len(at_seed) >= 2:
+                best = min(at_seed, key=at_seed.get)
+                gap = (gaps or {}).get(row_key(next(m for m in cells if m["seed"] == seed)))
+                margin = (f" ({gap['gap']:.2g} ± {gap['gap_ci']:.1g} below {COMB_MODELS[gap['runner_up']]})"
+                          if gap and gap["winner"] == best else "")
+                winners.append(f"{seed}: {COMB_MODELS[best]}{margin}")
+        row["lowest at seed"] = ", ".join(winners) or "incomplete"
         row["Bayes"] = f"{np.mean([m['bayes'] for m in cells]):.3g}"
         rows.append(row)
     return rows
@@ -446,7 +458,7 @@ def main() -> None:
         comb = [m for m in measured.values() if m["sweep"] == sweep]
         if comb:
             lines += [f"## The 2-head model on the composite kernel (8 context points), {label} ({SWEEP_FILES[sweep]})",
-                      "", *markdown_table(comb_rows(comb)), ""]
+                      "", *markdown_table(comb_rows(comb, gaps)), ""]
     control = control_rows(measured)
     if control:
         lines += [f"## The clipping control ({SWEEP_FILES['control']}): linear attention on linear data, 3 layers", "",
