@@ -31,7 +31,7 @@ from interp import load  # noqa: E402
 from interp.cards import CHENG_N, CHENG_SEED, markdown_table, paired_gap, query_batch, query_errors, query_mse  # noqa: E402
 from interp.checkpoint import read_config, read_metrics  # noqa: E402
 from interp.config import load_run, run_from_dict, same_run  # noqa: E402
-from interp.sweep import Cell, is_finished, load_sweep  # noqa: E402
+from interp.sweep import Cell, is_finished, load_sweep, read_summary  # noqa: E402
 from zoo_cards import zoo_readme  # noqa: E402  (scripts/ is on sys.path when a script here runs)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,10 +156,25 @@ def winning_gaps(measured: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     return cache
 
 
-def table_rows(measured: list[dict[str, Any]], depth: int, gaps: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """One row per data kernel at ``depth``: per activation the mean over the seeds measured and its range, the
-    activation with the lowest error at each seed (with its paired margin over the runner-up where ``gaps`` has it),
-    and the Bayes error."""
+def diverged(sweep: str) -> dict[tuple[str, str, int], list[str]]:
+    """{(data kernel, activation, layers): ["seed 0: <reason>", ...]} for the cells of a table sweep whose training
+    failed, as its summary records them (a diverged run keeps no weights to measure)."""
+    summary = read_summary(load_sweep(SWEEPS[sweep]).summary) or {"cells": []}
+    failed: dict[tuple[str, str, int], list[str]] = {}
+    for row in summary["cells"]:
+        if str(row.get("status", "")).startswith("failed"):
+            p = row["params"]
+            at = (p["data"]["task.kernel"], p["model.scoring"], p["model.n_layers"])
+            reason = row["status"].split(";")[0].removeprefix("failed: training ")
+            failed.setdefault(at, []).append(f"seed {p['seed']['model.seed']} {reason}")
+    return failed
+
+
+def table_rows(measured: list[dict[str, Any]], depth: int, gaps: dict[str, dict[str, Any]] | None = None,
+               failed: dict[tuple[str, str, int], list[str]] | None = None) -> list[dict[str, Any]]:
+    """One row per data kernel at ``depth``: per activation the mean over the seeds measured and its range (and the
+    seeds whose training ``failed``), the activation with the lowest error at each seed (with its paired margin over
+    the runner-up where ``gaps`` has it), and the Bayes error."""
     rows = []
     for kernel in KERNELS:
         cells = [m for m in measured if m["kernel"] == kernel and m["layers"] == depth]
@@ -170,6 +185,9 @@ def table_rows(measured: list[dict[str, Any]], depth: int, gaps: dict[str, dict[
             vals = [m["mse"] for m in cells if m["activation"] == act]
             row[f"{act} attn"] = (f"{np.mean(vals):.3g}" + (f" [{min(vals):.3g}, {max(vals):.3g}]" if len(vals) > 1 else "")
                                   + f" ({len(vals)})") if vals else "not run"
+            if (failed or {}).get((kernel, act, depth)):
+                shown = "; ".join(failed[(kernel, act, depth)])  # type: ignore[index]
+                row[f"{act} attn"] = shown if not vals else f"{row[f'{act} attn']}; {shown}"
         winners = []
         for seed in SEEDS:
             at_seed = {m["activation"]: m["mse"] for m in cells if m["seed"] == seed}
@@ -441,9 +459,10 @@ def main() -> None:
              + ", ".join(f"{DRAW_LABEL[d]} {sum(m.get('draw', OLD_DRAW) == d for m in measured.values())} cells"
                          for d in (DRAW, OLD_DRAW)) + ".", ""]
     gaps = winning_gaps(measured)
+    failed = {sweep: diverged(sweep) for sweep in TABLES}
     for sweep, label in TABLES.items():
         for depth in DEPTHS:
-            rows = table_rows([m for m in measured.values() if m["sweep"] == sweep], depth, gaps)
+            rows = table_rows([m for m in measured.values() if m["sweep"] == sweep], depth, gaps, failed[sweep])
             if rows:
                 lines += [f"## {depth} layer(s), {label} ({SWEEP_FILES[sweep]})", "", *markdown_table(rows), ""]
     converged = sorted((m for m in measured.values() if m["sweep"] == "converged"),
