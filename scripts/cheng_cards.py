@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import matplotlib
 import numpy as np
@@ -156,6 +156,23 @@ def winning_gaps(measured: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     return cache
 
 
+def lowest_at_seed(cells: list[dict[str, Any]], gaps: dict[str, dict[str, Any]] | None,
+                   label: Callable[[str], str] = str, of: int | None = None) -> str:
+    """Per seed with two or more of ``cells`` (one table row) measured: the model with the lowest error, with its
+    paired margin over the runner-up where ``gaps`` has it and, given ``of``, how many of the ``of`` models trained."""
+    winners = []
+    for seed in SEEDS:
+        at_seed = {m["activation"]: m["mse"] for m in cells if m["seed"] == seed}
+        if len(at_seed) >= 2:
+            best = min(at_seed, key=at_seed.get)  # type: ignore[arg-type]
+            gap = (gaps or {}).get(row_key(next(m for m in cells if m["seed"] == seed)))
+            notes = [f"{gap['gap']:.2g} ± {gap['gap_ci']:.1g} below {label(gap['runner_up'])}"] if gap and gap["winner"] == best else []
+            if of is not None and len(at_seed) < of:
+                notes.append(f"{len(at_seed)} of {of} trained")
+            winners.append(f"{seed}: {label(best)}" + (f" ({'; '.join(notes)})" if notes else ""))
+    return ", ".join(winners) or "incomplete"
+
+
 def diverged(sweep: str) -> dict[tuple[str, str, int], list[str]]:
     """{(data kernel, activation, layers): ["seed 0: <reason>", ...]} for the cells of a table sweep whose training
     failed, as its summary records them (a diverged run keeps no weights to measure)."""
@@ -188,16 +205,7 @@ def table_rows(measured: list[dict[str, Any]], depth: int, gaps: dict[str, dict[
             if (failed or {}).get((kernel, act, depth)):
                 shown = "; ".join(failed[(kernel, act, depth)])  # type: ignore[index]
                 row[f"{act} attn"] = shown if not vals else f"{row[f'{act} attn']}; {shown}"
-        winners = []
-        for seed in SEEDS:
-            at_seed = {m["activation"]: m["mse"] for m in cells if m["seed"] == seed}
-            if len(at_seed) >= 2:
-                best = min(at_seed, key=at_seed.get)
-                gap = (gaps or {}).get(row_key(next(m for m in cells if m["seed"] == seed)))
-                margin = [f"{gap['gap']:.2g} ± {gap['gap_ci']:.1g} below {gap['runner_up']}"] if gap and gap["winner"] == best else []
-                partial = [f"{len(at_seed)} of {len(ACTIVATIONS)} trained"] if len(at_seed) < len(ACTIVATIONS) else []
-                winners.append(f"{seed}: {best}" + (f" ({'; '.join(margin + partial)})" if margin or partial else ""))
-        row["lowest at seed"] = ", ".join(winners) or "incomplete"
+        row["lowest at seed"] = lowest_at_seed(cells, gaps, of=len(ACTIVATIONS))
         row["Bayes"] = f"{np.mean([m['bayes'] for m in cells]):.3g}"
         rows.append(row)
     return rows
@@ -215,16 +223,7 @@ def comb_rows(measured: list[dict[str, Any]], gaps: dict[str, dict[str, Any]] | 
         for act, label in COMB_MODELS.items():
             vals = [m["mse"] for m in cells if m["activation"] == act]
             row[label] = f"{np.mean(vals):.3g} ({len(vals)})" if vals else "not run"
-        winners = []
-        for seed in SEEDS:
-            at_seed = {m["activation"]: m["mse"] for m in cells if m["seed"] == seed}
-            if len(at_seed) >= 2:
-                best = min(at_seed, key=at_seed.get)
-                gap = (gaps or {}).get(row_key(next(m for m in cells if m["seed"] == seed)))
-                margin = (f" ({gap['gap']:.2g} ± {gap['gap_ci']:.1g} below {COMB_MODELS[gap['runner_up']]})"
-                          if gap and gap["winner"] == best else "")
-                winners.append(f"{seed}: {COMB_MODELS[best]}{margin}")
-        row["lowest at seed"] = ", ".join(winners) or "incomplete"
+        row["lowest at seed"] = lowest_at_seed(cells, gaps, COMB_MODELS.__getitem__)
         row["Bayes"] = f"{np.mean([m['bayes'] for m in cells]):.3g}"
         rows.append(row)
     return rows
