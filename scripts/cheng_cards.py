@@ -40,6 +40,7 @@ SWEEPS = {"table": ROOT / "configs" / "cheng_table_cpu.yaml", "comb": ROOT / "co
           "long": ROOT / "configs" / "cheng_long_cpu.yaml", "converged": ROOT / "configs" / "cheng_converged_cpu.yaml",
           "comb-converged": ROOT / "configs" / "cheng_comb_converged_cpu.yaml",
           "control": ROOT / "configs" / "cheng_clip_control_cpu.yaml"}
+GAPS = OUT / "gaps.json"  # paired margins, cached by winning_gaps and control_rows
 SWEEP_FILES = {name: f"configs/{path.name}" for name, path in SWEEPS.items()}
 TABLES = {"table": "the notebook's 2,100 steps", "converged": "10,000 steps"}  # the sweeps that fill the whole table
 COMBS = {"comb": "the notebook's 2,100 steps", "comb-converged": "10,000 steps"}  # the 2-head sweeps
@@ -102,16 +103,18 @@ def measure_all() -> dict[str, dict[str, Any]]:
                               "wall_s": ckpt.train.get("wall_s"), **measured, "draw": DRAW,
                               "fall_1000": last_fall(ckpt.metrics, 1000), "late_loss": late_loss(ckpt.metrics)}
                 cache_path.write_text(json.dumps(cache, indent=1))
-            elif "step" not in (old.get("late_loss") or {}) and (cell.out / "metrics.jsonl").is_file():  # measured before it was recorded
-                cache[tag] = old | {"late_loss": late_loss(read_metrics(cell.out / "metrics.jsonl"))}
-                cache_path.write_text(json.dumps(cache, indent=1))
     return cache
+
+
+def eval_curve(metrics: list[dict[str, Any]]) -> dict[int, float]:
+    """{step: loss on the evaluation sequences} of a run's metrics."""
+    return {r["step"]: r["id_loss"] for r in metrics if "id_loss" in r}
 
 
 def last_fall(metrics: list[dict[str, Any]], span: int) -> float | None:
     """How much the evaluation-set loss fell over the last ``span`` steps of a run, as a fraction of where it was
     (0.05: 5% lower at the end); None when the log does not reach that far back."""
-    curve = {r["step"]: r["id_loss"] for r in metrics if "id_loss" in r}
+    curve = eval_curve(metrics)
     if not curve or max(curve) - span not in curve:
         return None
     before, after = curve[max(curve) - span], curve[max(curve)]
@@ -121,7 +124,7 @@ def last_fall(metrics: list[dict[str, Any]], span: int) -> float | None:
 def late_loss(metrics: list[dict[str, Any]]) -> dict[str, float] | None:
     """The evaluation-set loss at step ``SWITCH`` and the largest one after it (the official clipping constant grows
     tenfold there: the last evaluation at or before it); None when the run does not go past it."""
-    curve = {r["step"]: r["id_loss"] for r in metrics if "id_loss" in r}
+    curve = eval_curve(metrics)
     before, later = [k for k in curve if k <= SWITCH], [v for k, v in curve.items() if k > SWITCH]
     if not before or not later:
         return None
@@ -137,8 +140,7 @@ def winning_gaps(measured: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     """Per table row and seed with two or more activations measured: by how much the lowest error beats the second
     lowest, paired on the same 30,000 sequences (``interp.cards.paired_gap``), where both runs are here. Cached in
     models/cheng/gaps.json by row and the two cells' steps."""
-    path = OUT / "gaps.json"
-    cache = json.loads(path.read_text()) if path.is_file() else {}
+    cache = json.loads(GAPS.read_text()) if GAPS.is_file() else {}
     rows: dict[str, list[dict[str, Any]]] = {}
     for m in measured.values():
         if m["sweep"] in TABLES or m["sweep"] in COMBS:
@@ -152,7 +154,7 @@ def winning_gaps(measured: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
         if {k: cache.get(key, {}).get(k) for k in pair} == pair or not all(Path(m["out"]).is_dir() for m in (best, second)):
             continue
         cache[key] = pair | paired_gap(load(best["out"]), load(second["out"]))
-        path.write_text(json.dumps(cache, indent=1))
+        GAPS.write_text(json.dumps(cache, indent=1))
     return cache
 
 
@@ -248,11 +250,10 @@ def best_rival(measured: dict[str, dict[str, Any]], m: dict[str, Any]) -> dict[s
     return min(rivals, key=lambda r: r["mse"]) if rivals else None
 
 
-def control_rows(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def control_rows(measured: dict[str, dict[str, Any]], cache: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per seed of the clipping control: both runs' errors, their evaluation loss at the switch and the
-    largest after it, and the control's paired margin (cached in models/cheng/gaps.json under "control/<seed>")."""
-    path = OUT / "gaps.json"
-    cache = json.loads(path.read_text()) if path.is_file() else {}
+    largest after it, and the control's paired margin (added to ``cache``, models/cheng/gaps.json as
+    ``winning_gaps`` returns it, under "control/<seed>")."""
     rows = []
     for official, control in control_pairs(measured):
         rival = best_rival(measured, control)
@@ -265,7 +266,7 @@ def control_rows(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                           "largest": [e.max().item() for e in errors]} | paired_gap(runs[1], runs[0])
             if rival and Path(rival["out"]).is_dir():
                 cache[key]["rival"] = {"activation": rival["activation"]} | paired_gap(runs[1], load(rival["out"]))
-            path.write_text(json.dumps(cache, indent=1))
+            GAPS.write_text(json.dumps(cache, indent=1))
         gap = cache.get(key)
         beats = (gap or {}).get("rival")
         late = [m.get("late_loss") or {} for m in (official, control)]
@@ -292,7 +293,7 @@ def control_figure(measured: dict[str, dict[str, Any]]) -> None:
     fig, axes = plt.subplots(1, len(pairs), figsize=(3.7 * len(pairs), 3.2), sharey=True, squeeze=False)
     for ax, (official, control) in zip(axes[0], pairs):
         for m, label, color in ((official, "official: clip x10 after step 8,000", "C3"), (control, "control: clip kept", "C0")):
-            curve = [(r["step"], r["id_loss"]) for r in read_metrics(Path(m["out"]) / "metrics.jsonl") if "id_loss" in r]
+            curve = list(eval_curve(read_metrics(Path(m["out"]) / "metrics.jsonl")).items())
             ax.plot(*zip(*curve), color=color, label=label)
         ax.axvline(SWITCH, color="k", ls=":", lw=0.8)
         ax.set(title=f"seed {control['seed']}", xlabel="step", yscale="log")
@@ -349,7 +350,7 @@ def curves_figure(measured: dict[str, dict[str, Any]], depth: int = 3) -> None:
         for m in sorted(drawn, key=lambda m: (m["sweep"], m["activation"])):
             if m["kernel"] != kernel:
                 continue
-            curve = [(r["step"], r["id_loss"]) for r in read_metrics(Path(m["out"]) / "metrics.jsonl") if "id_loss" in r]
+            curve = list(eval_curve(read_metrics(Path(m["out"]) / "metrics.jsonl")).items())
             i = ACTIVATIONS.index(m["activation"])
             ax.plot(*zip(*curve), color=f"C{i}", ls="--" if m["sweep"] == "long" else "-",
                     label=f"{m['activation']} attn, {m['steps']:,} steps")
@@ -406,7 +407,7 @@ def write_card(name: str, dest: Path, m: dict[str, Any], rivals: list[dict[str, 
     ckpt = load(dest)
     sweep = SWEEP_FILES[m["sweep"]]
     cell = tag.split("/", 1)[1]
-    curve = [(r["step"], r["id_loss"]) for r in ckpt.metrics if "id_loss" in r]
+    curve = list(eval_curve(ckpt.metrics).items())
     falling = ""
     if len(curve) >= 2 and curve[-1][1] < 0.95 * curve[-2][1]:
         falling = (f" **Not converged:** the loss on the evaluation set was still falling at the last step "
@@ -477,7 +478,7 @@ def main() -> None:
         if comb:
             lines += [f"## The 2-head model on the composite kernel (8 context points), {label} ({SWEEP_FILES[sweep]})",
                       "", *markdown_table(comb_rows(comb, gaps)), ""]
-    control = control_rows(measured)
+    control = control_rows(measured, gaps)
     if control:
         lines += [f"## The clipping control ({SWEEP_FILES['control']}): linear attention on linear data, 3 layers", "",
                   f"The official schedule makes the clipping constant ten times larger after step {SWITCH:,} "

@@ -18,11 +18,17 @@ import copy
 import torch
 
 from interp import load
+from interp.checkpoint import Checkpoint
 from interp.config import load_run
 from interp.train import TrainConfig, make_optimizer, train_batch, train_step
 
 
-def block_steps(ckpt, cfg: TrainConfig, clip: float, steps: int) -> tuple[list[float], float]:
+def block_vector(block: torch.nn.Module) -> torch.Tensor:
+    """All of a block's parameters as one flat vector (a copy)."""
+    return torch.cat([p.detach().flatten() for p in block.parameters()])
+
+
+def block_steps(ckpt: Checkpoint, cfg: TrainConfig, clip: float, steps: int) -> tuple[list[float], float]:
     """Mean step norm per block over ``steps`` steps at constant ``clip``, and the largest sqrt(v)/eps."""
     model = copy.deepcopy(ckpt.model).train()
     optimizer = make_optimizer(model, cfg)
@@ -33,10 +39,10 @@ def block_steps(ckpt, cfg: TrainConfig, clip: float, steps: int) -> tuple[list[f
     for step in range(steps):
         if step % cfg.resample_every == 0 or batch is None:
             batch = train_batch(ckpt.task, cfg, step, g)
-        before = [torch.cat([p.detach().flatten().clone() for p in b.parameters()]) for b in model.blocks]
+        before = [block_vector(b) for b in model.blocks]
         train_step(model, optimizer, batch, cfg.lr, cfg.grad_clip, clip)
         for i, b in enumerate(model.blocks):
-            moved[i] += torch.linalg.vector_norm(torch.cat([p.detach().flatten() for p in b.parameters()]) - before[i])
+            moved[i] += torch.linalg.vector_norm(block_vector(b) - before[i])
         eps = optimizer.param_groups[0]["eps"]
         bias2 = 1 - optimizer.param_groups[0]["betas"][1] ** (step + 1)
         for state in optimizer.state.values():
@@ -54,13 +60,13 @@ def main() -> None:
     ckpt = load(args.ckpt, step=args.step)
     cfg = load_run(f"{args.ckpt}/config.json").train
     clips = [cfg.layer_clip] + ([cfg.layer_clip_after[1]] if cfg.layer_clip_after else [10 * cfg.layer_clip])
-    norms = ", ".join(f"{torch.linalg.vector_norm(torch.cat([p.flatten() for p in b.parameters()])):.3g}"
-                      for b in ckpt.model.blocks)
+    norms = ", ".join(f"{torch.linalg.vector_norm(block_vector(b)):.3g}" for b in ckpt.model.blocks)
+    eps = make_optimizer(copy.deepcopy(ckpt.model), cfg).defaults["eps"]
     print(f"{args.ckpt} at step {ckpt.step or 'final'}: lr {cfg.lr}, {args.steps} steps from the same weights; "
           f"block weight norms {norms}")
     for clip in clips:
         moved, ratio = block_steps(ckpt, cfg, clip, args.steps)
-        bounds = [cfg.lr * clip / ((9 - i) ** 2 * 1e-8) for i in range(len(moved))]
+        bounds = [cfg.lr * clip / ((9 - i) ** 2 * eps) for i in range(len(moved))]
         shown = ", ".join(f"block {i}: {m:.2e} (bound {b:.2e})" for i, (m, b) in enumerate(zip(moved, bounds)))
         print(f"clip {clip:.0e}: mean step norm {shown}; largest sqrt(v)/eps {ratio:.2g}")
 
