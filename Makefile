@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup test test-e2e dashboard bench clean
+.PHONY: setup test test-e2e dashboard bench clean gpu-wheels
 
 setup: $(STAMP)
 
@@ -31,6 +31,13 @@ dashboard: setup
 bench: setup
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/patching.py
+
+# The wheels a GPU machine of the device tool lacks (its image has torch, not TransformerLens), for Python 3.12,
+# carried as .whl/ (README "Training on a lent GPU").
+gpu-wheels: setup
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+	  transformer-lens==3.9.0 better-abc==0.0.3 fancy-einsum==0.0.3 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
 
 clean:
 	rm -rf $(VENV)
