@@ -33,10 +33,10 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from interp.checkpoint import CONFIG, METRICS, WEIGHTS
+from interp.checkpoint import CONFIG, METRICS, WEIGHTS, read_tensors, write_folder_atomically
 from interp.config import RunConfig, load_run
+from interp.sweep import is_finished
 from interp.train import LAST_WEIGHTS, TrainConfig, train
 
 PROBE_STEPS = (10, 40)  # two short runs: their difference is the step time, the rest build and evaluation
@@ -84,7 +84,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     cfg, timing = plan(run, args.budget_s)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     record = {"config": args.config, "device": device, **timing, "train": cfg.to_dict()}
-    plan_file = out.parent / f"{out.name}-plan.json"
+    plan_file = plan_path(out)
     plan_file.parent.mkdir(parents=True, exist_ok=True)
     plan_file.write_text(json.dumps(record, indent=1))
     print(json.dumps(record), flush=True)
@@ -94,9 +94,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def plan_path(out: Path) -> Path:
+    """Where ``fit`` records its plan for the run in ``out``: beside the folder, not in it (train owns it)."""
+    return out.parent / f"{out.name}-plan.json"
+
+
 def half(path: Path) -> dict[str, torch.Tensor]:
     """A safetensors file's tensors in float16 (integers kept)."""
-    return {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    return {k: v.half() if v.is_floating_point() else v for k, v in read_tensors(path).items()}
 
 
 def chosen_snapshots(entry: dict, room: int) -> list[int]:
@@ -116,32 +121,23 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"gpu_train: {src} holds no checkpoint (no {CONFIG})", file=sys.stderr)
         return 2
     config = json.loads((src / CONFIG).read_text())
-    dest.mkdir(parents=True, exist_ok=True)
-    weights = half(src / WEIGHTS)
-    save_file(weights, str(dest / WEIGHTS))
-    size = (dest / WEIGHTS).stat().st_size
+    files: dict[str, bytes | dict[str, torch.Tensor]] = {WEIGHTS: half(src / WEIGHTS)}
+    size = sum(t.numel() * t.element_size() for t in files[WEIGHTS].values())  # type: ignore[union-attr]
     room = max(int(args.max_mb * 1e6 // size) - 1, 0)  # weights once, the rest for snapshots
+    plan_file = plan_path(src)
+    extra = {name: f.read_bytes() for name, f in ((METRICS, src / METRICS), ("plan.json", plan_file)) if f.is_file()}
     entry = config.get("snapshots") or {}
-    plan_file = src.parent / f"{src.name}-plan.json"
-    fixed = [CONFIG, METRICS, WEIGHTS] + (["plan.json"] if plan_file.is_file() else [])
-    picks = chosen_snapshots(entry, min(room, args.max_files - len(fixed)))
-    for step in picks:
-        name = entry["files"][str(step)]
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        save_file(half(src / name), str(dest / name))
+    picks = chosen_snapshots(entry, min(room, args.max_files - 2 - len(extra)))  # 2: config and weights
+    files |= {entry["files"][str(s)]: half(src / entry["files"][str(s)]) for s in picks}
     if entry:
         config["snapshots"] = entry | {"steps": picks, "dtype": "float16",
                                        "best_ood_step": entry.get("best_ood_step") if entry.get("best_ood_step") in picks else None,
                                        "files": {str(s): entry["files"][str(s)] for s in picks}}
-    finished = not (src / "resume").exists()
+    finished = is_finished(src)
     config["purpose"] = (config.get("purpose") or "") + (
         " Weights exported in float16." + ("" if finished else " The run was stopped before its last step: "
                                            "these are the best-OOD weights of the last checkpoint."))
-    (dest / CONFIG).write_text(json.dumps(config, indent=1))
-    if (src / METRICS).is_file():
-        (dest / METRICS).write_bytes((src / METRICS).read_bytes())
-    if plan_file.is_file():
-        (dest / "plan.json").write_bytes(plan_file.read_bytes())
+    write_folder_atomically(dest, files | extra | {CONFIG: json.dumps(config, indent=1).encode()})
     print(f"exported {src} -> {dest}: weights, {len(picks)} snapshot(s) {picks}, finished={finished}"
           + ("" if not (src / LAST_WEIGHTS).is_file() else " (last-step weights left out)"))
     return 0
@@ -160,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--max-mb", type=float, default=60.0)
     export.add_argument("--max-files", type=int, default=8)
     args = parser.parse_args(argv)
-    if getattr(args, "budget_s", 1.0) <= 0 or not math.isfinite(getattr(args, "budget_s", 1.0)):
+    if args.command == "fit" and not (args.budget_s > 0 and math.isfinite(args.budget_s)):
         parser.error("--budget-s must be a positive number of seconds")
     return cmd_fit(args) if args.command == "fit" else cmd_export(args)
 
