@@ -184,3 +184,22 @@ def install_fused_training(model: nn.Module, scorings: tuple[str, ...], exp_cap:
     for block in model.blocks:
         block.__class__ = ChengBlock
         block._scorings, block._exp_cap = scorings, exp_cap
+
+
+def one_layer_prediction(xs: Tensor, ys: Tensor, xq: Tensor, score_matrix: Tensor, value: float | Tensor,
+                         scoring: str) -> Tensor:
+    """A one-layer, one-head restricted model's prediction in closed form: -value · Σ_n w_n · y_n / N with
+    w_n = h(x_qᵀ·A·x_n) (softmax: normalised over the N context points), A = ``score_matrix`` [d, d] (the x block
+    of W_Q·W_Kᵀ) and ``value`` the y-by-y entry of P (W_V). One step of functional gradient descent from 0 in the
+    kernel h(x_qᵀ·A·x) when h is not softmax; a Nadaraya–Watson smoother when it is.
+    xs [batch, N, d], ys [batch, N], xq [batch, d] -> [batch]."""
+    scores = torch.einsum("bd,de,bne->bn", xq, score_matrix.to(xq.dtype), xs)
+    weights = torch.softmax(scores, dim=-1) if scoring == "softmax" else ACTIVATIONS[scoring](scores)
+    return -value * (weights * ys).sum(-1) / xs.shape[1]
+
+
+def one_layer_weights(model: nn.Module, d_x: int) -> tuple[Tensor, Tensor]:
+    """The score matrix A [d_x, d_x] and value entry P_yy [] of a one-head restricted model's first layer, as
+    ``one_layer_prediction`` takes them."""
+    attn = model.blocks[0].attn
+    return (attn.W_Q[0] @ attn.W_K[0].transpose(0, 1))[:d_x, :d_x].detach(), attn.W_V[0, d_x, d_x].detach()

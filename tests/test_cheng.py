@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from interp.cheng import official_parameters, weight_masks
+from interp.cheng import official_parameters, one_layer_prediction, one_layer_weights, weight_masks
 from interp.spec import ModelSpec
 from interp.tasks import KernelTask
 from interp.tasks.kernel import covariance, gram, root
@@ -130,6 +130,22 @@ def test_one_hand_set_layer_is_one_step_of_functional_gradient_descent(scoring, 
             assert torch.allclose(cache["blocks.0.hook_resid_post"][:, :-1, D], residual, atol=1e-5)
             assert torch.allclose(model(batch.inputs, stop_at_layer=1)[:, -1, D], -f[:, -1], atol=1e-5)
     assert torch.allclose(model(batch.inputs)[:, -1, 0], f[:, -1], atol=1e-5)
+
+
+@pytest.mark.parametrize("scoring", ["linear", "relu", "exp", "softmax"])
+def test_one_layer_prediction_is_the_trained_form_of_one_layer(scoring, gen):
+    """``one_layer_prediction`` with the weights ``one_layer_weights`` reads from a one-layer model (random, not
+    hand-set: A not symmetric, P's x block non-zero) is the model's prediction at the query."""
+    task, model = restricted(n_layers=1, scoring=scoring)
+    with torch.no_grad():
+        for name in ("W_Q", "W_K", "W_V"):
+            getattr(model.blocks[0].attn, name).mul_(8.0)
+    batch = task.sample(6, 5, gen())
+    xs, ys = batch.examples, batch.inputs[:, :-1, D]
+    score_matrix, value = one_layer_weights(model, D)
+    want = one_layer_prediction(xs[:, :-1], ys, xs[:, -1], score_matrix, value, scoring)
+    assert not torch.allclose(score_matrix, score_matrix.T)
+    assert torch.allclose(model(batch.inputs)[:, -1, 0], want, atol=1e-5)
 
 
 @pytest.mark.parametrize("scoring,n_heads,official", [("exp,linear", 2, True), ("relu", 1, True), ("softmax", 1, True),
