@@ -43,6 +43,7 @@ SWEEPS = {"table": ROOT / "configs" / "cheng_table_cpu.yaml", "comb": ROOT / "co
 GAPS = OUT / "gaps.json"  # paired margins, cached by winning_gaps and control_rows
 SWEEP_FILES = {name: f"configs/{path.name}" for name, path in SWEEPS.items()}
 TABLES = {"table": "the notebook's 2,100 steps", "converged": "10,000 steps"}  # the sweeps that fill the whole table
+ONE_LAYER = ROOT / "models/cheng/one_layer.json"  # scripts/cheng_one_layer.py
 COMBS = {"comb": "the notebook's 2,100 steps", "comb-converged": "10,000 steps"}  # the 2-head sweeps
 CONVERGED = ("converged", "comb-converged")  # the 10,000-step sweeps, whose runs ship in place of the 2,100-step ones
 SWITCH = 8000  # the step after which the official clipping constant is ten times larger (layer_clip_after)
@@ -420,14 +421,13 @@ def write_card(name: str, dest: Path, m: dict[str, Any], rivals: list[dict[str, 
         "tolerance": {"rel": 1e-4, "abs": 1e-7}},
         "params": sum(p.numel() for p in ckpt.model.parameters() if p.requires_grad),
         "wall_s": m["wall_s"], "hardware": ckpt.train.get("hardware"), "steps": m["steps"], "rivals": rows}
-    (dest / "card.json").write_text(json.dumps(card, indent=1))
     lines = [f"# {name}", "",
              f"Cheng, Chen & Sra's restricted attention layer (`layer: cheng2024`, `interp.cheng`), {m['layers']} "
              f"layer(s), {'one exp head and one linear head' if m['sweep'] in COMBS else m['activation'] + ' attention'}, "
              f"trained on {m['kernel']} GP data (`{ckpt.task.describe()}`) with {ckpt.train['n_examples']} context points.",
              "", f"**Headline:** raw squared error at the query, {CHENG_N:,} fresh sequences (seed {CHENG_SEED}) = "
              f"**{m['mse']:.6g}** ± {m['mse_ci']:.2g} (95% CI); the Bayes-optimal predictor (GP posterior mean) on the "
-             f"same sequences: {m['bayes']:.4g}.{falling}", "",
+             f"same sequences: {m['bayes']:.4g}.{falling}", "", *one_layer_note(m, card),
              f"Beside the other activations trained the same way at seed 0 and {m['layers']} layer(s) ({'the 2-head model beside one-head models' if m['sweep'] in COMBS else 'the row of the table'}):", "",
              *markdown_table(rows), "", DRAW_NOTE, "",
              "## Training", "",
@@ -444,7 +444,27 @@ def write_card(name: str, dest: Path, m: dict[str, Any], rivals: list[dict[str, 
              "- Batch 3,000, not 30,000 (above). Their forward also rescales Z when its norm passes 1e10; ours never "
              "needs it at these weights and does not.",
              "", "Tables across the zoo: docs/REPRODUCTION.md section 3; every cell: models/cheng/table.md."]
+    (dest / "card.json").write_text(json.dumps(card, indent=1))
     (dest / "CARD.md").write_text("\n".join(lines) + "\n")
+
+
+def one_layer_note(m: dict[str, Any], card: dict[str, Any]) -> list[str]:
+    """For a one-head 1-layer model, the best predictor its form allows (models/cheng/one_layer.json, made by
+    scripts/cheng_one_layer.py), added to ``card`` as ``form_best`` and returned as the card's paragraph."""
+    if m["layers"] != 1 or m["sweep"] in COMBS or not ONE_LAYER.exists():
+        return []
+    row = json.loads(ONE_LAYER.read_text())["rows"].get(m["kernel"])
+    if row is None:
+        return []
+    best, smoother = row[m["activation"]]["best_isotropic"], row["softmax"]["best_isotropic"]
+    card["form_best"] = {"mse": best["mse"], "ci": best["mse_ci"], "a": best["a"], "softmax_mse": smoother["mse"]}
+    return [f"**Against its form:** one layer predicts -P_yy·Σ_n h(x_qᵀ·A·x_n)·y_n/N "
+            f"(`interp.cheng.one_layer_prediction`); the best {m['activation']} predictor of that form (A = a·I, "
+            f"`python scripts/cheng_one_layer.py`) gives {best['mse']:.3f} ± {best['mse_ci']:.3f} on the same "
+            f"sequences, the best softmax-normalised one {smoother['mse']:.3f}. "
+            + ("This model is at its form's best (within the CI): the 1-layer table is a property of the forms, not of "
+               "training (docs/REPRODUCTION.md, section 3)." if abs(m["mse"] - best["mse"]) <= best["mse_ci"] else
+               f"This model is {m['mse'] - best['mse']:+.3f} from its form's best."), ""]
 
 
 def main() -> None:
