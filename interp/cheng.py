@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from transformer_lens.components import TransformerBlock
 
 from .fast import FastTransformerBlock, hooks_attached
-from .scoring import ACTIVATIONS, capped_exp, mask_query_key, nonsoftmax_pattern
+from .scoring import ACTIVATIONS, SCORINGS, capped_exp, mask_query_key, nonsoftmax_pattern
 
 INIT_STD = 0.1
 CHENG_LAYER = "cheng2024"
@@ -193,6 +193,10 @@ def one_layer_prediction(xs: Tensor, ys: Tensor, xq: Tensor, score_matrix: Tenso
     of W_Q·W_Kᵀ) and ``value`` the y-by-y entry of P (W_V). One step of functional gradient descent from 0 in the
     kernel h(x_qᵀ·A·x) when h is not softmax; a Nadaraya–Watson smoother when it is.
     xs [batch, N, d], ys [batch, N], xq [batch, d] -> [batch]."""
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+    if score_matrix.shape != (xs.shape[-1], xs.shape[-1]):
+        raise ValueError(f"score_matrix must be [d, d] = {[xs.shape[-1]] * 2}, got {list(score_matrix.shape)}")
     scores = torch.einsum("bd,de,bne->bn", xq, score_matrix.to(xq.dtype), xs)
     weights = torch.softmax(scores, dim=-1) if scoring == "softmax" else ACTIVATIONS[scoring](scores)
     return -value * (weights * ys).sum(-1) / xs.shape[1]
@@ -201,5 +205,7 @@ def one_layer_prediction(xs: Tensor, ys: Tensor, xq: Tensor, score_matrix: Tenso
 def one_layer_weights(model: nn.Module, d_x: int) -> tuple[Tensor, Tensor]:
     """The score matrix A [d_x, d_x] and value entry P_yy [] of a one-head restricted model's first layer, as
     ``one_layer_prediction`` takes them."""
+    if model.cfg.n_layers != 1 or model.cfg.n_heads != 1:
+        raise ValueError(f"model must have one layer and one head, got {model.cfg.n_layers} and {model.cfg.n_heads}")
     attn = model.blocks[0].attn
     return (attn.W_Q[0] @ attn.W_K[0].transpose(0, 1))[:d_x, :d_x].detach(), attn.W_V[0, d_x, d_x].detach()

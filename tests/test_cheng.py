@@ -148,6 +148,17 @@ def test_one_layer_prediction_is_the_trained_form_of_one_layer(scoring, gen):
     assert torch.allclose(model(batch.inputs)[:, -1, 0], want, atol=1e-5)
 
 
+def test_one_layer_helpers_refuse_what_they_cannot_read(gen):
+    _, deep = restricted(n_layers=2)
+    with pytest.raises(ValueError, match="model must have one layer"):
+        one_layer_weights(deep, D)
+    xs, ys = torch.randn(2, 4, D), torch.randn(2, 4)
+    with pytest.raises(ValueError, match="scoring"):
+        one_layer_prediction(xs, ys, xs[:, 0], torch.eye(D), 1.0, "tanh")
+    with pytest.raises(ValueError, match="score_matrix"):
+        one_layer_prediction(xs, ys, xs[:, 0], torch.eye(D + 1), 1.0, "exp")
+
+
 @pytest.mark.parametrize("scoring,n_heads,official", [("exp,linear", 2, True), ("relu", 1, True), ("softmax", 1, True),
                                                       ("exp,linear", 2, False)])
 def test_fused_training_path_equals_transformer_lens(gen, scoring, n_heads, official):
