@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from interp import load
-from interp.cards import CHENG_N, CHENG_SEED, mean_ci, query_batch, query_errors
+from interp.cards import CHENG_N, CHENG_SEED, mean_ci, query_batch, query_errors, query_mse
 from interp.cheng import one_layer_prediction, one_layer_weights
 
 RUNS = Path("runs/cheng-converged-cpu")
@@ -95,10 +95,7 @@ def main() -> None:
         ckpt = load(run_dir(kernel, "linear", 0))
         batch = query_batch(ckpt, CHENG_N, CHENG_SEED)
         test, fit = split(batch), split(query_batch(ckpt, CHENG_N, FIT_SEED))
-        from interp.baselines import kernel_regression
-
-        bayes = kernel_regression(test[0], test[1].unsqueeze(-1), test[2], kernel)[:, 0].double()
-        row = {"bayes": mean_ci((bayes - test[3]).pow(2))[0]}
+        row = {"bayes": query_mse(ckpt, CHENG_N, CHENG_SEED)["bayes"]}
         for scoring in SCORINGS:
             row[scoring] = {"best_isotropic": best_isotropic(scoring, fit, test),
                             "trained": {str(s): trained(kernel, scoring, s, batch, test) for s in range(3)}}
