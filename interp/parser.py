@@ -93,7 +93,7 @@ def build_parser() -> Parser:
     r.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds an unfinished run")
 
     w = sub.add_parser("sweep", help="train a grid of runs (one checkpoint per cell) and write sweep.json")
-    w.add_argument("config", type=Path, help="a sweep file: a run config (or base: FILE) plus grid, runs, summary")
+    w.add_argument("config", type=Path, help="a sweep file: a run config (or base: FILE, with sections over it) plus grid, runs, summary")
     w.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
     w.add_argument("--backend", choices=["local", "ray"], default="local")
     w.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")

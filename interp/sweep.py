@@ -99,8 +99,11 @@ def load_sweep(path: str | Path) -> Sweep:
     unknown = set(data) - {"name", "base", "grid", "runs", "summary", "phase_threshold", "task", "model", "train", "purpose"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; expected name, base, grid, runs, summary")
-    if isinstance(data.get("base"), str):
+    if isinstance(data.get("base"), str):  # a base file, with the sweep file's own sections over it, key by key
         base = read_config_file(path.parent / data["base"])
+        for section in ("task", "model", "train"):
+            if isinstance(data.get(section), dict) and isinstance(base.get(section, {}), dict):
+                base[section] = {**base.get(section, {}), **data[section]}
     else:
         base = data.get("base") or {k: data[k] for k in ("task", "model", "train") if k in data}
     grid = data.get("grid") or {}

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .checkpoint import CheckpointError, Checkpoint, read_config, read_metrics, read_tensors, save_checkpoint, load_weights
 from .checkpoint import check_replaceable, folder_lock, is_checkpoint
-from .checkpoint import SNAPSHOT_DTYPES, snapshot_file
+from .checkpoint import SNAPSHOT_DTYPES, WEIGHTS, snapshot_file
 from .evaluate import squared_error_over_d
 from .progress import progress_bar
 from .spec import Model, ModelSpec, is_linear_bias, to_device
@@ -78,7 +78,7 @@ TRAIN_CONSTRAINTS = {
     "patience": [None, *POSITIVE_INT], "seed": NON_NEGATIVE_INT, "device": [str], "snapshots": NON_NEGATIVE_INT,
     "snapshot_dtype": [Options(tuple(SNAPSHOT_DTYPES))], "decay_norms_and_biases": [bool], "warmup_start": UNIT, "balanced_batches": [bool],
     "resample_every": POSITIVE_INT, "layer_clip": NON_NEGATIVE_REAL,
-    "layer_clip_after": [None, Pairs((NON_NEGATIVE_INT[0], NON_NEGATIVE_REAL[0]))],
+    "layer_clip_after": [None, Pairs((NON_NEGATIVE_INT[0], NON_NEGATIVE_REAL[0]))], "init_from": [None, str],
 }
 
 
@@ -124,6 +124,8 @@ class TrainConfig:
     layer_clip: float = 0.0  # Cheng et al.'s per-layer rule: block i's gradient norm clipped to layer_clip/(9 - i)²; 0: off
     layer_clip_after: tuple[int, float] | None = None  # (step, value): the rule's layer_clip from that step on
     # (their run-exp.ipynb: 1e-8, and 1e-7 after step 8,000)
+    init_from: str | None = None  # a finished checkpoint of ours with this run's model and task: training starts
+    # from its last-step weights, with a fresh optimizer and schedule (a longer run after a spent schedule); None: init
 
     def __post_init__(self) -> None:
         validate(self, TRAIN_CONSTRAINTS)
@@ -391,6 +393,25 @@ def with_new_defaults(saved: dict[str, Any], mine: dict[str, Any]) -> dict[str, 
     return out
 
 
+def start_weights(path: Path, spec: ModelSpec, task: TaskBase) -> dict[str, Tensor]:
+    """``train.init_from``'s weights: the last step of the finished checkpoint at ``path`` (last.safetensors where
+    keep_best kept other weights, else weights.safetensors). Its model and task must be this run's, so that the
+    held-out tasks and pairs stay held out; anything else raises CheckpointError naming init_from."""
+    config = read_config(path)
+    if (path / RESUME_STATE).is_file():
+        raise CheckpointError(f"train.init_from: {path} holds an unfinished run; finish it first (its weights are not a last step)")
+    mine = {"model": spec.to_dict(), "task": task.to_dict()}  # type: ignore[attr-defined]
+    saved = with_new_defaults({k: config[k] for k in mine} | {"train": {}}, mine | {"train": {}})
+    for section in mine:
+        theirs, ours = saved[section], json.loads(json.dumps(mine[section]))
+        diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        if diff:
+            raise CheckpointError(f"train.init_from: {path} has a different {section} ({section}.{diff[0]}: "
+                                  f"{theirs.get(diff[0])!r} there, {ours.get(diff[0])!r} here)")
+    last = path / LAST_WEIGHTS
+    return read_tensors(last if last.is_file() else path / WEIGHTS)
+
+
 def train(
     task: TaskBase,
     spec: ModelSpec,
@@ -407,12 +428,13 @@ def train(
     are checked, with the device and writability, before any work starts. ``stop_after`` ends the process after
     that many steps without saving, as a kill would (used to test resume)."""
     pick_device(cfg.device)  # an absent device fails here, before anything is built
+    init = None if cfg.init_from is None else start_weights(Path(cfg.init_from), spec, task)
     if out is None:
-        return train_loop(task, spec, cfg, None, resume, progress, stop_after)
+        return train_loop(task, spec, cfg, None, resume, progress, stop_after, init)
     out = Path(out)
     with folder_lock(out):
         check_out(out, resume)
-        return train_loop(task, spec, cfg, out, resume, progress, stop_after)
+        return train_loop(task, spec, cfg, out, resume, progress, stop_after, init)
 
 
 def check_out(out: Path, resume: bool) -> None:
@@ -425,8 +447,9 @@ def check_out(out: Path, resume: bool) -> None:
 
 
 def train_loop(task: TaskBase, spec: ModelSpec, cfg: TrainConfig, out: Path | None, resume: bool, progress: bool,
-               stop_after: int | None) -> Checkpoint:
-    """``train`` after its checks: the loop, top to bottom (``out``, when given, is locked by the caller)."""
+               stop_after: int | None, init: dict[str, Tensor] | None = None) -> Checkpoint:
+    """``train`` after its checks: the loop, top to bottom (``out``, when given, is locked by the caller;
+    ``init``, when given, the starting weights ``start_weights`` read for ``cfg.init_from``)."""
     device = pick_device(cfg.device)
     model = to_device(spec.build(), device)
     optimizer = make_optimizer(model, cfg)
@@ -435,6 +458,8 @@ def train_loop(task: TaskBase, spec: ModelSpec, cfg: TrainConfig, out: Path | No
     state: dict[str, Any] = {"step": 0, "best": None, "best_step": None, "since_best": 0, "wall_s": 0.0}
     metrics: list[dict[str, Any]] = []
     best_weights: dict[str, Tensor] | None = None
+    if init is not None:  # a resume below overwrites these with the run's own latest weights
+        load_weights(model, init, Path(str(cfg.init_from)))
 
     if out is not None and resume and (out / RESUME_STATE).is_file():
         saved = read_config(out)

@@ -128,6 +128,11 @@ ROWS: list[tuple] = [
                                       "--out", str(t / "m")], "'steps' parameter of TrainConfig")),
     ("yaml curriculum every: 0", lambda t, c: (["train", "--config", yaml_run(t, TINY_RUN.replace("snapshots: 0", "curriculum: {every: 0}")),
                                                 "--out", str(t / "m")], "'every' parameter of Curriculum")),
+    ("yaml init_from: another model", lambda t, c: (["train", "--config", yaml_run(t, TINY_RUN.replace("d_model: 8", "d_model: 16")
+                                                      .replace("snapshots: 0", f"snapshots: 0, init_from: '{c}'")),
+                                                      "--out", str(t / "m")], "init_from: ")),
+    ("yaml init_from: no folder", lambda t, c: (["train", "--config", yaml_run(t, TINY_RUN.replace("snapshots: 0", f"snapshots: 0, init_from: '{t / 'nope'}'")),
+                                                "--out", str(t / "m")], "no checkpoint folder")),
     ("yaml model: a list", lambda t, c: (["train", "--config", yaml_run(t, "task: {name: linear}\nmodel: [1, 2]\n"),
                                           "--out", str(t / "m")], "model section must be a mapping")),
     ("config.json n_examples: 1000", lambda t, c: (

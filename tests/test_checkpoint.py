@@ -1,7 +1,9 @@
 import json
+import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from interp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from interp.spec import ModelSpec
@@ -123,6 +125,44 @@ def test_an_unfinished_run_saved_before_new_fields_existed_resumes(tmp_path):
     train(task, spec, SMALL, out=tmp_path / "n", progress=False, stop_after=15)
     with pytest.raises(CheckpointError, match="different config"):
         train(task, spec, SMALL.__class__(**(SMALL.to_dict() | {"warmup_start": 0.5})), out=tmp_path / "n", progress=False)
+
+
+def test_init_from_starts_at_the_last_step_weights(tmp_path, monkeypatch):
+    """train.init_from loads the finished run's last-step weights (last.safetensors beside keep_best's best ones),
+    not its best ones and not a fresh init: with the update step made a no-op the run ends on exactly them."""
+    task = ModularTask(p=5, n_tasks=6)
+    spec = ModelSpec.for_task(task, 5, n_layers=1, d_model=16)
+    first = TrainConfig(steps=30, n_examples=5, batch_size=12, eval_every=5, checkpoint_every=10, warmup_steps=5, keep_best=True)
+    done = train(task, spec, first, out=tmp_path / "a", progress=False)
+    last = load_file(str(tmp_path / "a" / "last.safetensors"))
+    assert done.train["best_step"] != 30  # so that the best and the last weights differ
+    monkeypatch.setattr(sys.modules["interp.train"], "train_step", lambda *args: torch.tensor(0.0))
+    cont = TrainConfig(**(first.to_dict() | {"steps": 10, "keep_best": False, "seed": 1, "init_from": str(tmp_path / "a")}))
+    ckpt = train(task, spec, cont, out=tmp_path / "b", progress=False)
+    state = ckpt.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in last.items())
+    assert load_checkpoint(tmp_path / "b").train["init_from"] == str(tmp_path / "a")
+    fresh = train(task, spec, TrainConfig(**(cont.to_dict() | {"init_from": None})), progress=False).model.state_dict()
+    assert not torch.equal(fresh["embed.W_E"], state["embed.W_E"])
+
+
+def test_init_from_refuses_another_model_task_or_an_unfinished_run(tmp_path):
+    task = ModularTask(p=5, n_tasks=6)
+    spec = ModelSpec.for_task(task, 5, n_layers=1, d_model=16)
+    train(task, spec, SMALL, out=tmp_path / "a", progress=False)
+    cont = TrainConfig(**(SMALL.to_dict() | {"init_from": str(tmp_path / "a")}))
+    wider = ModelSpec.for_task(task, 5, n_layers=1, d_model=32)
+    with pytest.raises(CheckpointError, match=r"init_from: .* different model \(model.d_model: 16 there, 32 here\)"):
+        train(task, wider, cont, out=tmp_path / "b", progress=False)
+    other = ModularTask(p=5, n_tasks=6, split_seed=1)
+    with pytest.raises(CheckpointError, match=r"different task \(task.split_seed"):
+        train(other, spec, cont, out=tmp_path / "b", progress=False)
+    assert not (tmp_path / "b").exists()  # refused before anything is written
+    train(task, spec, SMALL, out=tmp_path / "c", progress=False, stop_after=15)
+    with pytest.raises(CheckpointError, match="unfinished run"):
+        train(task, spec, TrainConfig(**(SMALL.to_dict() | {"init_from": str(tmp_path / "c")})), progress=False)
+    with pytest.raises(CheckpointError, match="no checkpoint folder"):
+        train(task, spec, TrainConfig(**(SMALL.to_dict() | {"init_from": str(tmp_path / "nope")})), progress=False)
 
 
 def test_training_refuses_to_overwrite_a_finished_checkpoint(tmp_path):

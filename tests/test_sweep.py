@@ -163,3 +163,13 @@ def test_an_axis_of_mappings_sets_keys_together(tmp_path, monkeypatch):
     assert [c.name for c in cells] == ["pair=1-4,seed=0", "pair=1-4,seed=1", "pair=2-12,seed=0", "pair=2-12,seed=1"]
     assert [(c.run.spec.n_layers, c.run.task.n_tasks, c.run.train.seed) for c in cells] == [(1, 4, 0), (1, 4, 1), (2, 12, 0), (2, 12, 1)]
     assert cells[0].out == tmp_path / "runs" / "tiny" / "pair=1-4,seed=0"
+
+
+def test_sections_beside_a_base_file_override_its_keys(tmp_path, monkeypatch):
+    """``base: FILE`` plus a ``train:`` section: the section's keys replace the file's, the others are kept."""
+    monkeypatch.chdir(tmp_path)
+    head, grid = SWEEP.split("grid:")
+    (tmp_path / "base.yaml").write_text(head.replace("name: tiny\n", ""))
+    (tmp_path / "s.yaml").write_text("name: tiny\nbase: base.yaml\ntrain: {steps: 7, lr: 0.01}\ngrid:" + grid)
+    cells = load_sweep(tmp_path / "s.yaml").cells
+    assert [(c.run.train.steps, c.run.train.lr, c.run.train.eval_every, c.run.spec.d_model) for c in cells] == [(7, 0.01, 6, 16)] * 2
