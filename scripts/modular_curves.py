@@ -5,7 +5,8 @@
 For each run: the training loss, accuracy on ID tasks × trained pairs, and the last-shot-region accuracy on OOD
 tasks × held-out pairs by kind of query (copyable, ratio-matchable, regression-only; the keys ``interp.train``
 logs), against the step. Prints a table of every other evaluation. Works on unfinished runs (a sweep cell whose
-resume state is still there) as well as finished ones.
+resume state is still there) as well as finished ones. A run that started from another's weights
+(``train.init_from``) is drawn after it: its steps are offset by the steps that run (and its own start) took.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from interp.cards import markdown_table  # noqa: E402
-from interp.checkpoint import read_metrics  # noqa: E402
+from interp.checkpoint import read_config, read_metrics  # noqa: E402
 
 PANELS = [("train_loss", "training loss"), ("id_train_acc", "ID × trained pairs, all"),
           ("ood_test_acc_copyable_last", "OOD × held-out, copyable"),
@@ -26,11 +27,21 @@ PANELS = [("train_loss", "training loss"), ("id_train_acc", "ID × trained pairs
           ("ood_test_acc_regression_last", "OOD × held-out, regression-only")]
 
 
+def step_offset(folder: Path) -> int:
+    """The training steps before this run's first: 0, or the steps of the run ``train.init_from`` names, and of
+    the run that one started from, and so on."""
+    init = read_config(folder)["train"].get("init_from")
+    if init is None:
+        return 0
+    return step_offset(Path(init)) + read_config(init)["train"]["steps_done"]
+
+
 def main(out: str, runs: list[str]) -> None:
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.4))
     for spec in runs:
         label, folder = spec.split("=", 1)
-        metrics = read_metrics(Path(folder) / "metrics.jsonl")
+        offset = step_offset(Path(folder))
+        metrics = [m | {"step": m["step"] + offset} for m in read_metrics(Path(folder) / "metrics.jsonl")]
         for ax, (key, title) in zip(axes, PANELS):
             points = [(m["step"], m[key]) for m in metrics if key in m]
             ax.plot([s for s, _ in points], [v for _, v in points], label=label)
