@@ -177,6 +177,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     for k, v in ckpt.spec.to_dict().items():
         print(f"  {k:<14}{v}")
     print(f"training    {ckpt.train.get('steps_done', '?')} of {ckpt.train.get('steps')} steps, best OOD at step {ckpt.train.get('best_step')}")
+    if ckpt.train.get("init_from"):
+        print(f"started at  the last-step weights of {ckpt.train['init_from']} (train.init_from; steps count from there)")
     print(f"git commit  {ckpt.git_commit or 'unknown'}")
     snapshots = read_config(args.ckpt).get("snapshots")
     if snapshots:

@@ -5,6 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from interp.cli import main
 from interp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from interp.spec import ModelSpec
 from interp.tasks import LinearTask, ModularTask
@@ -127,7 +128,7 @@ def test_an_unfinished_run_saved_before_new_fields_existed_resumes(tmp_path):
         train(task, spec, SMALL.__class__(**(SMALL.to_dict() | {"warmup_start": 0.5})), out=tmp_path / "n", progress=False)
 
 
-def test_init_from_starts_at_the_last_step_weights(tmp_path, monkeypatch):
+def test_init_from_starts_at_the_last_step_weights(tmp_path, monkeypatch, capsys):
     """train.init_from loads the finished run's last-step weights (last.safetensors beside keep_best's best ones),
     not its best ones and not a fresh init: with the update step made a no-op the run ends on exactly them."""
     task = ModularTask(p=5, n_tasks=6)
@@ -142,6 +143,8 @@ def test_init_from_starts_at_the_last_step_weights(tmp_path, monkeypatch):
     state = ckpt.model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in last.items())
     assert load_checkpoint(tmp_path / "b").train["init_from"] == str(tmp_path / "a")
+    assert main(["info", "--ckpt", str(tmp_path / "b")]) == 0
+    assert f"started at  the last-step weights of {tmp_path / 'a'}" in capsys.readouterr().out
     fresh = train(task, spec, TrainConfig(**(cont.to_dict() | {"init_from": None})), progress=False).model.state_dict()
     assert not torch.equal(fresh["embed.W_E"], state["embed.W_E"])
 
