@@ -176,9 +176,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"model       {type(ckpt.model).__name__}, {n_params:,} parameters")
     for k, v in ckpt.spec.to_dict().items():
         print(f"  {k:<14}{v}")
-    print(f"training    {ckpt.train.get('steps_done', '?')} of {ckpt.train.get('steps')} steps, best OOD at step {ckpt.train.get('best_step')}")
-    if ckpt.train.get("init_from"):
-        print(f"started at  the last-step weights of {ckpt.train['init_from']} (train.init_from; steps count from there)")
+    t = ckpt.train
+    if "steps_before" in t:  # two runs shipped as one history (scripts/modular_cards.py): steps count from the first's start
+        print(f"training    {t.get('steps_done', '?')} steps: {t['steps_before']} in {t.get('init_from')}, then "
+              f"{t.get('steps')} from its last-step weights; best OOD at step {t.get('best_step')}")
+    else:
+        print(f"training    {t.get('steps_done', '?')} of {t.get('steps')} steps, best OOD at step {t.get('best_step')}")
+        if t.get("init_from"):
+            print(f"started at  the last-step weights of {t['init_from']} (train.init_from; steps count from there)")
     print(f"git commit  {ckpt.git_commit or 'unknown'}")
     snapshots = read_config(args.ckpt).get("snapshots")
     if snapshots:

@@ -29,10 +29,10 @@ import yaml  # noqa: E402
 
 import interp  # noqa: E402
 from interp.cards import HEADLINES, kind_rows, markdown_table, measure  # noqa: E402
-from interp.checkpoint import Checkpoint, load_checkpoint, load_weights, read_config, read_tensors, save_checkpoint  # noqa: E402
+from interp.checkpoint import Checkpoint, load_checkpoint, load_weights, read_config, read_metrics, read_tensors, save_checkpoint, snapshot_file  # noqa: E402
 from interp.config import run_from_dict  # noqa: E402
 from interp.sweep import PHASE_RULE, PHASES, phase  # noqa: E402
-from interp.train import LAST_WEIGHTS  # noqa: E402
+from interp.train import LAST_WEIGHTS, TrainConfig, ood_objective, snapshot_steps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS, RUNS, DOCS = ROOT / "models", ROOT / "runs" / "modular-phase", ROOT / "docs"
@@ -40,9 +40,14 @@ RUNS_P11 = ROOT / "runs" / "modular-phase-p11"
 N, SEED = 512, 0
 BIG = "n_tasks=36,pair_fraction=0.8"
 BIG11 = "n_tasks=64,pair_fraction=0.8"
+LONGER = "n_tasks=64,pair_fraction=0.8,n_layers=2,seed=1,steps=24000,warmup_steps=1200,eval_every=1000"
+# zoo models whose cell is not in the grid sweeps' folders, and the commands that made them
+RUNS_OF = {"modular-p11-d2": ROOT / "runs" / "modular-p11-longer"}
+MADE_BY = {"modular-p11-d2": "`interp sweep configs/modular_p11_long.yaml` (30,000 steps), then `interp sweep "
+                             "configs/modular_p11_longer.yaml` (24,000 more from its last-step weights, `train.init_from`)"}
 # zoo name -> (cell folder, weights: "best" (keep_best's) or "last", what the model is for)
 SHIPPED: dict[str, tuple[str, str, str]] = {
-    "modular-p11-d2": (f"{BIG11},n_layers=2,seed=0", "last", "p = 11 with He et al.'s official recipe at CPU scale: 2 blocks, 64 of 121 pre-training tasks (parallelograms), 80% of (x, y) pairs, 32 examples: the model that should generalise out of distribution. Last-step weights: at 12,000 steps it has not left chance on OOD regression-only queries, so its best-OOD step (by that metric) is noise; that step's weights are the snapshot at best_ood_step."),
+    "modular-p11-d2": (LONGER, "last", "p = 11 with He et al.'s official recipe at CPU scale: 2 blocks, 64 of 121 pre-training tasks (parallelograms), 80% of (x, y) pairs, 32 examples: the model that should generalise out of distribution. Trained 54,000 steps in two runs: 30,000 (configs/modular_p11_long.yaml), then 24,000 more from those last-step weights with a fresh optimizer, warm-up and cosine schedule (configs/modular_p11_longer.yaml); the snapshots and the log cover both, steps counted from the start. Last-step weights."),
     "modular-p11-d1": (f"{BIG11},n_layers=1,seed=0", "last", "The p = 11 data with 1 block: He et al. find that 1 block does not generalise OOD."),
     "modular-p11-d2-fewtasks": ("n_tasks=16,pair_fraction=0.8,n_layers=2,seed=0", "last", "p = 11, 2 blocks with only 16 pre-training tasks, below the OOD transition (last-step weights)."),
     "modular-p11-d4": (f"{BIG11},n_layers=4,seed=0", "best", "p = 11, 4 blocks at the step of its best OOD accuracy (He et al.: the OOD phase of deep models is transient)."),
@@ -62,6 +67,8 @@ PAPER = ("He et al. (p = 29, 841 tasks, 32 examples, d_model 512, 200k steps): O
 
 def runs_of(name: str) -> Path:
     """The sweep folder that holds the cells of zoo model ``name``."""
+    if name in RUNS_OF:
+        return RUNS_OF[name]
     return RUNS_P11 if name.startswith("modular-p11") else RUNS
 
 
@@ -75,15 +82,42 @@ def ship(name: str, cell: str, weights: str) -> Checkpoint:
         train = ckpt.train | {"weights": f"last step ({ckpt.train['steps_done']})"}
     else:
         train = ckpt.train | {"weights": f"best OOD step ({ckpt.train['best_step']})"}
-    if (MODELS / name).exists():
-        shutil.rmtree(MODELS / name)
     snapshots = read_config(src).get("snapshots")
     files = {f: (src / f).read_bytes() for f in (snapshots or {}).get("files", {}).values()}
-    save_checkpoint(MODELS / name, ckpt.model, ckpt.spec, ckpt.task, train, ckpt.metrics, files, snapshots=snapshots)
+    metrics = ckpt.metrics
+    if ckpt.train.get("init_from"):
+        train, metrics, snapshots, files = with_history(ROOT / ckpt.train["init_from"], src, train, metrics)
+    if (MODELS / name).exists():
+        shutil.rmtree(MODELS / name)
+    save_checkpoint(MODELS / name, ckpt.model, ckpt.spec, ckpt.task, train, metrics, files, snapshots=snapshots)
     run = run_from_dict(json.loads((src / "config.json").read_text()) | {"name": name, "purpose": SHIPPED[name][2]})
     (ROOT / "configs" / "modular" / f"{name}.yaml").write_text(
         f"# The run of sweep cell {cell}, written out by scripts/modular_cards.py.\n" + yaml.safe_dump(run.to_dict(), sort_keys=False))
     return load_checkpoint(MODELS / name)
+
+
+def with_history(first: Path, src: Path, train: dict[str, Any], metrics: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """A run that started from the last-step weights of the run at ``first`` (train.init_from), as one history:
+    ``first``'s metrics, then ``src``'s with their steps offset by ``first``'s steps; of both runs' snapshots, the
+    nearest to each of the log-spaced steps one run of the whole length would keep, plus the best-OOD step (over
+    both logs) and the last. Returns the train dict (steps_done and best_step over the whole; steps_before:
+    ``first``'s steps), the metrics, the snapshots entry and the snapshot files."""
+    before = read_config(first)
+    done = int(before["train"]["steps_done"])
+    history = read_metrics(first / "metrics.jsonl") + [m | {"step": m["step"] + done} for m in metrics]
+    path_of = {int(s): first / f for s, f in before["snapshots"]["files"].items()}
+    path_of |= {done + int(s): src / f for s, f in read_config(src)["snapshots"]["files"].items()}
+    total = done + int(train["steps_done"])
+    best = min(history, key=ood_objective)["step"]
+    targets = snapshot_steps(TrainConfig(steps=total, snapshots=int(train["snapshots"])))
+    steps = sorted({min(path_of, key=lambda a: abs(a - t)) for t in targets} | {best, total})
+    files = {snapshot_file(s): path_of[s].read_bytes() for s in steps}
+    snapshots = {"steps": steps, "dtype": train["snapshot_dtype"], "best_ood_step": best,
+                 "files": {str(s): snapshot_file(s) for s in steps}}
+    wall = float(before["train"].get("wall_s", 0.0)) + float(train.get("wall_s", 0.0))
+    train = train | {"steps_before": done, "steps_done": total, "best_step": best, "wall_s": wall,
+                     "weights": f"last step ({total}: {done} in {train['init_from']}, then {total - done} from its last weights)"}
+    return train, history, snapshots, files
 
 
 def gather_heads(ckpt: Checkpoint) -> list[dict[str, Any]]:
@@ -131,6 +165,11 @@ def resample_ablated_by_kind(ckpt: Checkpoint, heads: list[tuple[int, int]], spl
     return out
 
 
+def made_by(name: str, cell: str) -> str:
+    """The sweep command that trains a grid sweep's cell."""
+    return f"`interp sweep configs/modular_{'phase' if 'n_layers=2' in cell else 'depth'}{'_p11' if name.startswith('modular-p11') else ''}.yaml`"
+
+
 def card(name: str, ckpt: Checkpoint, cell: str) -> dict[str, Any]:
     t = ckpt.train
     value = measure(ckpt, "ood_acc_last_shot", n=N, seed=SEED)
@@ -147,8 +186,9 @@ def card(name: str, ckpt: Checkpoint, cell: str) -> dict[str, Any]:
     lines = [
         f"# {name}", "", SHIPPED[name][2], "",
         f"**Headline:** {HEADLINES['ood_acc_last_shot'][0]} = **{value:.4g}** ({N} sequences, seed {SEED}).", "",
-        f"- made by: `interp sweep configs/modular_{'phase' if 'n_layers=2' in cell else 'depth'}{'_p11' if name.startswith('modular-p11') else ''}.yaml` (cell `{cell}`); "
-        f"the same run alone: `interp train --config configs/modular/{name}.yaml --out models/{name}`",
+        f"- made by: {MADE_BY.get(name, made_by(name, cell))} (cell `{cell}`); "
+        f"the same run alone: `interp train --config configs/modular/{name}.yaml --out models/{name}`"
+        + (f" (after the run it starts from, `{t['init_from']}`)" if t.get("init_from") else ""),
         f"- weights: {t.get('weights')}; training: {t.get('steps_done')} steps in {t.get('wall_s', 0) / 60:.1f} min on {t.get('hardware')}",
         f"- task: `{ckpt.task.describe()}`, {t['n_examples']} examples a sequence",
         f"- model: {ckpt.spec.n_layers} blocks, {ckpt.spec.n_heads} heads, d_model {ckpt.spec.d_model}, pre-LN, RoPE, ReLU MLP; {n_params:,} parameters",
