@@ -42,12 +42,13 @@ BIG = "n_tasks=36,pair_fraction=0.8"
 BIG11 = "n_tasks=64,pair_fraction=0.8"
 LONGER = "n_tasks=64,pair_fraction=0.8,n_layers=2,seed=1,steps=24000,warmup_steps=1200,eval_every=1000"
 # zoo models whose cell is not in the grid sweeps' folders, and the commands that made them
-RUNS_OF = {"modular-p11-d2": ROOT / "runs" / "modular-p11-longer"}
-MADE_BY = {"modular-p11-d2": "`interp sweep configs/modular_p11_long.yaml` (30,000 steps), then `interp sweep "
+RUNS_OF = {"modular-p11-d2-long": ROOT / "runs" / "modular-p11-longer"}
+MADE_BY = {"modular-p11-d2-long": "`interp sweep configs/modular_p11_long.yaml` (30,000 steps), then `interp sweep "
                              "configs/modular_p11_longer.yaml` (24,000 more from its last-step weights, `train.init_from`)"}
 # zoo name -> (cell folder, weights: "best" (keep_best's) or "last", what the model is for)
 SHIPPED: dict[str, tuple[str, str, str]] = {
-    "modular-p11-d2": (LONGER, "last", "p = 11 with He et al.'s official recipe at CPU scale: 2 blocks, 64 of 121 pre-training tasks (parallelograms), 80% of (x, y) pairs, 32 examples: the model that should generalise out of distribution. Trained 54,000 steps in two runs: 30,000 (configs/modular_p11_long.yaml), then 24,000 more from those last-step weights with a fresh optimizer, warm-up and cosine schedule (configs/modular_p11_longer.yaml); the snapshots and the log cover both, steps counted from the start. Last-step weights."),
+    "modular-p11-d2": (f"{BIG11},n_layers=2,seed=0", "last", "p = 11 with He et al.'s official recipe at CPU scale: 2 blocks, 64 of 121 pre-training tasks (parallelograms), 80% of (x, y) pairs, 32 examples: the model that should generalise out of distribution. Last-step weights: at 12,000 steps it has not left chance on OOD regression-only queries, so its best-OOD step (by that metric) is noise; that step's weights are the snapshot at best_ood_step."),
+    "modular-p11-d2-long": (LONGER, "last", "p = 11 with He et al.'s official recipe at CPU scale: 2 blocks, 64 of 121 pre-training tasks (parallelograms), 80% of (x, y) pairs, 32 examples: modular-p11-d2's data and model (the model that should generalise out of distribution) trained 54,000 steps in two runs: 30,000 (configs/modular_p11_long.yaml), then 24,000 more from those last-step weights with a fresh optimizer, warm-up and cosine schedule (configs/modular_p11_longer.yaml); the snapshots and the log cover both, steps counted from the start. Last-step weights."),
     "modular-p11-d1": (f"{BIG11},n_layers=1,seed=0", "last", "The p = 11 data with 1 block: He et al. find that 1 block does not generalise OOD."),
     "modular-p11-d2-fewtasks": ("n_tasks=16,pair_fraction=0.8,n_layers=2,seed=0", "last", "p = 11, 2 blocks with only 16 pre-training tasks, below the OOD transition (last-step weights)."),
     "modular-p11-d4": (f"{BIG11},n_layers=4,seed=0", "best", "p = 11, 4 blocks at the step of its best OOD accuracy (He et al.: the OOD phase of deep models is transient)."),

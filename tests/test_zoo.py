@@ -82,3 +82,11 @@ def test_modular_zoo_keeps_its_weight_snapshots(name):
     for key, value in snapshot.state_dict().items():
         want = shipped[key].to(getattr(torch, snaps["dtype"])).to(value.dtype) if key in params else shipped[key]
         assert torch.equal(value, want), key
+
+
+def test_the_readme_loads_snapshots_that_exist():
+    """Every ``interp.load("models/<name>", step=N)`` in the README names a step that model has a snapshot at."""
+    calls = re.findall(r'interp\.load\("models/([\w-]+)", step=(\d+)\)', (ROOT / "README.md").read_text())
+    assert calls
+    for name, step in calls:
+        assert load(MODELS / name, step=int(step)).step == int(step)
