@@ -26,7 +26,7 @@ from .tasks import TaskBase, task_from_dict
 from .train import TrainConfig
 
 SECTIONS = ("task", "model", "train")
-FINISHED_KEYS = ("best_step", "steps_done", "wall_s", "hardware", "weights")  # added when a run ends (weights: which step a shipped copy holds)
+FINISHED_KEYS = ("best_step", "steps_done", "wall_s", "hardware", "weights", "steps_before")  # added when a run ends (weights: which step a shipped copy holds; steps_before: a run shipped with the one it started from)
 DERIVED_MODEL_KEYS = ("n_ctx", "d_in", "d_out", "d_vocab")  # set from the task, never by hand
 
 

@@ -101,7 +101,7 @@ def with_history(first: Path, src: Path, train: dict[str, Any], metrics: list[di
     """A run that started from the last-step weights of the run at ``first`` (train.init_from), as one history:
     ``first``'s metrics, then ``src``'s with their steps offset by ``first``'s steps; of both runs' snapshots, the
     nearest to each of the log-spaced steps one run of the whole length would keep, plus the best-OOD step (over
-    both logs) and the last. Returns the train dict (steps_done and best_step over the whole; steps_before:
+    both logs), the first run's last and the last. Returns the train dict (steps_done and best_step over the whole; steps_before:
     ``first``'s steps), the metrics, the snapshots entry and the snapshot files."""
     before = read_config(first)
     done = int(before["train"]["steps_done"])
@@ -111,7 +111,7 @@ def with_history(first: Path, src: Path, train: dict[str, Any], metrics: list[di
     total = done + int(train["steps_done"])
     best = min(history, key=ood_objective)["step"]
     targets = snapshot_steps(TrainConfig(steps=total, snapshots=int(train["snapshots"])))
-    steps = sorted({min(path_of, key=lambda a: abs(a - t)) for t in targets} | {best, total})
+    steps = sorted({min(path_of, key=lambda a: abs(a - t)) for t in targets} | {best, done, total})
     files = {snapshot_file(s): path_of[s].read_bytes() for s in steps}
     snapshots = {"steps": steps, "dtype": train["snapshot_dtype"], "best_ood_step": best,
                  "files": {str(s): snapshot_file(s) for s in steps}}

@@ -255,12 +255,18 @@ def zoo_readme() -> None:
                     and "config" in json.loads(p.read_text()))  # sweep summaries name their sweep file; other JSON is not one
     if sweeps:
         rows += ["", "Sweep summaries (no weights; the cells' checkpoints stay in `runs/`):", ""]
-        rows += [f"- [{p.relative_to(MODELS)}]({p.relative_to(MODELS)}): `interp sweep {json.loads(p.read_text())['config']}`"
-                 for p in sweeps]
+        rows += [f"- [{p.relative_to(MODELS)}]({p.relative_to(MODELS)}): `interp sweep {sweep_file(p)}`" for p in sweeps]
     if (MODELS / "cheng" / "table.md").is_file():
         rows.append("- [cheng/table.md](cheng/table.md): Cheng et al.'s table and depth rows, measured on the Cheng sweeps' "
                     "cells by `python scripts/cheng_cards.py` (which writes the cheng-* cards)")
     (MODELS / "README.md").write_text("\n".join(rows) + "\n")
+
+
+def sweep_file(summary: Path) -> str:
+    """The sweep file a summary names, from the repository root (newer summaries name it from their own folder)."""
+    named = json.loads(summary.read_text())["config"]
+    at = (summary.parent / named).resolve()
+    return str(at.relative_to(ROOT)) if named.startswith("..") and at.is_relative_to(ROOT) else named
 
 
 def main(names: list[str]) -> None:
