@@ -382,11 +382,14 @@ def snapshot_tensors(model: Model, dtype: str) -> dict[str, Tensor]:
 
 def with_new_defaults(saved: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any]:
     """The saved config's model, task and train sections, with fields added to the code since it was saved
-    filled in at their defaults (which leave training unchanged), so that an older unfinished run resumes."""
+    filled in at their defaults (which leave training unchanged), so that an older unfinished run resumes; only the
+    sections ``mine`` has."""
     out = {k: dict(saved.get(k) or {}) for k in mine}
     defaults = {"model": {f.name: f.default for f in dataclasses.fields(ModelSpec)},
                 "train": {f.name: f.default for f in dataclasses.fields(TrainConfig)}}
     for section, fields in defaults.items():
+        if section not in mine:
+            continue
         for name, default in fields.items():
             if name not in out[section] and name in mine[section] and default is not dataclasses.MISSING:
                 out[section][name] = json.loads(json.dumps(default))
@@ -401,7 +404,7 @@ def start_weights(path: Path, spec: ModelSpec, task: TaskBase) -> dict[str, Tens
     if (path / RESUME_STATE).is_file():
         raise CheckpointError(f"train.init_from: {path} holds an unfinished run; finish it first (its weights are not a last step)")
     mine = {"model": spec.to_dict(), "task": task.to_dict()}  # type: ignore[attr-defined]
-    saved = with_new_defaults({k: config[k] for k in mine} | {"train": {}}, mine | {"train": {}})
+    saved = with_new_defaults(config, mine)
     for section in mine:
         theirs, ours = saved[section], json.loads(json.dumps(mine[section]))
         diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
