@@ -177,9 +177,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     for k, v in ckpt.spec.to_dict().items():
         print(f"  {k:<14}{v}")
     t = ckpt.train
-    if "steps_before" in t:  # two runs shipped as one history (scripts/modular_cards.py): steps count from the first's start
-        print(f"training    {t.get('steps_done', '?')} steps: {t['steps_before']} in {t.get('init_from')}, then "
-              f"{t.get('steps')} from its last-step weights; best OOD at step {t.get('best_step')}")
+    if "steps_before" in t:  # a chain of runs shipped as one history (scripts/modular_cards.py): steps count from the first's start
+        print(f"training    {t.get('steps_done', '?')} steps: {t['steps_before']} up to the end of {t.get('init_from')} "
+              f"(train.init_from), then {t.get('steps')} from its last-step weights; best OOD at step {t.get('best_step')}")
     else:
         print(f"training    {t.get('steps_done', '?')} of {t.get('steps')} steps, best OOD at step {t.get('best_step')}")
         if t.get("init_from"):
@@ -357,10 +357,15 @@ def _interrupted() -> int:
 
 
 def entry() -> NoReturn:
-    """The console script: `main`, then exit. After Ctrl-C it leaves through ``os._exit(130)``: CPython kills itself
+    """The console script: `main`, then exit. A closed stdout (a pipe into `head`) ends it quietly. After Ctrl-C it leaves through ``os._exit(130)``: CPython kills itself
     with SIGINT at shutdown when the interrupt landed in C code that runs Python source (torch's imports do),
     even though `main` caught it, and the caller would see -2 instead of 130."""
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader closed stdout early (`interp info ... | head`): stop quietly, as `head`'s callers expect
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would raise again
+        os._exit(141)  # 128 + SIGPIPE, what a shell tool killed by the closed pipe returns
     if code == 130:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -87,7 +87,7 @@ def ship(name: str, cell: str, weights: str) -> Checkpoint:
     files = {f: (src / f).read_bytes() for f in (snapshots or {}).get("files", {}).values()}
     metrics = ckpt.metrics
     if ckpt.train.get("init_from"):
-        train, metrics, snapshots, files = with_history(ROOT / ckpt.train["init_from"], src, train, metrics)
+        train, metrics, snapshots, files = with_history(chain_of(src), train)
     if (MODELS / name).exists():
         shutil.rmtree(MODELS / name)
     save_checkpoint(MODELS / name, ckpt.model, ckpt.spec, ckpt.task, train, metrics, files, snapshots=snapshots)
@@ -97,27 +97,41 @@ def ship(name: str, cell: str, weights: str) -> Checkpoint:
     return load_checkpoint(MODELS / name)
 
 
-def with_history(first: Path, src: Path, train: dict[str, Any], metrics: list[dict[str, Any]]) -> tuple[Any, ...]:
-    """A run that started from the last-step weights of the run at ``first`` (train.init_from), as one history:
-    ``first``'s metrics, then ``src``'s with their steps offset by ``first``'s steps; of both runs' snapshots, the
-    nearest to each of the log-spaced steps one run of the whole length would keep, plus the best-OOD step (over
-    both logs), the first run's last and the last. Returns the train dict (steps_done and best_step over the whole; steps_before:
-    ``first``'s steps), the metrics, the snapshots entry and the snapshot files."""
-    before = read_config(first)
-    done = int(before["train"]["steps_done"])
-    history = read_metrics(first / "metrics.jsonl") + [m | {"step": m["step"] + done} for m in metrics]
-    path_of = {int(s): first / f for s, f in before["snapshots"]["files"].items()}
-    path_of |= {done + int(s): src / f for s, f in read_config(src)["snapshots"]["files"].items()}
-    total = done + int(train["steps_done"])
+def chain_of(src: Path) -> list[Path]:
+    """The runs behind the run at ``src``, first to last: each after the first started (train.init_from) from the
+    last-step weights of the one before it."""
+    runs = [src]
+    while start := read_config(runs[0])["train"].get("init_from"):
+        runs.insert(0, ROOT / start)
+    return runs
+
+
+def with_history(runs: list[Path], train: dict[str, Any]) -> tuple[Any, ...]:
+    """A chain of runs (``chain_of``; ``train`` is the last one's) as one history: every run's metrics with their
+    steps offset by the steps of the runs before it; of all runs' snapshots, the nearest to each of the log-spaced
+    steps one run of the whole length would keep, plus the best-OOD step (over all logs), each run's last and the
+    last. Returns the train dict (steps_done and best_step over the whole; steps_before: the steps before the last
+    run), the metrics, the snapshots entry and the snapshot files."""
+    history: list[dict[str, Any]] = []
+    path_of: dict[int, Path] = {}
+    ends, done, wall = [], 0, 0.0
+    for run in runs:
+        config = read_config(run)
+        history += [m | {"step": m["step"] + done} for m in read_metrics(run / "metrics.jsonl")]
+        path_of |= {done + int(s): run / f for s, f in config["snapshots"]["files"].items()}
+        done += int(config["train"]["steps_done"])
+        wall += float(config["train"].get("wall_s", 0.0))
+        ends.append(done)
+    total, before = done, ends[-2]
     best = min(history, key=ood_objective)["step"]
     targets = snapshot_steps(TrainConfig(steps=total, snapshots=int(train["snapshots"])))
-    steps = sorted({min(path_of, key=lambda a: abs(a - t)) for t in targets} | {best, done, total})
+    steps = sorted({min(path_of, key=lambda a: abs(a - t)) for t in targets} | {best, *ends})
     files = {snapshot_file(s): path_of[s].read_bytes() for s in steps}
     snapshots = {"steps": steps, "dtype": train["snapshot_dtype"], "best_ood_step": best,
                  "files": {str(s): snapshot_file(s) for s in steps}}
-    wall = float(before["train"].get("wall_s", 0.0)) + float(train.get("wall_s", 0.0))
-    train = train | {"steps_before": done, "steps_done": total, "best_step": best, "wall_s": wall,
-                     "weights": f"last step ({total}: {done} in {train['init_from']}, then {total - done} from its last weights)"}
+    parts = ", then ".join(f"{b - a} in {run.relative_to(ROOT)}" for a, b, run in zip([0, *ends], ends, runs))
+    train = train | {"steps_before": before, "steps_done": total, "best_step": best, "wall_s": wall,
+                     "weights": f"last step ({total}: {parts}, each run from the last weights of the one before)"}
     return train, history, snapshots, files
 
 

@@ -293,3 +293,15 @@ def test_ctrl_c_during_import_is_one_line(tmp_path, delay):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err.strip().splitlines() == ["interp: interrupted"], err
+
+
+def test_a_closed_stdout_ends_the_cli_quietly(ckpt_dir):
+    """`interp info ... | head -1` closes the pipe before interp has written everything: no traceback (it used to
+    print a BrokenPipeError traceback), and the exit code a shell tool killed by SIGPIPE gives, 141."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write
+    proc = subprocess.Popen([sys.executable, "-m", "interp.cli", "info", "--ckpt", str(ckpt_dir)],
+                            stdout=write, stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and err == "", err
