@@ -129,7 +129,8 @@ def with_history(runs: list[Path], train: dict[str, Any]) -> tuple[Any, ...]:
     files = {snapshot_file(s): path_of[s].read_bytes() for s in steps}
     snapshots = {"steps": steps, "dtype": train["snapshot_dtype"], "best_ood_step": best,
                  "files": {str(s): snapshot_file(s) for s in steps}}
-    parts = ", then ".join(f"{b - a} in {run.relative_to(ROOT)}" for a, b, run in zip([0, *ends], ends, runs))
+    parts = ", then ".join(f"{b - a} in {run.relative_to(ROOT) if run.is_relative_to(ROOT) else run}"
+                           for a, b, run in zip([0, *ends], ends, runs))
     train = train | {"steps_before": before, "steps_done": total, "best_step": best, "wall_s": wall,
                      "weights": f"last step ({total}: {parts}, each run from the last weights of the one before)"}
     return train, history, snapshots, files
