@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from interp.cards import markdown_table  # noqa: E402
 from interp.checkpoint import read_config, read_metrics  # noqa: E402
@@ -46,6 +47,7 @@ def main(out: str, runs: list[str]) -> None:
             points = [(m["step"], m[key]) for m in metrics if key in m]
             ax.plot([s for s, _ in points], [v for _, v in points], label=label)
             ax.set(title=title, xlabel="step")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0"))  # no run-together ticks
         rows = [{"step": m["step"], **{key: m.get(key, float("nan")) for key, _ in PANELS}} for m in metrics[1::2]]
         print(f"\n{label} ({folder})", *markdown_table(rows), sep="\n")
     axes[0].legend(fontsize=7)
