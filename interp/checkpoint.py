@@ -313,6 +313,16 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
+def init_chain(path: str | Path, root: str | Path = ".") -> list[Path]:
+    """The runs behind the checkpoint at ``path``, first to last: each after the first started (train.init_from)
+    from the last-step weights of the one before it. init_from paths are read as training reads them, from
+    ``root`` (the folder training ran in)."""
+    runs = [Path(path)]
+    while start := read_config(runs[0])["train"].get("init_from"):
+        runs.insert(0, Path(root) / start)
+    return runs
+
+
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """A safetensors file, with a clean error when it is missing or corrupt."""
     if not path.is_file():

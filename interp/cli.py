@@ -367,8 +367,7 @@ def entry() -> NoReturn:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would raise again
         os._exit(141)  # 128 + SIGPIPE, what a shell tool killed by the closed pipe returns
     if code == 130:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        sys.stderr.flush()  # stdout was flushed above
         os._exit(130)
     sys.exit(code)
 

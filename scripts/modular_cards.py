@@ -29,7 +29,7 @@ import yaml  # noqa: E402
 
 import interp  # noqa: E402
 from interp.cards import HEADLINES, kind_rows, markdown_table, measure  # noqa: E402
-from interp.checkpoint import Checkpoint, load_checkpoint, load_weights, read_config, read_metrics, read_tensors, save_checkpoint, snapshot_file  # noqa: E402
+from interp.checkpoint import Checkpoint, init_chain, load_checkpoint, load_weights, read_config, read_metrics, read_tensors, save_checkpoint, snapshot_file  # noqa: E402
 from interp.config import run_from_dict  # noqa: E402
 from interp.sweep import PHASE_RULE, PHASES, phase  # noqa: E402
 from interp.train import LAST_WEIGHTS, TrainConfig, ood_objective, snapshot_steps  # noqa: E402
@@ -87,7 +87,7 @@ def ship(name: str, cell: str, weights: str) -> Checkpoint:
     files = {f: (src / f).read_bytes() for f in (snapshots or {}).get("files", {}).values()}
     metrics = ckpt.metrics
     if ckpt.train.get("init_from"):
-        train, metrics, snapshots, files = with_history(chain_of(src), train)
+        train, metrics, snapshots, files = with_history(init_chain(src, ROOT))
     if (MODELS / name).exists():
         shutil.rmtree(MODELS / name)
     save_checkpoint(MODELS / name, ckpt.model, ckpt.spec, ckpt.task, train, metrics, files, snapshots=snapshots)
@@ -97,17 +97,8 @@ def ship(name: str, cell: str, weights: str) -> Checkpoint:
     return load_checkpoint(MODELS / name)
 
 
-def chain_of(src: Path) -> list[Path]:
-    """The runs behind the run at ``src``, first to last: each after the first started (train.init_from) from the
-    last-step weights of the one before it."""
-    runs = [src]
-    while start := read_config(runs[0])["train"].get("init_from"):
-        runs.insert(0, ROOT / start)
-    return runs
-
-
-def with_history(runs: list[Path], train: dict[str, Any]) -> tuple[Any, ...]:
-    """A chain of runs (``chain_of``; ``train`` is the last one's) as one history: every run's metrics with their
+def with_history(runs: list[Path]) -> tuple[Any, ...]:
+    """A chain of runs (``interp.checkpoint.init_chain``) as one history: every run's metrics with their
     steps offset by the steps of the runs before it; of all runs' snapshots, the nearest to each of the log-spaced
     steps one run of the whole length would keep, plus the best-OOD step (over all logs), each run's last and the
     last. Returns the train dict (steps_done and best_step over the whole; steps_before: the steps before the last
@@ -122,7 +113,7 @@ def with_history(runs: list[Path], train: dict[str, Any]) -> tuple[Any, ...]:
         done += int(config["train"]["steps_done"])
         wall += float(config["train"].get("wall_s", 0.0))
         ends.append(done)
-    total, before = done, ends[-2]
+    total, before, train = done, ends[-2], config["train"]  # the last run's
     best = min(history, key=ood_objective)["step"]
     targets = snapshot_steps(TrainConfig(steps=total, snapshots=int(train["snapshots"])))
     steps = sorted({min(path_of, key=lambda a: abs(a - t)) for t in targets} | {best, *ends})

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from interp.cards import markdown_table  # noqa: E402
-from interp.checkpoint import read_config, read_metrics  # noqa: E402
+from interp.checkpoint import init_chain, read_config, read_metrics  # noqa: E402
 
 PANELS = [("train_loss", "training loss"), ("id_train_acc", "ID × trained pairs, all"),
           ("ood_test_acc_copyable_last", "OOD × held-out, copyable"),
@@ -28,20 +28,11 @@ PANELS = [("train_loss", "training loss"), ("id_train_acc", "ID × trained pairs
           ("ood_test_acc_regression_last", "OOD × held-out, regression-only")]
 
 
-def step_offset(folder: Path) -> int:
-    """The training steps before this run's first: 0, or the steps of the run ``train.init_from`` names, and of
-    the run that one started from, and so on."""
-    init = read_config(folder)["train"].get("init_from")
-    if init is None:
-        return 0
-    return step_offset(Path(init)) + read_config(init)["train"]["steps_done"]
-
-
 def main(out: str, runs: list[str]) -> None:
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.4))
     for spec in runs:
         label, folder = spec.split("=", 1)
-        offset = step_offset(Path(folder))
+        offset = sum(read_config(run)["train"]["steps_done"] for run in init_chain(folder)[:-1])  # the runs it continues
         metrics = [m | {"step": m["step"] + offset} for m in read_metrics(Path(folder) / "metrics.jsonl")]
         for ax, (key, title) in zip(axes, PANELS):
             points = [(m["step"], m[key]) for m in metrics if key in m]

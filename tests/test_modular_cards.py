@@ -3,7 +3,7 @@
 import importlib.util
 from pathlib import Path
 
-from interp.checkpoint import read_config, read_metrics
+from interp.checkpoint import init_chain, read_config, read_metrics
 from interp.spec import ModelSpec
 from interp.tasks import ModularTask
 from interp.train import TrainConfig, train
@@ -26,8 +26,8 @@ def test_a_chain_of_three_runs_is_one_history(tmp_path):
               out=out, progress=False)
         runs.append(out)
         start = str(out)
-    assert modular_cards.chain_of(runs[-1]) == runs
-    train_dict, history, snapshots, files = modular_cards.with_history(runs, read_config(runs[-1])["train"])
+    assert init_chain(runs[-1]) == runs
+    train_dict, history, snapshots, files = modular_cards.with_history(runs)
     assert (train_dict["steps_before"], train_dict["steps_done"]) == (20, 30)
     # every run's log, its steps offset by the steps of the runs before it
     expected = [m | {"step": m["step"] + offset} for run, offset in zip(runs, (0, 12, 20))
