@@ -167,9 +167,12 @@ def lowest_at_seed(cells: list[dict[str, Any]], gaps: dict[str, dict[str, Any]] 
     for seed in SEEDS:
         at_seed = {m["activation"]: m["mse"] for m in cells if m["seed"] == seed}
         if len(at_seed) >= 2:
-            best = min(at_seed, key=at_seed.get)  # type: ignore[arg-type]
+            best, second = sorted(at_seed, key=at_seed.get)[:2]  # type: ignore[arg-type]
             gap = (gaps or {}).get(row_key(next(m for m in cells if m["seed"] == seed)))
-            notes = [f"{gap['gap']:.2g} ± {gap['gap_ci']:.1g} below {label(gap['runner_up'])}"] if gap and gap["winner"] == best else []
+            if gap and (gap["winner"], gap["runner_up"]) == (best, second):
+                notes = [f"{gap['gap']:.2g} ± {gap['gap_ci']:.1g} below {label(second)}"]
+            else:  # not paired: the two runs are not both here (a cached margin over another runner-up is not shown)
+                notes = [f"{at_seed[second] - at_seed[best]:.2g} below {label(second)}, unpaired"] if gap else []
             if of is not None and len(at_seed) < of:
                 notes.append(f"{len(at_seed)} of {of} trained")
             winners.append(f"{seed}: {label(best)}" + (f" ({'; '.join(notes)})" if notes else ""))
