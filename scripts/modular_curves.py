@@ -37,10 +37,11 @@ def main(out: str, runs: list[str]) -> None:
         for ax, (key, title) in zip(axes, PANELS):
             points = [(m["step"], m[key]) for m in metrics if key in m]
             ax.plot([s for s, _ in points], [v for _, v in points], label=label)
-            ax.set(title=title, xlabel="step")
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0"))  # no run-together ticks
         rows = [{"step": m["step"], **{key: m.get(key, float("nan")) for key, _ in PANELS}} for m in metrics[1::2]]
         print(f"\n{label} ({folder})", *markdown_table(rows), sep="\n")
+    for ax, (_, title) in zip(axes, PANELS):  # once per panel, not once per run
+        ax.set(title=title, xlabel="step")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0"))  # no run-together ticks
     axes[0].legend(fontsize=7)
     fig.suptitle("accuracy panels: last quarter of the shots, averaged per task; chance 1/p", fontsize=9)
     fig.tight_layout()
