@@ -148,20 +148,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import carried_rows, check_sweep, load_sweep, run_sweep
+    from .sweep import check_sweep, is_failed, kept_rows, load_sweep, run_sweep, select_cells
 
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     sweep = load_sweep(args.config)  # every cell's config is checked before anything trains
     check_sweep(sweep, args.force)
-    n_carried = 0 if args.force else len(carried_rows(sweep))
-    n = len(sweep.cells) - n_carried
-    print(f"sweep {sweep.name}: {n} cells into {sweep.runs} ({args.backend})"
-          + (f"; {n_carried} finished elsewhere, kept from {sweep.summary}" if n_carried else ""), flush=True)
-    done = iter(range(1, n + 1))
-    summary = run_sweep(args.config, args.workers, args.backend, args.address, force=args.force,
-                        on_done=lambda cell, outcome: print(f"[{next(done)}/{n}] {cell.name}: {outcome}", flush=True))
-    failed = [c["name"] for c in summary["cells"] if c["status"].startswith("failed")]
+    kept = kept_rows(sweep, args.force, args.retry_failed, args.cells)  # names a --cells pattern that matches nothing
+    selected = {c.name for c in select_cells(sweep, args.cells)}
+    n = sum(c.name in selected and c.name not in kept for c in sweep.cells)
+    n_failed = sum(name in selected and is_failed(row) for name, row in kept.items())
+    n_away = sum(name in selected and row.get("status") == "done" for name, row in kept.items())
+    notes = [f"{n_away} finished elsewhere, kept from {sweep.summary}"] if n_away else []
+    notes += [f"{n_failed} failed, kept (--retry-failed trains them again)"] if n_failed else []
+    notes += [f"{len(sweep.cells) - len(selected)} not selected by --cells"] if args.cells else []
+    print(f"sweep {sweep.name}: {n} cells into {sweep.runs} ({args.backend})" + "".join(f"; {x}" for x in notes),
+          flush=True)
+    outcomes: dict[str, str] = {}
+
+    def report(cell, outcome: str) -> None:
+        outcomes[cell.name] = outcome
+        print(f"[{len(outcomes)}/{n}] {cell.name}: {outcome}", flush=True)
+
+    run_sweep(args.config, args.workers, args.backend, args.address, force=args.force,
+              retry_failed=args.retry_failed, cells=args.cells, on_done=report)
+    failed = [name for name, outcome in outcomes.items() if outcome.startswith("failed")]
     print(f"wrote {sweep.summary}" + (f"; {len(failed)} cell(s) failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

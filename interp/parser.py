@@ -97,7 +97,11 @@ def build_parser() -> Parser:
     w.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
     w.add_argument("--backend", choices=["local", "ray"], default="local")
     w.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
-    w.add_argument("--force", action="store_true", help="train again the cells a summary has finished elsewhere (runs not here); drop its rows not in the grid")
+    w.add_argument("--force", action="store_true", help="train again the cells a summary has finished elsewhere (runs not here) or failed; drop its rows not in the grid")
+    w.add_argument("--cells", action="append", metavar="PATTERN", help="train only the cells whose names match this "
+                   "shell-style pattern (repeatable; e.g. 'n_layers=7,*scoring=linear*'); the others keep their rows")
+    w.add_argument("--retry-failed", action="store_true", help="train again the cells whose row in the summary "
+                   "failed (by default they are kept, as a diverged run diverges again)")
 
     from probes.settings import PROBE_SETTINGS, EvalSettings  # torch-free: the flags are the settings' fields
 

@@ -21,13 +21,19 @@ A summary's finished rows whose checkpoints are not here (a shipped summary, or 
 persist) are carried over as they are when their cell is in the grid (same name, same params, and the same run
 config where the row records it, as every row written since does), and those cells are not trained again
 (``carried_rows``); ``--force`` trains them again. Any other finished row would be lost, so such a summary is
-refused before anything trains (``check_summary``) unless ``--force``.
+refused before anything trains (``check_summary``) unless ``--force``. A failed row (a run that diverged, say,
+here or on another machine) is kept as it is and its cell not trained again unless ``--retry-failed`` (as Ray
+Tune's ``resume_errored=False``): a diverged run diverges again with the same seed.
+
+``--cells PATTERN`` (repeatable, shell-style patterns on the cell names) trains only the cells it names, failed
+ones included; every other cell keeps its row as the summary has it.
 
 A modular cell's phase is named from which kinds of query (``interp.query_kinds``) its checkpoint answers, by
 the rule in ``phase`` (``PHASE_RULE``); the old ``phase_threshold`` key is ignored with a warning.
 """
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import json
 import os
@@ -273,7 +279,9 @@ def summarize(sweep: Sweep, status: dict[str, str], carried: dict[str, dict[str,
             continue
         row: dict[str, Any] = {"name": cell.name, "params": cell.params, "ckpt": os.path.relpath(cell.out, here),
                                "status": status.get(cell.name, "not run")}
-        if is_finished(cell.out) and not row["status"].startswith("failed"):
+        if is_failed(row):
+            row["run"] = cell.run.to_dict()
+        elif is_finished(cell.out):
             if cell.name not in cache:
                 cache[cell.name] = row | {"status": "done", "run": cell.run.to_dict()} | summarize_cell(cell)
             row = cache[cell.name]
@@ -315,6 +323,17 @@ def away_rows(path: Path, old: dict[str, Any]) -> list[dict[str, Any]]:
             and not ((path.parent if relative else Path.cwd()) / str(c.get("ckpt"))).is_dir()]
 
 
+def row_of(row: Any, cell: Cell | None) -> bool:
+    """Whether summary row ``row`` is ``cell``'s: the same name and params, and the same run config where the
+    row records it (every row written since rows record it)."""
+    if cell is None or not isinstance(row, dict) or row.get("name") != cell.name or row.get("params") != cell.params:
+        return False
+    try:
+        return "run" not in row or same_run(run_from_dict(row["run"]), cell.run)
+    except ConfigError:
+        return False
+
+
 def carried(path: Path, cells: list[Cell] | tuple[Cell, ...]) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """The finished rows of the summary at ``path`` whose checkpoint is not here, split in two: {cell name: row}
     for those whose cell is one of ``cells``, with the same params and (where the row records it) the same run
@@ -323,24 +342,61 @@ def carried(path: Path, cells: list[Cell] | tuple[Cell, ...]) -> tuple[dict[str,
     if old is None:
         return {}, []
     by_name = {c.name: c for c in cells}
-
-    def same(row: dict[str, Any]) -> bool:
-        cell = by_name.get(row.get("name"))
-        if cell is None or row.get("params") != cell.params:
-            return False
-        try:
-            return "run" not in row or same_run(run_from_dict(row["run"]), cell.run)
-        except ConfigError:
-            return False
-
     kept: dict[str, dict[str, Any]] = {}
     others: list[dict[str, Any]] = []
-    for row in away_rows(path, old):  # one same() a row: it parses the row's run config
-        if same(row):
+    for row in away_rows(path, old):  # one row_of() a row: it parses the row's run config
+        if row_of(row, by_name.get(row.get("name"))):
             kept[row["name"]] = row
         else:
             others.append(row)
     return kept, others
+
+
+def is_failed(row: dict[str, Any]) -> bool:
+    """A summary row whose cell failed (``"failed: <reason>"``)."""
+    return str(row.get("status", "")).startswith("failed")
+
+
+def select_cells(sweep: Sweep, patterns: list[str] | tuple[str, ...] | None) -> list[Cell]:
+    """The cells whose names match any of the shell-style ``patterns`` (``fnmatch``: ``*``, ``?``, ``[..]``),
+    in grid order; all cells when ``patterns`` is None. A pattern that matches no cell is a ConfigError."""
+    if patterns is None:
+        return list(sweep.cells)
+    if isinstance(patterns, str) or not patterns:
+        raise ConfigError("cells must be a non-empty list of patterns on the cell names")
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(c.name, pattern) for c in sweep.cells):
+            raise ConfigError(f"cells: {pattern!r} matches no cell of sweep {sweep.name} (its cells are named like "
+                              f"{sweep.cells[0].name!r}; quote a pattern with * in the shell)")
+    return [c for c in sweep.cells if any(fnmatch.fnmatchcase(c.name, p) for p in patterns)]
+
+
+def kept_rows(sweep: Sweep, force: bool = False, retry_failed: bool = False,
+              cells: list[str] | tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+    """{cell name: row} for the rows of the existing summary that are kept as they are, their cells not trained:
+
+    - finished rows whose checkpoint is not here (``carried``), unless ``force``;
+    - failed rows of cells of this grid with the same params (and run config, where the row records it), unless
+      ``retry_failed`` or ``force``, or the cell is selected by ``cells``;
+    - with ``cells`` (patterns, ``select_cells``), the row of every cell not selected, whatever its status (a cell
+      that finished here since its row was written is measured again instead).
+    """
+    selected = {c.name for c in select_cells(sweep, cells)}
+    kept = {} if force else carried_rows(sweep)
+    old = read_summary(sweep.summary)
+    if old is None:
+        return kept
+    by_name = {c.name: c for c in sweep.cells}
+    for row in old["cells"]:
+        cell = by_name.get(row.get("name")) if isinstance(row, dict) else None
+        if cell is None or cell.name in kept or not row_of(row, cell):
+            continue
+        if cell.name not in selected:
+            if not (row.get("status") == "not run" and is_finished(cell.out)):
+                kept[cell.name] = row
+        elif is_failed(row) and not (retry_failed or force) and cells is None:
+            kept[cell.name] = row
+    return kept
 
 
 def carried_rows(sweep: Sweep) -> dict[str, dict[str, Any]]:
@@ -378,14 +434,16 @@ def check_sweep(sweep: Sweep, force: bool = False) -> None:
 
 
 def run_sweep(path: str | Path, workers: int | None = None, backend: Backend = "local", address: str | None = None,
-              on_done: Callable[[Cell, str], None] | None = None, force: bool = False) -> dict[str, Any]:
-    """Train every cell of the sweep file at ``path`` and write its summary, after every cell; returns the
-    summary. Rows carried over from the existing summary (``carried_rows``) are kept and their cells not
-    trained, unless ``force``. A summary that is not this machine's to rewrite is refused before anything
-    trains (``check_summary``)."""
+              on_done: Callable[[Cell, str], None] | None = None, force: bool = False, retry_failed: bool = False,
+              cells: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Train the cells of the sweep file at ``path`` (those matching ``cells``, shell-style patterns on the cell
+    names, or all) and write its summary, after every cell; returns the summary. Rows kept from the existing
+    summary (``kept_rows``: finished elsewhere unless ``force``, failed unless ``retry_failed`` or selected, and
+    every cell not selected) stay as they are and their cells are not trained. A summary that is not this
+    machine's to rewrite is refused before anything trains (``check_summary``)."""
     sweep = load_sweep(path)
     check_sweep(sweep, force)
-    kept = {} if force else carried_rows(sweep)
+    kept = kept_rows(sweep, force, retry_failed, cells)
     status: dict[str, str] = {}
     cache: dict[str, dict[str, Any]] = {}
 
@@ -395,7 +453,7 @@ def run_sweep(path: str | Path, workers: int | None = None, backend: Backend = "
         if on_done:
             on_done(cell, outcome)
 
-    todo = [c for c in sweep.cells if c.name not in kept]
+    todo = [c for c in select_cells(sweep, cells) if c.name not in kept]
     if todo:
         run_cells(todo, workers, backend, address, done)
     summary = summarize(sweep, status, kept, cache)

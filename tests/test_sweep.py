@@ -11,7 +11,7 @@ import interp
 from interp.checkpoint import load_checkpoint
 from interp.cli import main
 from interp.config import ConfigError
-from interp.sweep import PHASE_RULE, load_sweep, phase, run_sweep
+from interp.sweep import PHASE_RULE, kept_rows, load_sweep, phase, run_sweep
 from interp.train import objective_key
 
 SWEEP = """
@@ -102,6 +102,46 @@ def test_sweep_trains_every_cell_and_its_summary_matches_the_checkpoints(sweep_f
     assert main(["sweep", str(sweep_file), "--workers", "1"]) == 1
     again = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert all("another config" in c["status"] for c in again["cells"])
+
+
+def test_failed_rows_are_kept_and_cells_selects_what_trains(tmp_path, monkeypatch, capsys):
+    """A diverged cell keeps its failed row (with its run config) and is not trained again unless named by
+    --cells or --retry-failed; --cells trains only what it names and keeps every other row as it was."""
+    monkeypatch.chdir(tmp_path)
+    sweep_file = tmp_path / "tiny.yaml"
+    sweep_file.write_text(SWEEP.replace("model.n_layers: [1, 2]", "train.lr: [0.001, 1.0e+30]"))  # the second diverges
+    summary_path, good, bad = tmp_path / "out" / "sweep.json", "lr=0.001", "lr=1e+30"
+    rows = lambda: {c["name"]: c for c in json.loads(summary_path.read_text())["cells"]}  # noqa: E731
+
+    assert main(["sweep", str(sweep_file), "--cells", "*=0.001", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 cells into" in out and "1 not selected by --cells" in out and f"{good}: trained" in out
+    assert [rows()[good]["status"], rows()[bad]["status"]] == ["done", "not run"]
+    assert sorted(p.name for p in (tmp_path / "runs" / "tiny").iterdir()) == [good]
+
+    assert main(["sweep", str(sweep_file), "--workers", "1"]) == 1  # the unselected cell trains now, and diverges
+    failed = rows()[bad]
+    assert failed["status"].startswith("failed: training diverged") and failed["run"]["train"]["lr"] == 1e30
+    assert f"1 cell(s) failed: {bad}" in capsys.readouterr().out
+
+    before = rows()
+    assert main(["sweep", str(sweep_file), "--workers", "1"]) == 0  # kept, not trained again: it would diverge again
+    out = capsys.readouterr().out
+    assert "1 failed, kept (--retry-failed" in out and f"{good}: skipped" in out and bad not in out.split("\n", 1)[1]
+    assert rows() == before
+    sweep = load_sweep(sweep_file)
+    assert bad in kept_rows(sweep) and bad not in kept_rows(sweep, retry_failed=True) and bad not in kept_rows(sweep, force=True)
+    # a failed row of another run config is not this cell's: not kept
+    sweep_file.write_text(sweep_file.read_text().replace("steps: 12", "steps: 10"))
+    assert bad not in kept_rows(load_sweep(sweep_file))
+    sweep_file.write_text(sweep_file.read_text().replace("steps: 10", "steps: 12"))
+
+    assert main(["sweep", str(sweep_file), "--cells", bad, "--workers", "1"]) == 1  # named: tried again
+    assert f"{bad}: failed" in capsys.readouterr().out and rows()[good] == before[good]
+
+    assert main(["sweep", str(sweep_file), "--cells", "n_layers=9"]) == 2  # a pattern that matches nothing
+    err = capsys.readouterr().err.strip()
+    assert "matches no cell of sweep tiny" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'icl-interp[ray]')")
