@@ -148,22 +148,28 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import check_sweep, is_failed, kept_rows, load_sweep, run_sweep, select_cells
+    from collections import Counter
+
+    from .sweep import check_sweep, load_sweep, plan, run_sweep
 
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     sweep = load_sweep(args.config)  # every cell's config is checked before anything trains
     check_sweep(sweep, args.force)
-    kept = kept_rows(sweep, args.force, args.retry_failed, args.cells)  # names a --cells pattern that matches nothing
-    selected = {c.name for c in select_cells(sweep, args.cells)}
-    n = sum(c.name in selected and c.name not in kept for c in sweep.cells)
-    n_failed = sum(name in selected and is_failed(row) for name, row in kept.items())
-    n_away = sum(name in selected and row.get("status") == "done" for name, row in kept.items())
-    notes = [f"{n_away} finished elsewhere, kept from {sweep.summary}"] if n_away else []
-    notes += [f"{n_failed} failed, kept (--retry-failed trains them again)"] if n_failed else []
-    notes += [f"{len(sweep.cells) - len(selected)} not selected by --cells"] if args.cells else []
+    actions = plan(sweep, args.force, args.retry_failed, args.cells)  # names a --cells pattern that matches nothing
+    count = Counter(actions.values())
+    n = count["train"] + count["resume"] + count["skip"]
+    notes = [f"{count['kept: finished elsewhere']} finished elsewhere, kept from {sweep.summary}"] if count["kept: finished elsewhere"] else []
+    notes += [f"{count['kept: failed']} failed, kept (--retry-failed trains them again)"] if count["kept: failed"] else []
+    notes += [f"{count['not selected']} not selected by --cells"] if args.cells else []
     print(f"sweep {sweep.name}: {n} cells into {sweep.runs} ({args.backend})" + "".join(f"; {x}" for x in notes),
           flush=True)
+    if args.dry_run:
+        width = max(map(len, actions.values()))
+        for name, action in actions.items():
+            print(f"  {action:<{width}}  {name}")
+        print(f"dry run: nothing trained, {sweep.summary} not written")
+        return 0
     outcomes: dict[str, str] = {}
 
     def report(cell, outcome: str) -> None:

@@ -102,6 +102,8 @@ def build_parser() -> Parser:
                    "shell-style pattern (repeatable; e.g. 'n_layers=7,*scoring=linear*'); the others keep their rows")
     w.add_argument("--retry-failed", action="store_true", help="train again the cells whose row in the summary "
                    "failed (by default they are kept, as a diverged run diverges again)")
+    w.add_argument("--dry-run", action="store_true", help="print what would happen to each cell (train, resume, "
+                   "skip, kept, not selected) and stop")
 
     from probes.settings import PROBE_SETTINGS, EvalSettings  # torch-free: the flags are the settings' fields
 

@@ -26,7 +26,8 @@ here or on another machine) is kept as it is and its cell not trained again unle
 Tune's ``resume_errored=False``): a diverged run diverges again with the same seed.
 
 ``--cells PATTERN`` (repeatable, shell-style patterns on the cell names) trains only the cells it names, failed
-ones included; every other cell keeps its row as the summary has it.
+ones included; every other cell keeps its row as the summary has it. ``--dry-run`` prints what a run would do with
+each cell (``plan``) and trains nothing.
 
 A modular cell's phase is named from which kinds of query (``interp.query_kinds``) its checkpoint answers, by
 the rule in ``phase`` (``PHASE_RULE``); the old ``phase_threshold`` key is ignored with a warning.
@@ -397,6 +398,27 @@ def kept_rows(sweep: Sweep, force: bool = False, retry_failed: bool = False,
         elif is_failed(row) and not (retry_failed or force) and cells is None:
             kept[cell.name] = row
     return kept
+
+
+def plan(sweep: Sweep, force: bool = False, retry_failed: bool = False,
+         cells: list[str] | tuple[str, ...] | None = None) -> dict[str, str]:
+    """{cell name: what ``run_sweep`` with these arguments would do with it}, in grid order: "train" (nothing
+    here yet), "resume" (an unfinished run here), "skip" (finished here: measured for the summary, not trained),
+    "kept: finished elsewhere" and "kept: failed" (``kept_rows``: the summary's row stays, the cell does not
+    train), or "not selected" (by ``cells``: its row, if any, stays)."""
+    kept = kept_rows(sweep, force, retry_failed, cells)
+    selected = {c.name for c in select_cells(sweep, cells)}
+    actions = {}
+    for cell in sweep.cells:
+        if cell.name not in selected:
+            actions[cell.name] = "not selected"
+        elif cell.name in kept:
+            actions[cell.name] = "kept: failed" if is_failed(kept[cell.name]) else "kept: finished elsewhere"
+        elif is_finished(cell.out):
+            actions[cell.name] = "skip"
+        else:
+            actions[cell.name] = "resume" if (cell.out / RESUME_STATE).exists() else "train"
+    return actions
 
 
 def carried_rows(sweep: Sweep) -> dict[str, dict[str, Any]]:

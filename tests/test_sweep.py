@@ -113,6 +113,10 @@ def test_failed_rows_are_kept_and_cells_selects_what_trains(tmp_path, monkeypatc
     summary_path, good, bad = tmp_path / "out" / "sweep.json", "lr=0.001", "lr=1e+30"
     rows = lambda: {c["name"]: c for c in json.loads(summary_path.read_text())["cells"]}  # noqa: E731
 
+    assert main(["sweep", str(sweep_file), "--cells", "*=0.001", "--dry-run"]) == 0  # the plan, and nothing else
+    plan_lines = [line.split() for line in capsys.readouterr().out.splitlines()[1:3]]
+    assert plan_lines == [["train", good], ["not", "selected", bad]]
+    assert not (tmp_path / "runs").exists() and not summary_path.exists()
     assert main(["sweep", str(sweep_file), "--cells", "*=0.001", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "1 cells into" in out and "1 not selected by --cells" in out and f"{good}: trained" in out
@@ -129,6 +133,8 @@ def test_failed_rows_are_kept_and_cells_selects_what_trains(tmp_path, monkeypatc
     out = capsys.readouterr().out
     assert "1 failed, kept (--retry-failed" in out and f"{good}: skipped" in out and bad not in out.split("\n", 1)[1]
     assert rows() == before
+    assert main(["sweep", str(sweep_file), "--dry-run"]) == 0
+    assert [line.split() for line in capsys.readouterr().out.splitlines()[1:3]] == [["skip", good], ["kept:", "failed", bad]]
     sweep = load_sweep(sweep_file)
     assert bad in kept_rows(sweep) and bad not in kept_rows(sweep, retry_failed=True) and bad not in kept_rows(sweep, force=True)
     # a failed row of another run config is not this cell's: not kept
