@@ -31,7 +31,7 @@ from interp import load  # noqa: E402
 from interp.cards import CHENG_N, CHENG_SEED, markdown_table, paired_gap, query_batch, query_errors, query_mse  # noqa: E402
 from interp.checkpoint import read_config, read_metrics  # noqa: E402
 from interp.config import load_run, run_from_dict, same_run  # noqa: E402
-from interp.sweep import Cell, is_finished, load_sweep, read_summary  # noqa: E402
+from interp.sweep import Cell, is_failed, is_finished, load_sweep, read_summary  # noqa: E402
 from zoo_cards import zoo_readme  # noqa: E402  (scripts/ is on sys.path when a script here runs)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +185,7 @@ def diverged(sweep: str) -> dict[tuple[str, str, int], list[str]]:
     summary = read_summary(load_sweep(SWEEPS[sweep]).summary) or {"cells": []}
     failed: dict[tuple[str, str, int], list[str]] = {}
     for row in summary["cells"]:
-        if str(row.get("status", "")).startswith("failed"):
+        if is_failed(row):
             p = row["params"]
             at = (p["data"]["task.kernel"], p["model.scoring"], p["model.n_layers"])
             reason = row["status"].split(";")[0].removeprefix("failed: training ")
